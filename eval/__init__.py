@@ -1,0 +1,1 @@
+"""gcl.eval: probes (kNN, linear) shared with gcl-train's online evaluation, comparison, pictures."""

@@ -1,0 +1,81 @@
+"""Labelled evaluation data from an npz archive, an ImageFolder, or labelled shards (a manifest,
+a shard list or a single .tar), loaded into memory as uint8 arrays.
+
+Used by gcl-eval's probes and by gcl-train's online evaluation, so both read DATA the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from gcl.synth.inputs import InputError, list_inputs, load_rgb, resize_center_crop
+from gcl.synth.manifest import load_manifest, shard_urls
+from gcl.synth.shards import ORIG, decode_image, parse_family, read_shard
+
+
+@dataclass
+class LabelledSet:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int64
+    class_names: list[str] | None
+    source: str
+    skipped: int = 0  # unreadable files skipped while loading
+
+
+def load_labelled(path: str | os.PathLike, resolution: int | None = None, limit: int | None = None) -> LabelledSet:
+    """Load labelled images; `resolution` resizes/crops (None keeps the stored size, which must be uniform).
+
+    Raises InputError (one line) for unlabelled inputs or mixed sizes without `resolution`.
+    """
+    path = str(path)
+    if path.endswith(".json") or path.endswith(".tar"):
+        return _load_shards(path, resolution, limit)
+    inputs = list_inputs(path)
+    items = inputs.items[:limit] if limit else inputs.items
+    if any(it.label is None for it in items):
+        raise InputError(f"{path} has no labels (an npz needs 'labels'; a folder needs class subfolders)")
+    images, labels, skipped = [], [], 0
+    for it in items:
+        arr, err = load_rgb(it)
+        if err is not None:
+            skipped += 1
+            continue
+        images.append(resize_center_crop(arr, resolution) if resolution else arr)
+        labels.append(it.label)
+    return _stack(images, labels, inputs.class_names, path, skipped)
+
+
+def _load_shards(path: str, resolution: int | None, limit: int | None) -> LabelledSet:
+    if path.endswith(".json"):
+        manifest = load_manifest(path)
+        urls = shard_urls(manifest, path)
+        class_names = manifest.get("class_names")
+    else:
+        urls, class_names = [path], None
+    images, labels, skipped = [], [], 0
+    for url in urls:
+        for raw in read_shard(url):
+            members, _meta, label = parse_family(raw)
+            if label is None:
+                raise InputError(f"{url} holds unlabelled samples; the probe needs labelled data")
+            if ORIG not in members:
+                skipped += 1
+                continue
+            arr = np.asarray(decode_image(members[ORIG]), dtype=np.uint8)
+            images.append(resize_center_crop(arr, resolution) if resolution else arr)
+            labels.append(label)
+            if limit and len(images) >= limit:
+                return _stack(images, labels, class_names, path, skipped)
+    return _stack(images, labels, class_names, path, skipped)
+
+
+def _stack(images, labels, class_names, source, skipped) -> LabelledSet:
+    if not images:
+        raise InputError(f"{source} has no readable labelled images")
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise InputError(f"{source} has images of several sizes {sorted(shapes)[:3]}...; pass a resolution")
+    return LabelledSet(np.stack(images), np.asarray(labels, dtype=np.int64), class_names, source, skipped)

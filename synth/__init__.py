@@ -1,0 +1,1 @@
+"""gcl.synth: offline view-family synthesis (encoder -> latent augmenter -> decoder) into shards."""

@@ -1,0 +1,233 @@
+"""THE shard format: one module, used by gcl-synth to write and by gcl-train / gcl-eval to read.
+
+A shard is a plain POSIX tar (readable by `webdataset` and `tar`) named `{name}-{index:06d}.tar`.
+Each sample (a *view family*) is a run of consecutive members sharing one `__key__`:
+
+    {key}.orig.{fmt}      the input image at synthesis resolution
+    {key}.view0.{fmt} ... {key}.view{K-1}.{fmt}   generated views
+    {key}.cls             integer class label as ASCII text (only when labelled)
+    {key}.json            metadata: source, class name, resolution, generator id, per-view recipe
+
+Next to each tar, `{name}-{index:06d}.stats.json` is written LAST (after the tar has been renamed
+into place) and is the shard's commit marker: a tar without stats is unfinished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+FORMAT_VERSION = 1
+IMAGE_FORMATS = ("jpg", "png", "webp")
+ORIG = "orig"
+_KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def shard_name(name: str, index: int) -> str:
+    return f"{name}-{index:06d}.tar"
+
+
+def stats_name(name: str, index: int) -> str:
+    return f"{name}-{index:06d}.stats.json"
+
+
+def view_member(i: int) -> str:
+    return f"view{i}"
+
+
+def member_names(num_views: int) -> list[str]:
+    """Family members in order: the original first, then the generated views."""
+    return [ORIG] + [view_member(i) for i in range(num_views)]
+
+
+def sample_key(source: str) -> str:
+    """A stable tar key derived from an input's relative path (or `npzstem/index`).
+
+    webdataset splits a member name at the first dot of its basename, and a slash makes folders,
+    so both are replaced; a short hash of the exact source keeps keys unique after replacing.
+    """
+    stem = source.rsplit(".", 1)[0] if "/" not in source.rsplit(".", 1)[-1] else source
+    clean = _KEY_BAD_CHARS.sub("_", stem.replace("/", "__"))[-80:]
+    digest = hashlib.sha1(source.encode("utf-8")).hexdigest()[:8]
+    return f"{clean}_{digest}"
+
+
+def encode_image(array_hwc_uint8, fmt: str, quality: int) -> bytes:
+    """Encode an (H, W, 3) uint8 array; deterministic for a given Pillow build."""
+    from PIL import Image
+
+    img = Image.fromarray(array_hwc_uint8, mode="RGB") if hasattr(array_hwc_uint8, "shape") else array_hwc_uint8
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        img.save(buf, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    elif fmt == "png":
+        img.save(buf, format="PNG", compress_level=6)
+    elif fmt == "webp":
+        img.save(buf, format="WEBP", quality=quality, method=4)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}; choose one of {IMAGE_FORMATS}")
+    return buf.getvalue()
+
+
+def decode_image(data: bytes):
+    """Decode member bytes to an RGB PIL image."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img.convert("RGB")
+
+
+@dataclass
+class Sample:
+    """One view family as it is stored."""
+
+    key: str
+    images: dict[str, bytes]  # member name ("orig", "view0", ...) -> encoded bytes
+    meta: dict
+    label: int | None = None
+    fmt: str = "jpg"
+
+    def members(self) -> list[tuple[str, bytes]]:
+        out = [(f"{self.key}.{m}.{self.fmt}", self.images[m]) for m in sorted(self.images, key=_member_order)]
+        if self.label is not None:
+            out.append((f"{self.key}.cls", str(int(self.label)).encode()))
+        out.append((f"{self.key}.json", json.dumps(self.meta, sort_keys=True).encode()))
+        return out
+
+
+def _member_order(m: str) -> tuple[int, int]:
+    return (0, 0) if m == ORIG else (1, int(m[4:]))
+
+
+class ShardWriter:
+    """Writes one shard to `{final}.tmp-{pid}` and renames it into place on close().
+
+    Every tar header is fixed (mtime 0, uid/gid 0, mode 0444), so the same samples give the
+    same bytes. The sha256 and size are computed while writing.
+    """
+
+    def __init__(self, final_path: str | os.PathLike):
+        self.final_path = Path(final_path)
+        self.tmp_path = self.final_path.with_name(f"{self.final_path.name}.tmp-{os.getpid()}")
+        self._fh = open(self.tmp_path, "wb")
+        self._hash = _HashingWriter(self._fh)
+        self._tar = tarfile.open(fileobj=self._hash, mode="w", format=tarfile.USTAR_FORMAT)
+        self.count = 0
+        self.keys: list[str] = []
+
+    def write(self, sample: Sample) -> None:
+        for name, data in sample.members():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o444
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+        self.count += 1
+        self.keys.append(sample.key)
+
+    def close(self) -> tuple[int, str]:
+        """Finish the tar, fsync, rename into place; returns (bytes, sha256)."""
+        self._tar.close()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self.tmp_path, self.final_path)
+        return self._hash.size, self._hash.hexdigest()
+
+    def abort(self) -> None:
+        try:
+            self._tar.close()
+            self._fh.close()
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, fh):
+        self._fh = fh
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self._sha.update(b)
+        self.size += len(b)
+        return self._fh.write(b)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then rename (never a half file)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_shard(path: str | os.PathLike) -> Iterator[dict]:
+    """Read a shard without webdataset: yields {"__key__", "orig.jpg", ..., "json", "cls"} dicts.
+
+    Used by verify/inspect; training streams through webdataset (gcl.train.data).
+    """
+    current: dict | None = None
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            base = info.name.rsplit("/", 1)[-1]
+            key, _, ext = base.partition(".")
+            data = tar.extractfile(info).read()
+            if current is None or current["__key__"] != key:
+                if current is not None:
+                    yield current
+                current = {"__key__": key}
+            current[ext] = data
+    if current is not None:
+        yield current
+
+
+def parse_family(sample: dict) -> tuple[dict[str, bytes], dict, int | None]:
+    """Split a raw webdataset/tar sample dict into (member -> image bytes, meta, label)."""
+    meta = json.loads(sample["json"]) if "json" in sample else {}
+    label = int(sample["cls"]) if "cls" in sample else None
+    images = {}
+    for k, v in sample.items():
+        if k.startswith("__") or k in ("json", "cls"):
+            continue
+        member, _, ext = k.partition(".")
+        if ext in IMAGE_FORMATS:
+            images[member] = v
+    return images, meta, label
+
+
+def family_members(images: Iterable[str]) -> tuple[str, list[str]]:
+    """Return (orig member or '', sorted generated view members)."""
+    names = list(images)
+    views = sorted((m for m in names if m.startswith("view")), key=_member_order)
+    return (ORIG if ORIG in names else ""), views

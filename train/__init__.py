@@ -1,0 +1,1 @@
+"""gcl.train: contrastive training on view-family shards (Lightning 2, lightly building blocks)."""
