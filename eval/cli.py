@@ -1,0 +1,182 @@
+"""gcl-eval: kNN and linear probes on frozen features, baselines, and run comparison."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import click
+
+from gcl.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE
+
+
+def _user_errors(fn):
+    """Turn the known user-error types into one-line ClickExceptions (never a traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from gcl.eval.features import EncoderError
+        from gcl.eval.probe import ProbeError
+        from gcl.synth.inputs import InputError
+        from gcl.synth.manifest import ManifestError
+
+        try:
+            return fn(*args, **kwargs)
+        except (EncoderError, ProbeError, InputError, ManifestError, FloatingPointError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"file not found: {exc.filename}") from None
+
+    return wrapper
+
+
+def _encoder_options(fn):
+    opts = [
+        click.option("--ckpt", type=click.Path(exists=True), help="gcl-train checkpoint (.ckpt) or run folder."),
+        click.option("--backbone", default=None, help="Baseline: a backbone name (with --random-init)."),
+        click.option("--random-init", is_flag=True, help="Baseline: randomly initialised --backbone (seed 0)."),
+        click.option("--raw-pixels", is_flag=True, help="Baseline: standardised raw pixels as features."),
+        click.option("--cifar-stem/--imagenet-stem", default=True, show_default=True,
+                     help="Stem of the --random-init backbone (CIFAR: 3x3 conv, no max-pool)."),
+        click.option("--train", "train_data", required=True, help="Labelled DATA: npz, ImageFolder, manifest or .tar."),
+        click.option("--test", "test_data", required=True, help="Labelled DATA to score."),
+        click.option("--limit-train", type=int, default=None, help="Use only the first N train images."),
+        click.option("--limit-test", type=int, default=None, help="Use only the first N test images."),
+        click.option("--batch-size", type=int, default=256, show_default=True, help="Feature extraction batch."),
+        click.option("--cache-dir", default=None,
+                     help="Feature cache folder [default: RUN/features for a checkpoint, none for baselines]."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write cached features."),
+        click.option("--out", default=None, help="Results folder [default: RUN/eval, or ./eval-results]."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem):
+    from gcl.eval.features import checkpoint_encoder, random_encoder, raw_pixel_encoder
+
+    chosen = sum([bool(ckpt), bool(random_init), bool(raw_pixels)])
+    if chosen != 1:
+        raise click.UsageError("give exactly one of --ckpt, --random-init --backbone NAME, or --raw-pixels")
+    if random_init and not backbone:
+        raise click.UsageError("--random-init needs --backbone (e.g. resnet18)")
+    if backbone and not random_init:
+        raise click.UsageError("--backbone is only for --random-init; a checkpoint records its own backbone")
+    if ckpt:
+        return checkpoint_encoder(ckpt)
+    if random_init:
+        return random_encoder(backbone, cifar_stem=cifar_stem)
+    return raw_pixel_encoder()
+
+
+def _cache_dir(ckpt, cache_dir, no_cache):
+    if no_cache:
+        return None
+    if cache_dir:
+        return cache_dir
+    if ckpt:
+        from gcl.eval.features import resolve_checkpoint
+        from gcl.eval.results import results_dir
+
+        return str(results_dir(str(resolve_checkpoint(ckpt)), None).parent / "features")
+    return None
+
+
+def _run(probe, ckpt, backbone, random_init, raw_pixels, cifar_stem, train_data, test_data, limit_train, limit_test,
+         batch_size, cache_dir, no_cache, out, **probe_kwargs):
+    from gcl.eval.probe import run_probe
+    from gcl.eval.results import results_dir, save_result
+
+    encoder = _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem)
+    log = functools.partial(click.echo, err=True)
+    record = run_probe(probe, encoder, train_data, test_data, limit_train=limit_train, limit_test=limit_test,
+                       cache_dir=_cache_dir(ckpt, cache_dir, no_cache), batch_size=batch_size, log=log, **probe_kwargs)
+    json_path, table = save_result(record, results_dir(encoder.describe if ckpt else None, out))
+    click.echo(f"{probe} {encoder.describe}: top-1 {record['top1']:.2f}%  top-5 {record['top5']:.2f}%  "
+               f"(n_test {record['n_test']}, chance {record['chance_top1']:.1f}%)")
+    click.echo(f"wrote {json_path} and a row in {table}", err=True)
+    return record
+
+
+@click.group()
+def main():
+    """Evaluate gcl-train checkpoints with frozen-feature probes, and compare runs."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@main.command()
+@_encoder_options
+@click.option("--k", type=int, default=DEFAULT_K, show_default=True, help="Neighbours (solo-learn/lightly: 20).")
+@click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True,
+              help="Vote weight exp(cos/T) (solo-learn/lightly: 0.07).")
+@_user_errors
+def knn(k, temperature, **kw):
+    """Weighted cosine kNN on frozen features; prints top-1 and top-5."""
+    if k < 1 or temperature <= 0:
+        raise click.UsageError("--k must be >= 1 and --temperature > 0")
+    _run("knn", k=k, temperature=temperature, **kw)
+
+
+@main.command()
+@_encoder_options
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML with a 'linear:' section overriding the solo-learn defaults.")
+@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs (default 100).")
+@click.option("--lr", type=float, default=None, help="Override the recipe's lr (default 0.1).")
+@click.option("--schedule", type=click.Choice(["step", "cosine"]), default=None, help="Override the lr schedule.")
+@click.option("--standardize/--no-standardize", default=None, help="z-score features before the linear layer.")
+@_user_errors
+def linear(recipe, epochs, lr, schedule, standardize, **kw):
+    """Linear classifier on frozen features (solo-learn protocol); prints top-1 and top-5."""
+    from gcl.eval.linear import load_recipe
+
+    try:
+        rec = load_recipe(recipe, epochs=epochs, lr=lr, schedule=schedule, standardize=standardize)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+    _run("linear", recipe=rec, **kw)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--plot", default="compare.png", show_default=True, help="PNG of accuracy over epochs.")
+@click.option("--markdown", default=None, help="Also write the table to this .md file.")
+@_user_errors
+def compare(runs, plot, markdown):
+    """One table of runs (method, shards, gen-prob, epochs, kNN, linear) and a plot over epochs."""
+    from gcl.eval.compare import format_table, plot_runs, summarize_run
+
+    rows = [summarize_run(r) for r in runs]
+    table = format_table(rows)
+    click.echo(table)
+    if markdown:
+        with open(markdown, "w") as fh:
+            fh.write(table + "\n")
+    n = plot_runs(rows, plot)
+    click.echo(f"plot: {plot} ({n} curves)" if n else f"plot: {plot} (no per-epoch accuracy in the runs' logs)", err=True)
+
+
+@main.command()
+@click.option("--train", "train_data", required=True, help="Labelled DATA used as the kNN memory bank.")
+@click.option("--test", "test_data", required=True, help="Labelled DATA to score.")
+@click.option("--backbone", default="resnet18", show_default=True)
+@click.option("--limit-train", type=int, default=None)
+@click.option("--limit-test", type=int, default=None)
+@click.option("--out", default="eval-results", show_default=True)
+@_user_errors
+def baselines(train_data, test_data, backbone, limit_train, limit_test, out):
+    """kNN floors: a random-init backbone and raw pixels (every trained number must beat these)."""
+    from gcl.eval.features import random_encoder, raw_pixel_encoder
+    from gcl.eval.probe import run_probe
+    from gcl.eval.results import save_result
+
+    log = functools.partial(click.echo, err=True)
+    for enc in (random_encoder(backbone), raw_pixel_encoder()):
+        rec = run_probe("knn", enc, train_data, test_data, limit_train=limit_train, limit_test=limit_test, log=log)
+        save_result(rec, out)
+        click.echo(f"knn {enc.describe}: top-1 {rec['top1']:.2f}%  top-5 {rec['top5']:.2f}%")
+
+
+if __name__ == "__main__":
+    main()

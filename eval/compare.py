@@ -1,0 +1,142 @@
+"""`gcl-eval compare RUN...`: one table of runs and a plot of accuracy over epochs from their logs.
+
+A run folder (written by gcl-train) holds run.json (method, shards, gen_prob, epochs, ...) and
+metrics.csv (one row per logged step/epoch; columns include epoch, knn_top1, linear_top1, blank
+where a row did not log that metric). Offline probe results come from RUN/eval/*.json
+(gcl-eval knn/linear); when a run has none, the last online value from metrics.csv is shown
+with a '*' (online kNN during training, same implementation, possibly on a smaller bank).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gcl.eval.results import load_results
+
+PLOT_METRICS = ("knn_top1", "linear_top1")
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: str
+    method: str = ""
+    shards: str = ""
+    gen_prob: str = ""
+    epochs: str = ""
+    knn: str = ""
+    linear: str = ""
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(epoch, acc)]
+
+
+def _short(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return ",".join(_short(x) for x in v)
+    s = str(v)
+    return Path(s).name if ("/" in s and len(s) > 40) else s
+
+
+def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """metric -> [(epoch, value)] for the PLOT_METRICS present; later rows win for a repeated epoch."""
+    curves: dict[str, dict[float, float]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            ep = _num(row.get("epoch"))
+            if ep is None:
+                continue
+            for m in PLOT_METRICS:
+                v = _num(row.get(m))
+                if v is not None:
+                    curves.setdefault(m, {})[ep] = v
+    return {m: sorted(d.items()) for m, d in curves.items()}
+
+
+def _num(s):
+    try:
+        v = float(s)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _find_metrics(run: Path) -> Path | None:
+    if (run / "metrics.csv").is_file():
+        return run / "metrics.csv"
+    found = sorted(run.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def summarize_run(run_dir: str) -> RunSummary:
+    run = Path(run_dir)
+    s = RunSummary(name=run.resolve().name, path=str(run))
+    info = {}
+    if (run / "run.json").is_file():
+        try:
+            info = json.loads((run / "run.json").read_text())
+        except json.JSONDecodeError:
+            info = {}
+    s.method = _short(info.get("method"))
+    s.shards = _short(info.get("manifest") or info.get("shards") or "none")
+    s.gen_prob = _short(info.get("gen_prob"))
+    metrics = _find_metrics(run)
+    if metrics is not None:
+        s.curves = read_metrics(metrics)
+    done = max((ep for pts in s.curves.values() for ep, _ in pts), default=None)
+    planned = info.get("epochs") or info.get("max_epochs")
+    s.epochs = _short(planned) if done is None else f"{int(done) + 1}/{_short(planned) or '?'}"
+    offline = load_results(run)
+    for probe, metric in (("knn", "knn_top1"), ("linear", "linear_top1")):
+        if probe in offline:
+            setattr(s, probe, f"{offline[probe]['top1']:.2f}")
+        elif s.curves.get(metric):
+            setattr(s, probe, f"{s.curves[metric][-1][1]:.2f}*")
+    return s
+
+
+def format_table(rows: list[RunSummary]) -> str:
+    head = ["run", "method", "shards/manifest", "gen-prob", "epochs", "kNN top-1", "linear top-1"]
+    body = [[r.name, r.method, r.shards, r.gen_prob, r.epochs, r.knn or "-", r.linear or "-"] for r in rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
+    if any(r.knn.endswith("*") or r.linear.endswith("*") for r in rows):
+        lines.append("\n`*` online value from the run's metrics.csv (no gcl-eval result in RUN/eval yet)")
+    return "\n".join(lines)
+
+
+def plot_runs(rows: list[RunSummary], out: str) -> int:
+    """Accuracy over epochs, one line per (run, metric); returns the number of curves drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    n = 0
+    for i, r in enumerate(rows):
+        color = f"C{i % 10}"
+        for metric, style in zip(PLOT_METRICS, ("-", "--")):
+            pts = r.curves.get(metric)
+            if not pts:
+                continue
+            ax.plot([p[0] + 1 for p in pts], [p[1] for p in pts], style, color=color, marker="o", markersize=3,
+                    label=f"{r.name} ({metric.split('_')[0]})")
+            n += 1
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("accuracy over epochs (solid: kNN, dashed: linear)")
+    ax.grid(alpha=0.3)
+    if n:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no per-epoch accuracy logged", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return n

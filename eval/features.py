@@ -1,0 +1,170 @@
+"""Frozen features for the probes: from a gcl-train checkpoint, a random-init backbone, or raw pixels.
+
+Features are extracted once per (encoder, data) pair and cached as a .safetensors file whose name
+is keyed by the checkpoint's sha256 and a fingerprint of the data (image bytes + labels), so
+repeated kNN / linear probes on the same checkpoint cost one extraction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gcl.synth.shards import sha256_file
+
+# CIFAR-10 statistics (0-1 scale) used for the baselines, which have no training run to take them
+# from; the shared JPEG copy's values differ from the official ones by < 0.3/255 (data README).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+# 256 images per forward pass keeps a CIFAR ResNet-18 under ~1.5 GB of activations on CPU.
+DEFAULT_BATCH = 256
+
+
+class EncoderError(ValueError):
+    """A checkpoint or run folder that cannot be turned into an encoder (one-line user error)."""
+
+
+@dataclass
+class Encoder:
+    """Something that maps uint8 NHWC images to (N, D) features, and a stable id for caching."""
+
+    id: str  # cache key part: checkpoint sha / baseline name
+    describe: str  # human-readable: path or "random-init resnet18 (seed 0)"
+    forward: Callable[[np.ndarray], torch.Tensor]
+    resolution: int | None  # images are loaded at this size (None: as stored)
+    info: dict = field(default_factory=dict)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A .ckpt file as given, or the checkpoint a run folder points to.
+
+    In a run folder we take, in order: checkpoints/best.ckpt, checkpoints/last.ckpt, then the
+    newest *.ckpt anywhere under the folder (Lightning's ModelCheckpoint names vary by config).
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise EncoderError(f"checkpoint not found: {p}")
+    for name in ("best.ckpt", "last.ckpt"):
+        for cand in (p / "checkpoints" / name, p / name):
+            if cand.is_file():
+                return cand
+    found = sorted(p.rglob("*.ckpt"), key=lambda q: q.stat().st_mtime)
+    if not found:
+        raise EncoderError(f"no .ckpt file under run folder {p}")
+    return found[-1]
+
+
+def checkpoint_encoder(path: str | os.PathLike) -> Encoder:
+    from gcl.train.backbones import load_backbone, preprocess
+
+    ckpt = resolve_checkpoint(path)
+    try:
+        net, info = load_backbone(str(ckpt))
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+        raise EncoderError(f"cannot load {ckpt}: {str(exc).splitlines()[0]}") from None
+    return Encoder(
+        id=sha256_file(ckpt)[:16],
+        describe=str(ckpt),
+        forward=_backbone_forward(net, lambda x: preprocess(x, info)),
+        resolution=int(info["resolution"]) if info.get("resolution") else None,
+        info=info,
+    )
+
+
+def random_encoder(backbone: str, cifar_stem: bool = True, seed: int = 0, resolution: int | None = None) -> Encoder:
+    """Randomly initialised backbone (torchvision default init, fixed seed), BN in eval mode.
+
+    The floor every trained number must beat: random conv features already carry some signal.
+    """
+    from gcl.train.backbones import build_backbone, preprocess
+
+    torch.manual_seed(seed)
+    try:
+        net, _ = build_backbone(backbone, cifar_stem, resolution)
+    except ValueError as exc:
+        raise EncoderError(str(exc)) from None
+    net.eval()
+    info = {"method": "random-init", "backbone": backbone, "cifar_stem": cifar_stem, "epoch": 0,
+            "resolution": resolution or 32, "mean": CIFAR_MEAN, "std": CIFAR_STD}
+    return Encoder(
+        id=f"random-{backbone}-{'cifar' if cifar_stem else 'imnet'}-s{seed}-r{info['resolution']}",
+        describe=f"random-init {backbone} (seed {seed})",
+        forward=_backbone_forward(net, lambda x: preprocess(x, info)),
+        resolution=info["resolution"],
+        info=info,
+    )
+
+
+def raw_pixel_encoder(resolution: int | None = None) -> Encoder:
+    """Flattened pixels, standardised per channel with CIFAR mean/std.
+
+    Standardising matters for cosine kNN: on raw [0,1] pixels every vector points into the
+    positive orthant and the cosine mostly measures overall colour/brightness.
+    """
+    mean = torch.tensor(CIFAR_MEAN).view(1, 1, 1, 3)
+    std = torch.tensor(CIFAR_STD).view(1, 1, 1, 3)
+
+    def forward(images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+        return ((x - mean) / std).flatten(1)
+
+    return Encoder(id=f"raw-pixels-r{resolution or 'native'}", describe="raw pixels (standardised)",
+                   forward=forward, resolution=resolution, info={"method": "raw-pixels", "epoch": 0})
+
+
+def _backbone_forward(net: torch.nn.Module, prep: Callable[[np.ndarray], torch.Tensor]):
+    def forward(images: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return net(prep(images)).float()
+
+    return forward
+
+
+def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def extract(encoder: Encoder, images: np.ndarray, batch_size: int = DEFAULT_BATCH,
+            progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """(N, D) float32 features, computed in batches."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        out.append(encoder.forward(images[start:start + batch_size]).cpu())
+        if progress:
+            progress(min(start + batch_size, len(images)), len(images))
+    return torch.cat(out)
+
+
+def cached_features(encoder: Encoder, images: np.ndarray, labels: np.ndarray, cache_dir: str | os.PathLike | None,
+                    batch_size: int = DEFAULT_BATCH, progress=None) -> tuple[torch.Tensor, bool]:
+    """Features from the cache file if present, else extracted (and cached when cache_dir is set).
+
+    Returns (features, hit).
+    """
+    from safetensors.torch import load_file, save_file
+
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{encoder.id}-{data_fingerprint(images, labels)}.safetensors"
+        if path.is_file():
+            return load_file(str(path))["features"], True
+    feats = extract(encoder, images, batch_size, progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        save_file({"features": feats.contiguous(), "labels": torch.from_numpy(np.asarray(labels, dtype=np.int64))},
+                  str(tmp), metadata={"encoder": encoder.describe, "n": str(len(images))})
+        os.replace(tmp, path)
+    return feats, False

@@ -1,0 +1,83 @@
+"""Probe results: one JSON file per (probe, test data) and a row appended to a markdown table.
+
+A run's results live in RUN/eval/ (JSON `{probe}-{test}-{encoder}.json`, table `results.md`), so
+`gcl-eval compare RUN...` finds them next to the run's logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from gcl.synth.shards import write_json_atomic
+
+TABLE_COLUMNS = ("time", "probe", "encoder", "method", "epoch", "train", "test", "n_train", "n_test",
+                 "top1", "top5", "params")
+
+
+def results_dir(ckpt_path: str | None, out: str | None) -> Path:
+    """--out if given; else RUN/eval for a checkpoint inside a run folder; else ./eval-results."""
+    if out:
+        return Path(out)
+    if ckpt_path:
+        p = Path(ckpt_path)
+        run = p if p.is_dir() else p.parent
+        if run.name == "checkpoints":
+            run = run.parent
+        return run / "eval"
+    return Path("eval-results")
+
+
+def _slug(s: str) -> str:
+    stem = Path(s.rstrip("/")).name
+    stem = re.sub(r"\.(npz|json|tar)$", "", stem)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "data"
+
+
+def save_result(record: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `{probe}-{test}-{encoder}.json` (overwritten: the latest result) and append a table row."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = dict(record, time=record.get("time") or time.strftime("%Y-%m-%d %H:%M:%S"))
+    enc = _slug(str(record.get("encoder_id", "")))[:24]
+    json_path = out_dir / f"{record['probe']}-{_slug(record['test'])}-{enc}.json"
+    write_json_atomic(json_path, record)
+    table = out_dir / "results.md"
+    append_row(table, record)
+    return json_path, table
+
+
+def append_row(table: Path, record: dict) -> None:
+    new = not table.exists() or table.stat().st_size == 0
+    row = []
+    for col in TABLE_COLUMNS:
+        v = record.get(col, "")
+        if isinstance(v, float):
+            v = f"{v:.2f}"
+        elif isinstance(v, dict):
+            v = ", ".join(f"{k}={val}" for k, val in v.items())
+        row.append(str(v).replace("|", "/"))
+    with open(table, "a") as fh:
+        if new:
+            fh.write("| " + " | ".join(TABLE_COLUMNS) + " |\n")
+            fh.write("|" + "|".join("---" for _ in TABLE_COLUMNS) + "|\n")
+        fh.write("| " + " | ".join(row) + " |\n")
+
+
+def load_results(run_dir: str | os.PathLike) -> dict[str, dict]:
+    """Latest result per probe ('knn', 'linear') found in RUN/eval/*.json (newest file wins)."""
+    out: dict[str, dict] = {}
+    eval_dir = Path(run_dir) / "eval"
+    if not eval_dir.is_dir():
+        return out
+    for p in sorted(eval_dir.glob("*.json"), key=lambda q: q.stat().st_mtime):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(rec, dict) and rec.get("probe") in ("knn", "linear"):
+            out[rec["probe"]] = rec
+    return out
