@@ -119,7 +119,12 @@ class ShardWriter:
         self.tmp_path = self.final_path.with_name(f"{self.final_path.name}.tmp-{os.getpid()}")
         self._fh = open(self.tmp_path, "wb")
         self._hash = _HashingWriter(self._fh)
-        self._tar = tarfile.open(fileobj=self._hash, mode="w", format=tarfile.USTAR_FORMAT)
+        try:  # stream mode: the hashing writer cannot seek
+            self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.USTAR_FORMAT)
+        except BaseException:
+            self._fh.close()
+            self.tmp_path.unlink(missing_ok=True)
+            raise
         self.count = 0
         self.keys: list[str] = []
 

@@ -1,0 +1,128 @@
+"""Default data (CIFAR-10) and model (TAEF2) for the main job, resolved in this order:
+explicit path -> $GCL_HOME cache -> ../shared beside the checkout -> download from the official
+source on first use, checksum-checked, into $GCL_HOME (default ~/.cache/gcl).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import tarfile
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger("gcl.synth")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The weights' official home is madebyollin/taesd at this commit (.pth pickles); we convert them
+# to safetensors, and the result must hash to the values published in shared/models/taef2/README.md.
+TAEF2_COMMIT = "5cccb12dc72074a4be35680c3b108548a7c69978"
+TAEF2_URL = "https://raw.githubusercontent.com/madebyollin/taesd/" + TAEF2_COMMIT + "/{name}.pth"
+TAEF2_SHA256 = {
+    "taef2_encoder.safetensors": "ed439d4f19057d2a3b8fb43e3caa9aff37f5b9fdbf707cddff57f5a8ae8d5068",
+    "taef2_decoder.safetensors": "79b69df8dd742e179d3b929905310a39901a805840f9b2b8968d1bbf5f65d642",
+}
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # the checksum the dataset's distributors publish
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def gcl_home() -> Path:
+    return Path(os.environ.get("GCL_HOME", Path.home() / ".cache" / "gcl"))
+
+
+def shared_dirs() -> list[Path]:
+    """../shared beside the checkout, and beside the current directory."""
+    return [REPO_ROOT.parent / "shared", Path.cwd().parent / "shared"]
+
+
+def _first_existing(candidates) -> Path | None:
+    return next((p for p in candidates if p.exists()), None)
+
+
+def resolve_taef2(explicit: str | None = None, download_url: str = TAEF2_URL) -> Path:
+    if explicit:
+        return Path(explicit)
+    names = list(TAEF2_SHA256)
+    candidates = [gcl_home() / "models" / "taef2"] + [d / "models" / "taef2" for d in shared_dirs()]
+    found = _first_existing(c for c in candidates if all((c / n).is_file() for n in names))
+    if found:
+        return found
+    target = gcl_home() / "models" / "taef2"
+    log.warning("TAEF2 not found locally; downloading to %s", target)
+    fetch_taef2(target, download_url)
+    return target
+
+
+def fetch_taef2(target: Path, url_template: str = TAEF2_URL) -> None:
+    """Download the official .pth files, convert to safetensors, check the published sha256."""
+    import torch
+    from safetensors.torch import save
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name, expected in TAEF2_SHA256.items():
+        raw = _download(url_template.format(name=name.rsplit(".", 1)[0]))
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        data = save({k: v.contiguous() for k, v in state.items()})
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != expected:
+            raise DownloadError(f"{name}: sha256 {digest[:16]}... does not match the published {expected[:16]}...")
+        _write_atomic(target / name, data)
+
+
+def resolve_cifar10(split: str = "train", explicit: str | None = None, download_url: str = CIFAR10_URL) -> Path:
+    if explicit:
+        return Path(explicit)
+    fname = f"cifar10_{split}.npz"
+    candidates = [gcl_home() / "data" / fname] + [d / "data" / fname for d in shared_dirs()]
+    found = _first_existing(candidates)
+    if found:
+        return found
+    log.warning("CIFAR-10 not found locally; downloading to %s", gcl_home() / "data")
+    fetch_cifar10(gcl_home() / "data", download_url)
+    return gcl_home() / "data" / fname
+
+
+def fetch_cifar10(target: Path, url: str = CIFAR10_URL) -> None:
+    """Official CIFAR-10 python batches (md5-checked) -> cifar10_{train,test}.npz in our layout."""
+    import numpy as np
+
+    raw = _download(url)
+    digest = hashlib.md5(raw).hexdigest()  # noqa: S324 - matching the published checksum
+    if digest != CIFAR10_MD5:
+        raise DownloadError(f"CIFAR-10 archive md5 {digest} does not match the published {CIFAR10_MD5}")
+    batches = {}
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
+        for m in tar.getmembers():
+            base = m.name.rsplit("/", 1)[-1]
+            if base.startswith(("data_batch_", "test_batch")):
+                # The official archive is a pickle of plain arrays/lists from a checksum-verified file.
+                batches[base] = pickle.load(tar.extractfile(m), encoding="bytes")  # noqa: S301
+    target.mkdir(parents=True, exist_ok=True)
+    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        x = np.concatenate([batches[n][b"data"] for n in names]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        y = np.concatenate([np.asarray(batches[n][b"labels"]) for n in names]).astype(np.int64)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, images=np.ascontiguousarray(x, dtype=np.uint8), labels=y, class_names=np.array(CIFAR10_CLASSES))
+        _write_atomic(target / f"cifar10_{split}.npz", buf.getvalue())
+
+
+def _download(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - fixed official URLs
+            return resp.read()
+    except OSError as exc:
+        raise DownloadError(f"cannot download {url} ({exc}); pass the local path explicitly or set GCL_HOME") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

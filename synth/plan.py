@@ -1,0 +1,117 @@
+"""The plan: a sorted, deterministic assignment of inputs to shards, and the fingerprint of
+everything that changes output bytes. Re-running into an output with another fingerprint is
+refused, so two different experiments can never be mixed in one shard set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gcl.synth.inputs import InputItem, InputSet
+from gcl.synth.shards import shard_name, stats_name, write_json_atomic
+
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """Every option that changes output bytes (and nothing else: workers, retries do not)."""
+
+    generator: str
+    model: str
+    weights_sha256: str
+    recipe: str  # the parsed recipe's spec string
+    views: int
+    resolution: int
+    image_format: str
+    quality: int
+    seed: int
+    batch_size: int  # batch composition decides mix partners and float summation order
+    dtype: str
+    device_type: str  # "cpu" / "cuda": bytes are reproducible on the same kind of device
+
+
+@dataclass
+class ShardTask:
+    """One unit of work, picklable for dask: which inputs go to which shard file."""
+
+    index: int
+    items: list[InputItem]
+    out_dir: str
+    name: str
+
+    @property
+    def tar_path(self) -> str:
+        return os.path.join(self.out_dir, shard_name(self.name, self.index))
+
+    @property
+    def stats_path(self) -> str:
+        return os.path.join(self.out_dir, stats_name(self.name, self.index))
+
+
+@dataclass
+class Plan:
+    name: str
+    out_dir: str
+    options: SynthOptions
+    input_fingerprint: str
+    tasks: list[ShardTask]
+    num_inputs: int
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps({"options": asdict(self.options), "inputs": self.input_fingerprint,
+                           "shards": [len(t.items) for t in self.tasks], "name": self.name}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "fingerprint": self.fingerprint, "options": asdict(self.options),
+                "input_fingerprint": self.input_fingerprint, "num_inputs": self.num_inputs,
+                "num_shards": len(self.tasks), "shard_sizes": [len(t.items) for t in self.tasks]}
+
+
+class PlanMismatch(RuntimeError):
+    pass
+
+
+def make_plan(inputs: InputSet, out_dir: str, name: str, shard_size: int, options: SynthOptions,
+              limit: int | None = None) -> Plan:
+    items = sorted(inputs.items, key=lambda it: (it.source, it.index))
+    if limit:
+        items = items[:limit]
+    tasks = [ShardTask(i, items[start : start + shard_size], str(out_dir), name)
+             for i, start in enumerate(range(0, len(items), shard_size))]
+    fingerprint = inputs.fingerprint() + (f"/limit={limit}" if limit else "")
+    return Plan(name, str(out_dir), options, fingerprint, tasks, len(items))
+
+
+def check_or_write_plan(plan: Plan, overwrite: bool) -> None:
+    """First run writes plan.json; a re-run must match it (resume) unless --overwrite."""
+    out = Path(plan.out_dir)
+    path = out / PLAN_FILE
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") != plan.fingerprint:
+            if not overwrite:
+                changed = [k for k, v in plan.to_json()["options"].items() if old.get("options", {}).get(k) != v]
+                if old.get("input_fingerprint") != plan.input_fingerprint:
+                    changed.append("inputs")
+                raise PlanMismatch(
+                    f"{out} holds shards of another plan (changed: {', '.join(changed) or 'shard layout'}); "
+                    f"use another --output or pass --overwrite to replace them"
+                )
+            clear_output(out, old.get("name", plan.name))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, plan.to_json())
+
+
+def clear_output(out: Path, name: str) -> None:
+    for p in out.glob(f"{name}-*"):
+        p.unlink()
+    for p in out.glob(f"{name}.manifest.json"):
+        p.unlink()
+    (out / PLAN_FILE).unlink(missing_ok=True)

@@ -1,0 +1,85 @@
+"""Stats for people: a progress bar with images/s and error counts, the end-of-run summary
+table, and `gcl-synth status` (done / pending / failed shards of an output folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from gcl.synth.shards import stats_name
+
+
+class Progress:
+    def __init__(self, total: int, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.errors = 0
+        self.bar = tqdm(total=total, unit="img", disable=not enabled, dynamic_ncols=True, desc="synth")
+
+    def update(self, done: int, errors: int = 0) -> None:
+        self.errors += errors
+        if errors:
+            self.bar.set_postfix(errors=self.errors)
+        self.bar.update(done + errors)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def summary_table(plan, results: dict, failed: dict, seconds: float) -> str:
+    errors = Counter()
+    for st in results.values():
+        errors.update(st["errors"])
+    resumed = sum(1 for st in results.values() if st.get("resumed"))
+    made = sum(st["samples"] for st in results.values() if not st.get("resumed"))
+    samples = sum(st["samples"] for st in results.values())
+    rows = [
+        ("shards", f"{len(results)}/{len(plan.tasks)} committed ({resumed} already done), {len(failed)} failed"),
+        ("samples", f"{samples} view families ({plan.options.views} generated views each)"),
+        ("skipped inputs", ", ".join(f"{k}={v}" for k, v in sorted(errors.items())) or "none"),
+        ("time", f"{seconds:.1f} s, {made / seconds if seconds > 0 else 0:.2f} img/s (this run)"),
+    ]
+    return "summary\n" + _table(rows)
+
+
+def shard_status(out_dir: str) -> dict:
+    """done / pending / failed(unfinished tmp) shards of an output folder, from plan.json + stats files."""
+    out = Path(out_dir)
+    plan_path = out / "plan.json"
+    if not plan_path.exists():
+        raise FileNotFoundError(f"{out} has no plan.json: not a gcl-synth output folder")
+    plan = json.loads(plan_path.read_text())
+    name, n = plan["name"], plan["num_shards"]
+    done, pending, partial = [], [], []
+    samples = 0
+    for i in range(n):
+        st = out / stats_name(name, i)
+        if st.exists():
+            done.append(i)
+            samples += json.loads(st.read_text())["samples"]
+        else:
+            pending.append(i)
+            if any(out.glob(f"{name}-{i:06d}.tar.tmp-*")):
+                partial.append(i)
+    manifest = out / f"{name}.manifest.json"
+    failed = json.loads(manifest.read_text()).get("failed", {}) if manifest.exists() else {}
+    return {"name": name, "shards": n, "done": done, "pending": pending, "partial": partial,
+            "failed": {int(k): v for k, v in failed.items() if int(k) in pending}, "samples": samples}
+
+
+def status_text(st: dict) -> str:
+    def fmt(ids):
+        return ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "") if ids else "-"
+
+    rows = [("name", st["name"]), ("done", f"{len(st['done'])}/{st['shards']} shards, {st['samples']} samples"),
+            ("pending", f"{len(st['pending'])}: {fmt(st['pending'])}"),
+            ("interrupted", f"{len(st['partial'])}: {fmt(st['partial'])}"),
+            ("failed", f"{len(st['failed'])}: " + ("; ".join(f"{k}: {v}" for k, v in st["failed"].items()) or "-"))]
+    return _table(rows)

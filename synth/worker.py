@@ -1,0 +1,142 @@
+"""Worker: one shard = decode -> batch -> ENCODER -> LATENT AUGMENTER -> DECODER -> encode -> tar.
+
+Image decode/resize runs in a thread pool ahead of the model (prefetch of the next batches) and
+JPEG/PNG encoding + tar writing runs in another thread behind it, so the model is the only
+thing on the critical path. Bad inputs are counted per error type and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gcl.synth.augment import Recipe, augment_latents
+from gcl.synth.inputs import InputItem, load_rgb, resize_center_crop
+from gcl.synth.plan import ShardTask, SynthOptions
+from gcl.synth.shards import ORIG, Sample, ShardWriter, encode_image, sample_key, view_member, write_json_atomic
+
+log = logging.getLogger("gcl.synth")
+MAX_LOGGED_SKIPS = 1000  # per shard, in its stats file; the counts stay exact beyond it
+PREFETCH_BATCHES = 2  # batches decoded ahead of the model: enough to hide decode, bounded memory
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return x.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.inference_mode()
+def generate_views(generator, images: list[np.ndarray], keys: list[str], recipe: Recipe, num_views: int, seed: int):
+    """Run one batch through encoder -> augmenter -> decoder.
+
+    Returns (views, records): views[i] is a list of K uint8 HWC arrays, records[i] the K view
+    records (ops, drawn values, seed) for image i.
+    """
+    latents = generator.encode(to_tensor(images))
+    views = [[] for _ in images]
+    records = [[] for _ in images]
+    for v in range(num_views):
+        z, recs = augment_latents(generator, latents, keys, recipe, v, seed)
+        out = to_uint8(generator.decode(z))
+        for i in range(len(images)):
+            views[i].append(out[i])
+            records[i].append(recs[i])
+    return views, records
+
+
+def _load_one(item: InputItem, resolution: int):
+    arr, err = load_rgb(item)
+    if err is not None:
+        return item, None, err
+    try:
+        return item, resize_center_crop(arr, resolution), None
+    except Exception:  # noqa: BLE001 - a resize failure is one bad input, not a dead run
+        return item, None, "unreadable"
+
+
+def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Recipe,
+                  class_names: list[str] | None, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write one shard and its stats (the commit marker). Returns the stats dict."""
+    if os.path.exists(task.stats_path) and os.path.exists(task.tar_path):
+        with open(task.stats_path) as fh:
+            return dict(json.load(fh), resumed=True)
+    t0 = time.perf_counter()
+    errors: Counter = Counter()
+    skipped: list[dict] = []
+    writer = ShardWriter(task.tar_path)
+    bs = options.batch_size
+    batches = [task.items[i : i + bs] for i in range(0, len(task.items), bs)]
+    try:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gcl-load") as loader, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcl-write") as encoder_pool:
+            pending_loads = [loader.map(_load_one, b, [options.resolution] * len(b)) for b in batches[:PREFETCH_BATCHES]]
+            pending_write = None
+            for bi in range(len(batches)):
+                loaded = list(pending_loads.pop(0))
+                if bi + PREFETCH_BATCHES < len(batches):
+                    nb = batches[bi + PREFETCH_BATCHES]
+                    pending_loads.append(loader.map(_load_one, nb, [options.resolution] * len(nb)))
+                good = []
+                for item, arr, err in loaded:
+                    if err is None:
+                        good.append((item, arr))
+                    else:
+                        errors[err] += 1
+                        log.warning("skipped %s: %s", item.source, err)
+                        if len(skipped) < MAX_LOGGED_SKIPS:
+                            skipped.append({"source": item.source, "error": err})
+                if good:
+                    keys = [sample_key(it.source) for it, _ in good]
+                    views, records = generate_views(generator, [a for _, a in good], keys, recipe, options.views, options.seed)
+                    if pending_write is not None:
+                        pending_write.result()  # keep tar order; surface write errors
+                    pending_write = encoder_pool.submit(_write_batch, writer, good, keys, views, records, options, class_names)
+                if progress:
+                    progress(len(good), len(loaded) - len(good))
+            if pending_write is not None:
+                pending_write.result()
+        size, digest = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    stats = {
+        "shard": os.path.basename(task.tar_path), "index": task.index, "samples": writer.count,
+        "inputs": len(task.items), "bytes": size, "sha256": digest, "errors": dict(errors),
+        "skipped": skipped, "seconds": round(time.perf_counter() - t0, 3), "keys_sha256": _keys_digest(writer.keys),
+    }
+    write_json_atomic(task.stats_path, stats)  # written last: the shard's commit marker
+    return stats
+
+
+def _keys_digest(keys: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def _write_batch(writer: ShardWriter, good, keys, views, records, options: SynthOptions, class_names) -> None:
+    fmt, q = options.image_format, options.quality
+    for (item, arr), key, vs, recs in zip(good, keys, views, records):
+        images = {ORIG: encode_image(arr, fmt, q)}
+        for v, view in enumerate(vs):
+            images[view_member(v)] = encode_image(view, fmt, q)
+        meta = {
+            "source": item.source, "resolution": options.resolution, "generator": f"{options.generator}:{options.model}",
+            "weights_sha256": options.weights_sha256, "recipe": options.recipe, "seed": options.seed, "views": recs,
+        }
+        if item.label is not None:
+            meta["label"] = item.label
+            if class_names:
+                meta["class_name"] = class_names[item.label]
+        writer.write(Sample(key, images, meta, item.label, fmt))
