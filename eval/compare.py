@@ -39,7 +39,7 @@ def _short(v) -> str:
     if isinstance(v, (list, tuple)):
         return ",".join(_short(x) for x in v)
     s = str(v)
-    return Path(s).name if ("/" in s and len(s) > 40) else s
+    return Path(s.rstrip("/")).name if "/" in s else s  # a manifest/shard path: its file name
 
 
 def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:

@@ -1,0 +1,168 @@
+"""kNN / linear probes on planted structure, class checks, feature cache, CLI errors, results, compare."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gcl.eval.cli import main
+from gcl.eval.data import LabelledSet
+from gcl.eval.features import cached_features, raw_pixel_encoder
+from gcl.eval.knn import knn_accuracy
+from gcl.eval.linear import LinearRecipe, linear_accuracy, load_recipe
+from gcl.eval.probe import ProbeError, check_classes
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def planted(n_per_class=60, classes=10, dim=32, noise=0.6, seed=0):
+    """Class c lives around a random unit centre; noise well below the centre separation."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.nn.functional.normalize(torch.randn(classes, dim, generator=g), dim=1)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    x = centres[y] + noise / dim ** 0.5 * torch.randn(len(y), dim, generator=g)
+    perm = torch.randperm(len(y), generator=g)
+    return x[perm], y[perm]
+
+
+def test_knn_recovers_planted_classes():
+    xtr, ytr = planted(seed=0)
+    xte, yte = planted(n_per_class=30, seed=0)
+    acc = knn_accuracy(xtr, ytr, xte[:], yte, 10)
+    assert acc["top1"] > 95.0 and acc["top5"] >= acc["top1"]
+
+
+def test_knn_shuffled_labels_fall_to_chance():
+    xtr, ytr = planted(n_per_class=100, seed=1)
+    xte, yte = planted(n_per_class=100, seed=1)
+    shuffled = ytr[torch.randperm(len(ytr), generator=torch.Generator().manual_seed(3))]
+    acc = knn_accuracy(xtr, shuffled, xte, yte, 10)
+    assert 3.0 < acc["top1"] < 18.0  # chance is 10%; 1000 test points, binomial sd ~1%
+    assert 35.0 < acc["top5"] < 65.0  # chance top-5 is 50%
+
+
+def test_linear_probe_separates_separable_toy_set():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 4, generator=g)
+    x = torch.randn(2000, 16, generator=g)
+    logits = x @ w
+    top2 = logits.topk(2, dim=1).values
+    x = x[top2[:, 0] - top2[:, 1] > 1.0][:800]  # keep a margin: separable with room to spare
+    y = (x @ w).argmax(1)
+    acc = linear_accuracy(x[:600], y[:600], x[600:], y[600:], 4, LinearRecipe(epochs=60, milestones=[40, 50]))
+    assert acc["top1"] > 95.0 and acc["train_top1"] > 97.0
+
+
+def test_linear_probe_shuffled_labels_near_chance():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1000, 16, generator=g)
+    y = torch.randint(0, 4, (1000,), generator=g)
+    acc = linear_accuracy(x[:600], y[:600], x[600:], y[600:], 4, LinearRecipe(epochs=10, milestones=[6, 8]))
+    assert acc["top1"] < 35.0  # chance 25%
+
+
+def test_linear_recipe_defaults_and_yaml(tmp_path):
+    r = LinearRecipe()
+    assert (r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.milestones) == (100, 256, 0.1, 0.9, 0.0, [60, 80])
+    p = tmp_path / "r.yaml"
+    p.write_text("linear:\n  epochs: 7\n  schedule: cosine\n")
+    r = load_recipe(str(p), lr=0.05)
+    assert (r.epochs, r.schedule, r.lr) == (7, "cosine", 0.05)
+    p.write_text("linear:\n  epoch: 7\n")
+    with pytest.raises(ValueError, match="unknown linear recipe keys"):
+        load_recipe(str(p))
+
+
+def _set(labels, names):
+    return LabelledSet(np.zeros((len(labels), 4, 4, 3), np.uint8), np.asarray(labels), names, "x")
+
+
+def test_class_set_mismatch_is_an_error():
+    assert check_classes(_set([0, 1], ["a", "b"]), _set([1], ["a", "b"])) == 2
+    with pytest.raises(ProbeError, match="class sets differ"):
+        check_classes(_set([0, 1], ["a", "b"]), _set([0, 1], ["a", "c"]))
+    with pytest.raises(ProbeError, match="never occur"):
+        check_classes(_set([0, 1], None), _set([2], None))
+
+
+def _npz(path, n, seed, names=("a", "b", "c"), labels=True):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(names), n)
+    # Class-coloured images: class c is bright in channel c, so raw-pixel kNN must get them right.
+    x = rng.integers(0, 60, (n, 8, 8, 3)).astype(np.uint8)
+    x[np.arange(n), :, :, y] += 180
+    data = {"images": x}
+    if labels:
+        data.update(labels=y, class_names=np.array(names))
+    np.savez(path, **data)
+    return path
+
+
+def test_cli_knn_and_linear_raw_pixels_write_results(tmp_path):
+    tr, te = _npz(tmp_path / "tr.npz", 90, 0), _npz(tmp_path / "te.npz", 30, 1)
+    out = tmp_path / "res"
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(tr), "--test", str(te), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "top-1 100.00%" in r.output and "top-5" in r.output
+    r = CliRunner().invoke(main, ["linear", "--raw-pixels", "--train", str(tr), "--test", str(te), "--out", str(out),
+                                  "--epochs", "20"])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert {rec["probe"] for rec in recs} == {"knn", "linear"}
+    assert all(rec["n_test"] == 30 and rec["num_classes"] == 3 for rec in recs)
+    table = (out / "results.md").read_text().splitlines()
+    assert table[0].startswith("| time | probe") and len(table) == 4  # header, rule, 2 rows
+
+
+def test_cli_user_errors_are_one_line(tmp_path):
+    tr = _npz(tmp_path / "tr.npz", 20, 0)
+    other = _npz(tmp_path / "o.npz", 20, 1, names=("a", "b", "z"))
+    unl = _npz(tmp_path / "u.npz", 20, 2, labels=False)
+    cases = [
+        (["knn", "--raw-pixels", "--train", str(tr), "--test", str(other)], "class sets differ"),
+        (["knn", "--raw-pixels", "--train", str(tr), "--test", str(unl)], "no labels"),
+        (["knn", "--train", str(tr), "--test", str(tr)], "exactly one of"),
+        (["knn", "--random-init", "--train", str(tr), "--test", str(tr)], "needs --backbone"),
+        (["knn", "--ckpt", str(tmp_path), "--train", str(tr), "--test", str(tr)], "no .ckpt file"),
+    ]
+    for args, msg in cases:
+        r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "o")])
+        assert r.exit_code != 0 and msg in r.output, (args, r.output)
+        assert "Traceback" not in r.output and not isinstance(r.exception, (KeyError, TypeError, AttributeError))
+
+
+def test_feature_cache_hit(tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (10, 4, 4, 3), dtype=np.uint8)
+    y = np.arange(10)
+    enc = raw_pixel_encoder()
+    f1, hit1 = cached_features(enc, x, y, tmp_path)
+    f2, hit2 = cached_features(enc, x, y, tmp_path)
+    assert (hit1, hit2) == (False, True) and torch.equal(f1, f2)
+    _, hit3 = cached_features(enc, x[::-1].copy(), y, tmp_path)  # different data -> new entry
+    assert not hit3 and len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+def test_compare_table_and_plot(tmp_path):
+    for name, gp, knn in (("a", 0.0, [20, 30, 35]), ("b", 0.5, [22, 33, 40])):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"method": "simclr", "shards": "m/cifar.json", "gen_prob": gp,
+                                                  "epochs": 3}))
+        rows = ["epoch,step,train_loss,knn_top1,linear_top1"]
+        for ep, v in enumerate(knn):
+            rows += [f"{ep},{ep * 10},1.0,,", f"{ep},{ep * 10 + 9},,{v},"]
+        (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "b" / "eval").mkdir()
+    (tmp_path / "b" / "eval" / "linear-test-x.json").write_text(json.dumps({"probe": "linear", "top1": 51.234}))
+    png = tmp_path / "cmp.png"
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("| a ") or ln.startswith("| b ")]
+    assert lines[0].split("|")[2:8] == [" simclr ", " cifar.json ", " 0.0 ", " 3/3 ", " 35.00* ", " - "]
+    assert " 40.00* " in lines[1] and " 51.23 " in lines[1]
+    from PIL import Image
+
+    assert Image.open(png).size == (840, 540)
