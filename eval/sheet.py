@@ -95,10 +95,13 @@ def read_families(path: str, n: int, seed: int | None = None) -> list[Family]:
 
 def format_op(op: dict) -> str:
     """{'op': 'noise', 'strength': 0.534} -> 'noise s=0.53'."""
+    from gcl.eval.viewstats import PRIMARY_PARAMS
+
     parts = [str(op.get("op", "?"))]
-    for k, v in op.items():
-        if k == "op":
-            continue
+    # The strength-like parameter first ("mask r=0.28 fill=noise"), the rest in stored order.
+    order = sorted((k for k in op if k != "op"), key=lambda k: PRIMARY_PARAMS.index(k) if k in PRIMARY_PARAMS else 99)
+    for k in order:
+        v = op[k]
         if isinstance(v, float):
             v = f"{v:.2f}"
         elif isinstance(v, str) and len(v) > 12:  # e.g. mix's partner key: its hash tail is enough
