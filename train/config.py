@@ -1,0 +1,209 @@
+"""Run configuration: small typed dataclasses, filled from a YAML recipe and then CLI overrides.
+
+A recipe (train/recipes/<dataset>/<method>.yaml) follows solo-learn's published CIFAR recipes
+(field names of its augmentation and optimizer blocks included), so numbers compare with its
+tables. Unknown keys anywhere are an error: a typo must not silently train with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+METHODS = ("simclr", "byol", "mocov2plus", "barlow_twins", "vicreg", "simsiam", "supcon")
+PAIRINGS = ("any", "orig+gen", "gen+gen")
+
+
+class ConfigError(ValueError):
+    """A recipe or option that cannot be used; the message is one line that says what to do."""
+
+
+@dataclass
+class AugConfig:
+    """Handcrafted augmentation of one view, with solo-learn's field names and CIFAR defaults."""
+
+    crop_size: int = 32  # training resolution; CIFAR-10 native size
+    min_scale: float = 0.08  # RandomResizedCrop lower bound, as in SimCLR / solo-learn
+    max_scale: float = 1.0
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    color_jitter_prob: float = 0.8
+    gray_scale_prob: float = 0.2
+    gaussian_prob: float = 0.0  # solo-learn turns blur off on 32 px CIFAR
+    solarization_prob: float = 0.0
+    equalization_prob: float = 0.0
+    horizontal_flip_prob: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"  # solo-learn's CIFAR default for most methods; "sgd" and "adamw" too
+    lr: float = 0.4  # at batch 256; scaled linearly by total batch / 256 like solo-learn
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+    eta_lars: float = 0.02  # LARS trust coefficient, solo-learn's value
+    exclude_bias_n_norm: bool = True  # no weight decay / LARS adaptation on biases and norms
+    classifier_lr: float = 0.1  # online linear probe, its own lr and no weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw only
+
+
+@dataclass
+class SchedConfig:
+    name: str = "warmup_cosine"  # per-step linear warmup then cosine; "none" keeps lr fixed
+    warmup_epochs: float = 10.0  # solo-learn's CIFAR warmup
+    warmup_start_lr: float = 0.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    method: str = "simclr"
+    backbone: str = "resnet18"
+    cifar_stem: bool = True  # 32-64 px inputs; turn off for 224 px data
+    method_kwargs: dict = field(default_factory=dict)  # checked against the method's own defaults
+    optimizer: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedConfig = field(default_factory=SchedConfig)
+    # One entry: the same augmentation for every view; two: asymmetric (BYOL-style) per view.
+    augmentations: list[AugConfig] = field(default_factory=lambda: [AugConfig()])
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)  # CIFAR-10 statistics
+    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    epochs: int = 100
+    batch_size: int = 256  # per device, as solo-learn counts it
+    # data
+    shards: list[str] = field(default_factory=list)  # manifest, brace pattern(s) or tar list
+    input: str | None = None  # plain npz / ImageFolder instead of shards (handcrafted only)
+    verify: bool = False  # re-hash shards against the manifest before training
+    gen_prob: float = 0.5  # per chosen view: probability that it is a generated one
+    pairing: str = "any"
+    family_views: int = 0  # >=2: feed M members per family to the multi-positive loss (supcon)
+    shuffle_buffer: int = 2000  # samples per worker; ~10 shards of 200 mixed
+    num_workers: int = -1  # -1: one per CPU core, at most 8
+    # online evaluation
+    eval_train: str | None = None  # labelled set for the kNN bank (npz / ImageFolder / shards)
+    eval_test: str | None = None  # labelled queries for kNN and the online linear probe
+    eval_every: int = 1  # epochs
+    eval_limit: int = 10000  # images per eval set; CIFAR's 50k bank costs more than it tells
+    # run
+    seed: int = 0
+    output: str = "runs/default"
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    precision: str = "auto"  # fp32 on CPU; bf16-mixed on GPUs that support it, else 16-mixed
+    ckpt_every_steps: int = 200  # a killed run loses at most this many steps
+    max_steps_per_epoch: int = 0  # >0 caps an epoch (smoke tests, benchmarks)
+
+    def to_dict(self) -> dict:
+        """Plain types only (lists, not tuples): stored in checkpoints loaded with weights_only."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _build(cls, data: dict, where: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        sub = {"optimizer": OptimConfig, "scheduler": SchedConfig}.get(key) if cls is TrainConfig else None
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{key}' in {where} must be a mapping")
+            value = _build(sub, value, f"{where}:{key}")
+        elif cls is TrainConfig and key == "augmentations":
+            value = [value] if isinstance(value, dict) else value
+            if not isinstance(value, list) or not 1 <= len(value) <= 2:
+                raise ConfigError(f"'augmentations' in {where} must be one mapping or a list of two")
+            value = [_build(AugConfig, v, f"{where}:augmentations[{i}]") for i, v in enumerate(value)]
+        elif isinstance(value, list) and key in ("mean", "std", "betas"):
+            value = tuple(value)
+        elif cls is TrainConfig and key == "shards" and isinstance(value, str):
+            value = [value]
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def resolve_recipe(spec: str) -> Path:
+    """A path, or a bundled name: 'cifar10/simclr', 'cifar10/simclr.yaml', 'recipes/cifar10/simclr.yaml'."""
+    p = Path(spec)
+    if p.is_file():
+        return p
+    name = spec[len("recipes/"):] if spec.startswith("recipes/") else spec
+    name = name if name.endswith(".yaml") else name + ".yaml"
+    bundled = RECIPES_DIR / name
+    if bundled.is_file():
+        return bundled
+    have = sorted(str(q.relative_to(RECIPES_DIR))[:-5] for q in RECIPES_DIR.glob("*/*.yaml"))
+    raise ConfigError(f"recipe {spec!r} not found; pass a YAML path or one of: {', '.join(have)}")
+
+
+def load_config(recipe: str | None, overrides: dict) -> TrainConfig:
+    """Recipe values first, then every CLI option the user gave (None means 'not given')."""
+    data: dict = {}
+    if recipe:
+        path = resolve_recipe(recipe)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"recipe {path} must be a mapping of config keys")
+        where = str(path)
+    else:
+        where = "options"
+    cfg = _build(TrainConfig, data, where)
+    for key, value in overrides.items():
+        if value is None or value == ():
+            continue
+        target, attr = (cfg.optimizer, key[4:]) if key.startswith("opt_") else (cfg, key)
+        setattr(target, attr, list(value) if isinstance(value, tuple) and key == "shards" else value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    if cfg.pairing not in PAIRINGS:
+        raise ConfigError(f"unknown pairing {cfg.pairing!r}; choose one of {', '.join(PAIRINGS)}")
+    if not 0.0 <= cfg.gen_prob <= 1.0:
+        raise ConfigError(f"--gen-prob must be in [0, 1], got {cfg.gen_prob}")
+    if bool(cfg.shards) == bool(cfg.input):
+        raise ConfigError("give exactly one of --shards (gcl-synth shards) or --input (npz / ImageFolder)")
+    if cfg.input and cfg.gen_prob > 0:
+        raise ConfigError("--input has no generated views; use --gen-prob 0 or train on --shards")
+    if cfg.family_views and cfg.family_views < 2:
+        raise ConfigError("--family-views needs at least 2 members per family")
+    if cfg.family_views > 2 and cfg.method != "supcon":
+        raise ConfigError("--family-views > 2 needs the multi-positive loss: add --method supcon")
+    if cfg.epochs < 1 or cfg.batch_size < 2:
+        raise ConfigError("--epochs must be >= 1 and --batch-size >= 2")
+    if cfg.optimizer.name not in ("sgd", "lars", "adamw"):
+        raise ConfigError(f"unknown optimizer {cfg.optimizer.name!r}; choose sgd, lars or adamw")
+    if len({a.crop_size for a in cfg.augmentations}) != 1:
+        raise ConfigError("all augmentation entries need the same crop_size")
+    if cfg.eval_train and not cfg.eval_test or cfg.eval_test and not cfg.eval_train:
+        raise ConfigError("online evaluation needs both --eval-train (kNN bank) and --eval-test (queries)")
+
+
+def resolution(cfg: TrainConfig) -> int:
+    return cfg.augmentations[0].crop_size
+
+
+def default_workers(cfg: TrainConfig) -> int:
+    return cfg.num_workers if cfg.num_workers >= 0 else min(8, os.cpu_count() or 1)

@@ -1,0 +1,318 @@
+"""Shards -> view families -> chosen views -> handcrafted augmentation -> batches.
+
+Order of work per epoch (all of it a function of seed + epoch, so a resumed run sees the same
+data): shard order shuffled by (seed, epoch), shards split by rank then by worker, a sample
+shuffle buffer, and only then decoding - of the chosen members only. Each worker yields small
+uint8 chunks; the main process cuts them into exact batches and ends the epoch after
+`steps_per_epoch` batches, so every rank takes the same number of steps (DDP needs that).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tarfile
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from gcl.synth.inputs import InputError, list_inputs, load_rgb
+from gcl.synth.manifest import ManifestError, load_manifest, shard_urls, total_samples, verify_manifest
+from gcl.synth.shards import decode_image, family_members, parse_family, read_shard
+from gcl.train.augment import ViewAugmenter
+from gcl.train.config import TrainConfig, default_workers
+from gcl.train.pairing import PairingError, check_family, choose_members
+
+CHUNK = 32  # samples per worker->main transfer: amortises IPC, small enough to mix workers
+
+
+class DataError(ValueError):
+    """Unusable training data; one line that says what to do."""
+
+
+def _is_url(s: str) -> bool:
+    return "://" in s or s.startswith("pipe:")
+
+
+@dataclass
+class Source:
+    kind: str  # "shards" | "input"
+    units: list  # shard urls, or InputItems for a plain input
+    counts: list[int]  # samples per unit
+    num_views: int = 0
+    has_orig: bool = True
+    class_names: list[str] | None = None
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts))
+
+
+def _expand(spec: str) -> list[str]:
+    import braceexpand
+
+    return list(braceexpand.braceexpand(spec))
+
+
+def _count_local_tar(path: str) -> tuple[int, list[str]]:
+    """Samples in a local shard without a manifest (tar headers only) and the first key's members."""
+    keys, first = [], []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                base = info.name.rsplit("/", 1)[-1]
+                key, _, ext = base.partition(".")
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+                if len(keys) == 1:
+                    first.append(ext.partition(".")[0])
+    except (OSError, tarfile.TarError) as exc:
+        raise DataError(f"cannot read shard {path}: {exc}; re-run gcl-synth or drop it from --shards") from None
+    return len(keys), first
+
+
+def resolve_source(cfg: TrainConfig) -> Source:
+    if cfg.input:
+        try:
+            inputs = list_inputs(cfg.input)
+        except InputError as exc:
+            raise DataError(str(exc)) from None
+        return Source("input", inputs.items, [1] * len(inputs.items), 0, True, inputs.class_names,
+                      cfg.input)
+    urls, counts, views, names, descr = [], [], None, None, []
+    for spec in cfg.shards:
+        if spec.endswith(".json"):
+            try:
+                manifest = load_manifest(spec)
+                if cfg.verify:
+                    n, problems = verify_manifest(spec)
+                    if problems:
+                        p = problems[0]
+                        raise DataError(f"--verify: {len(problems)} of {n} shards fail ({p.url}: {p.problem}); "
+                                        "re-run gcl-synth for them or fix the manifest")
+                urls += shard_urls(manifest, spec)
+            except ManifestError as exc:
+                raise DataError(str(exc)) from None
+            counts += [int(s["samples"]) for s in manifest["shards"]]
+            views = int(manifest.get("views", 0)) if views is None else min(views, int(manifest.get("views", 0)))
+            names = names or manifest.get("class_names")
+            descr.append(spec)
+            continue
+        for url in _expand(spec):
+            if _is_url(url):
+                raise DataError(f"{url}: remote shards need their manifest (epoch length comes from its "
+                                "sample counts); pass --shards MANIFEST.json")
+            n, first = _count_local_tar(url) if os.path.exists(url) else (None, None)
+            if n is None:
+                raise DataError(f"shard file missing: {url}; check the path or pattern given to --shards")
+            urls.append(url)
+            counts.append(n)
+            _, gen = family_members(first)
+            views = len(gen) if views is None else min(views, len(gen))
+        descr.append(spec)
+    missing = [u for u in urls if not _is_url(u) and not os.path.exists(u)]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
+                        "copy them next to the manifest or re-run gcl-synth")
+    return Source("shards", urls, counts, views or 0, True, names, " ".join(descr))
+
+
+def check_source(source: Source, cfg: TrainConfig, world: int) -> int:
+    """Validate against the run and return steps per epoch (the same on every rank)."""
+    if source.total == 0:
+        raise DataError(f"{source.description}: empty dataset (0 samples); check --shards / --input")
+    count = cfg.family_views or 2
+    try:
+        check_family(source.num_views, source.has_orig, cfg.gen_prob, cfg.pairing, count)
+    except PairingError as exc:
+        raise DataError(str(exc)) from None
+    if source.kind == "shards" and len(source.units) < world:
+        raise DataError(f"{len(source.units)} shards cannot be split over {world} ranks; "
+                        "write more, smaller shards (gcl-synth --shard-size)")
+    steps = source.total // (cfg.batch_size * world)
+    if steps == 0:
+        raise DataError(f"{source.total} samples are fewer than one batch ({cfg.batch_size} x {world} ranks); "
+                        "lower --batch-size")
+    return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch > 0 else steps
+
+
+class FamilyStream(IterableDataset):
+    """One rank's stream for one (epoch, pass): chunks of augmented views, labels and keys."""
+
+    def __init__(self, source: Source, cfg: TrainConfig):
+        self.source, self.seed = source, cfg.seed
+        self.gen_prob, self.pairing = cfg.gen_prob, cfg.pairing
+        self.count = cfg.family_views or 2
+        self.buffer = cfg.shuffle_buffer
+        self.augment = ViewAugmenter(cfg.augmentations)
+        self.epoch = self.pass_ = self.rank = 0
+        self.world = 1
+
+    def rank_units(self) -> list[int]:
+        order = list(range(len(self.source.units)))
+        random.Random(f"{self.seed}:{self.epoch}:{self.pass_}").shuffle(order)
+        return order[self.rank::self.world]
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, nw = (info.id, info.num_workers) if info else (0, 1)
+        torch.manual_seed(hash((self.seed, self.epoch, self.pass_, self.rank, worker)) & 0x7FFFFFFF)
+        mine = self.rank_units()[worker::nw]
+        self.skipped = 0
+        raw = self._shard_samples(mine, worker) if self.source.kind == "shards" else self._input_samples(mine)
+        views, labels, keys = [], [], []
+        for sample in raw:
+            views.append(sample[0])
+            labels.append(sample[1])
+            keys.append(sample[2])
+            if len(keys) == CHUNK:
+                yield self._chunk(views, labels, keys, worker)
+                views, labels, keys = [], [], []
+        if keys:
+            yield self._chunk(views, labels, keys, worker)
+
+    def _chunk(self, views, labels, keys, worker):
+        return {"views": torch.stack(views), "label": torch.tensor(labels, dtype=torch.long), "key": keys,
+                "skipped": self.skipped, "worker": worker}
+
+    def _tar_error(self, exc: Exception) -> bool:
+        self.skipped += 1
+        warnings.warn(f"skipping unreadable shard data: {exc}")
+        return True  # continue with the next sample / shard
+
+    def _shard_samples(self, mine, worker):
+        import webdataset as wds
+
+        src = [{"url": self.source.units[i]} for i in mine]
+        samples = wds.tarfile_to_samples(handler=self._tar_error)(iter(src))
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.pass_}:{self.rank}:{worker}")
+        samples = wds.shuffle(self.buffer, initial=min(self.buffer, 100), rng=rng)(samples)
+        for s in samples:
+            out = self._pair(s)
+            if out is not None:
+                yield out
+
+    def _pair(self, raw: dict):
+        key = raw.get("__key__", "")
+        try:
+            images, _, label = parse_family(raw)
+            rng = random.Random(f"{self.seed}:{self.epoch}:{self.pass_}:{key}")
+            chosen = choose_members(rng, self.source.num_views, self.gen_prob, self.pairing, self.count)
+            decoded = {m: decode_image(images[m]) for m in set(chosen)}  # decode only what is used
+        except Exception:  # noqa: BLE001 - a corrupt family is counted and skipped, never fatal
+            self.skipped += 1
+            return None
+        return self.augment([decoded[m] for m in chosen]), -1 if label is None else label, key
+
+    def _input_samples(self, mine):
+        from PIL import Image
+
+        perm = list(mine)
+        for i in perm:
+            item = self.source.units[i]
+            arr, err = load_rgb(item)
+            if err is not None:
+                self.skipped += 1
+                continue
+            img = Image.fromarray(arr)
+            yield self.augment([img] * self.count), -1 if item.label is None else item.label, item.source
+
+
+class EpochLoader:
+    """Exactly `steps` batches per epoch from worker chunks; wraps around (next pass) if a rank's
+    share runs short, like DistributedSampler's padding. Lightning sees a sized iterable."""
+
+    def __init__(self, dataset: FamilyStream, batch_size: int, steps: int, num_workers: int):
+        self.dataset, self.batch_size, self.steps, self.num_workers = dataset, batch_size, steps, num_workers
+        self.trainer = None  # bound by cli: epoch, rank and mid-epoch resume position come from it
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _loader(self):
+        nw = self.num_workers
+        return DataLoader(self.dataset, batch_size=None, num_workers=nw, prefetch_factor=4 if nw else None,
+                          worker_init_fn=_worker_init, persistent_workers=False)
+
+    def __iter__(self):
+        t = self.trainer
+        ds = self.dataset
+        if t is not None:
+            ds.epoch, ds.rank, ds.world = t.current_epoch, t.global_rank, t.world_size
+            skip = t.fit_loop.epoch_loop.batch_progress.current.completed  # >0 only when resuming mid-epoch
+        else:
+            skip = 0
+        ds.pass_ = 0
+        pending, produced, per_worker_skip = [], 0, {}
+        while produced < self.steps:
+            got = 0
+            for chunk in self._loader():
+                got += len(chunk["key"])
+                per_worker_skip[(ds.pass_, chunk["worker"])] = chunk["skipped"]
+                self.skipped = sum(per_worker_skip.values())
+                pending.append(chunk)
+                while sum(len(c["key"]) for c in pending) >= self.batch_size and produced < self.steps:
+                    batch, pending = _take(pending, self.batch_size)
+                    produced += 1
+                    if produced > skip:
+                        yield batch
+                if produced >= self.steps:
+                    return
+            if got == 0:
+                raise DataError(f"rank {ds.rank} got no readable samples in a full pass "
+                                f"({self.skipped} skipped as corrupt); check the shards with --verify")
+            ds.pass_ += 1
+
+
+def _take(chunks: list[dict], n: int) -> tuple[dict, list[dict]]:
+    views, labels, keys, rest, need = [], [], [], [], n
+    for c in chunks:
+        if need == 0:
+            rest.append(c)
+            continue
+        k = min(need, len(c["key"]))
+        views.append(c["views"][:k])
+        labels.append(c["label"][:k])
+        keys += c["key"][:k]
+        if k < len(c["key"]):
+            rest.append({**c, "views": c["views"][k:], "label": c["label"][k:], "key": c["key"][k:]})
+        need -= k
+    v = torch.cat(views)
+    return {"views": [v[:, i] for i in range(v.shape[1])], "label": torch.cat(labels), "key": keys}, rest
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # decoding workers must not fight the training step for cores
+
+
+def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Source]:
+    source = resolve_source(cfg)
+    steps = check_source(source, cfg, world)
+    nw = default_workers(cfg)
+    if source.kind == "shards":
+        nw = min(nw, max(1, len(source.units) // world))  # a worker without a shard would idle
+    return EpochLoader(FamilyStream(source, cfg), cfg.batch_size, steps, nw), source
+
+
+def load_eval_sets(cfg: TrainConfig, resolution: int):
+    """(bank images, bank labels, test images, test labels, num_classes) as uint8 NCHW tensors."""
+    from gcl.eval.data import load_labelled
+
+    sets = []
+    for path in (cfg.eval_train, cfg.eval_test):
+        try:
+            s = load_labelled(path, resolution=resolution, limit=cfg.eval_limit or None)
+        except (InputError, ManifestError, OSError) as exc:
+            raise DataError(f"online eval set {path}: {exc}") from None
+        if len(s.labels) == 0:
+            raise DataError(f"online eval set {path} is empty")
+        sets.append((torch.from_numpy(np.ascontiguousarray(s.images)).permute(0, 3, 1, 2).contiguous(),
+                     torch.from_numpy(s.labels).long()))
+    num_classes = int(max(sets[0][1].max(), sets[1][1].max())) + 1
+    return sets[0][0], sets[0][1], sets[1][0], sets[1][1], num_classes

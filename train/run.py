@@ -1,0 +1,153 @@
+"""One training run: data, model, loggers, checkpoints, resume. The cli only parses options."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from gcl.synth.shards import write_json_atomic
+from gcl.train.config import ConfigError, TrainConfig, resolution
+from gcl.train.data import build_train_loader, load_eval_sets
+from gcl.train.methods import get_method
+
+
+class SafeLastCheckpoint(Callback):
+    """last.ckpt every N steps and at each epoch end, written to a temp file and renamed, so a
+    run killed at any moment (even while saving) resumes from an intact checkpoint."""
+
+    def __init__(self, path: Path, every_n_steps: int):
+        self.path, self.every = path, every_n_steps
+
+    def _save(self, trainer):
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(str(tmp))  # all ranks call it; rank 0 writes, then a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("gcl-last-ckpt")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.every > 0 and trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._save(trainer)
+
+
+class KeyRecorder(Callback):
+    """--record-keys: the sample keys each rank trained on, per epoch (audits order and DDP split)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"epoch{trainer.current_epoch:04d}-rank{trainer.global_rank}.txt", "a") as fh:
+            fh.write("".join(f"{k}\n" for k in batch["key"]))
+
+
+def _precision(cfg: TrainConfig) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    if cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"  # bf16 on CPU is 40-75x slower here (PITFALLS.md)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    keys = sorted({k for r in rows for k in r})
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _stash_metrics(out: Path, resume_step: int) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; keep the rows before the resume step."""
+    rows = _read_rows(out / "metrics.prev.csv") + _read_rows(out / "metrics.csv")
+    rows = [r for r in rows if r.get("step") not in (None, "") and int(float(r["step"])) < resume_step]
+    _write_rows(out / "metrics.prev.csv", rows)
+    (out / "metrics.csv").unlink(missing_ok=True)
+
+
+def _merge_metrics(out: Path) -> None:
+    prev = out / "metrics.prev.csv"
+    if prev.exists():
+        _write_rows(out / "metrics.csv", _read_rows(prev) + _read_rows(out / "metrics.csv"))
+        prev.unlink()
+
+
+def train(cfg: TrainConfig, resume: bool, record_keys: bool = False) -> dict:
+    out = Path(cfg.output)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume and not last.exists():
+        raise ConfigError(f"--resume: no checkpoint at {last}; start the run without --resume")
+    if not resume and last.exists():
+        raise ConfigError(f"{out} already holds a run; add --resume to continue it or choose another --output")
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    world = cfg.devices * cfg.num_nodes
+    loader, source = build_train_loader(cfg, world)
+    res = resolution(cfg)
+    num_classes, eval_sets = len(source.class_names or []), None
+    if cfg.eval_train:
+        eval_sets = load_eval_sets(cfg, res)
+        num_classes = max(num_classes, eval_sets[4])
+    model = get_method(cfg.method)(cfg.to_dict(), loader.steps, num_classes, world)
+    model.train_loader = loader
+    val = None
+    if eval_sets:
+        model.eval_bank = (eval_sets[0], eval_sets[1])
+        val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(eval_sets[2], eval_sets[3]), batch_size=512)
+
+    rank_zero = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    if resume and rank_zero:
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        _stash_metrics(out, int(ckpt["global_step"]))
+    info = {"config": cfg.to_dict(), "method": cfg.method, "shards": cfg.shards or cfg.input, "gen_prob": cfg.gen_prob,
+            "epochs": cfg.epochs, "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
+            "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running"}
+    if rank_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "run.json", info)
+
+    callbacks = [SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
+    if val is not None:
+        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="knn_top1", mode="max",
+                                         save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False))
+    if record_keys:
+        callbacks.append(KeyRecorder(out / "keys"))
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy="ddp" if world > 1 else "auto", precision=_precision(cfg),
+        logger=[CSVLogger(save_dir=str(out), name="", version=""), TensorBoardLogger(save_dir=str(out), name="tb", version="")],
+        callbacks=callbacks, check_val_every_n_epoch=cfg.eval_every, num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing=val is not None,
+        default_root_dir=str(out),
+    )
+    loader.trainer = trainer
+    try:
+        trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None)
+    finally:
+        if trainer.is_global_zero:
+            _merge_metrics(out)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    if trainer.is_global_zero:
+        info.update(status="finished", global_step=int(trainer.global_step), epochs_done=int(trainer.current_epoch),
+                    skipped_samples=int(loader.skipped), final_metrics=metrics)
+        write_json_atomic(out / "run.json", info)
+    return info
