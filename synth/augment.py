@@ -52,7 +52,7 @@ class Recipe:
 
     @property
     def needs_codebook(self) -> bool:
-        return any(o.op in TOKEN_OPS or o.params.get("fill") in (("codes",), "codes") for o in self.ops)
+        return any(o.op in TOKEN_OPS or "codes" in o.params.get("fill", ()) for o in self.ops)
 
     def to_json(self) -> dict:
         return {"spec": self.spec, "ops": [o.to_json() for o in self.ops]}

@@ -71,8 +71,12 @@ def from_pretrained_or_explain(cls, model: str, **kwargs):
     """`cls.from_pretrained(model)` with a one-line error that says what to do when it fails."""
     if not is_local(model) and ("/" not in model or model.startswith((".", "/"))):
         raise GeneratorLoadError(f"model {model!r} is neither a local directory nor a hub id (owner/name)")
+    import warnings
+
     try:
-        return cls.from_pretrained(model, **kwargs)
+        with warnings.catch_warnings():  # hub client deprecation chatter is not the user's business
+            warnings.simplefilter("ignore")
+            return cls.from_pretrained(model, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         if is_local(model):
             raise GeneratorLoadError(f"cannot load {cls.__name__} from {model}: {str(exc).splitlines()[0]}") from None
