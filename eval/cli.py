@@ -40,6 +40,9 @@ def _encoder_options(fn):
                      help="Stem of the --random-init backbone (CIFAR: 3x3 conv, no max-pool)."),
         click.option("--train", "train_data", required=True, help="Labelled DATA: npz, ImageFolder, manifest or .tar."),
         click.option("--test", "test_data", required=True, help="Labelled DATA to score."),
+        click.option("--resolution", type=int, default=None,
+                     help="Resize/crop DATA to this size [default: the checkpoint's; 32 for --random-init; "
+                          "as stored for --raw-pixels]."),
         click.option("--limit-train", type=int, default=None, help="Use only the first N train images."),
         click.option("--limit-test", type=int, default=None, help="Use only the first N test images."),
         click.option("--batch-size", type=int, default=256, show_default=True, help="Feature extraction batch."),
@@ -53,7 +56,7 @@ def _encoder_options(fn):
     return fn
 
 
-def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem):
+def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution=None):
     from gcl.eval.features import checkpoint_encoder, random_encoder, raw_pixel_encoder
 
     chosen = sum([bool(ckpt), bool(random_init), bool(raw_pixels)])
@@ -63,11 +66,15 @@ def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem):
         raise click.UsageError("--random-init needs --backbone (e.g. resnet18)")
     if backbone and not random_init:
         raise click.UsageError("--backbone is only for --random-init; a checkpoint records its own backbone")
+    if resolution is not None and resolution < 8:
+        raise click.UsageError("--resolution must be >= 8")
     if ckpt:
-        return checkpoint_encoder(ckpt)
+        enc = checkpoint_encoder(ckpt)
+        enc.resolution = resolution or enc.resolution  # preprocess() resizes to the trained size anyway
+        return enc
     if random_init:
-        return random_encoder(backbone, cifar_stem=cifar_stem)
-    return raw_pixel_encoder()
+        return random_encoder(backbone, cifar_stem=cifar_stem, resolution=resolution)
+    return raw_pixel_encoder(resolution)
 
 
 def _cache_dir(ckpt, cache_dir, no_cache):
@@ -83,12 +90,12 @@ def _cache_dir(ckpt, cache_dir, no_cache):
     return None
 
 
-def _run(probe, ckpt, backbone, random_init, raw_pixels, cifar_stem, train_data, test_data, limit_train, limit_test,
-         batch_size, cache_dir, no_cache, out, **probe_kwargs):
+def _run(probe, ckpt, backbone, random_init, raw_pixels, cifar_stem, train_data, test_data, resolution, limit_train,
+         limit_test, batch_size, cache_dir, no_cache, out, **probe_kwargs):
     from gcl.eval.probe import run_probe
     from gcl.eval.results import results_dir, save_result
 
-    encoder = _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem)
+    encoder = _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution)
     log = functools.partial(click.echo, err=True)
     record = run_probe(probe, encoder, train_data, test_data, limit_train=limit_train, limit_test=limit_test,
                        cache_dir=_cache_dir(ckpt, cache_dir, no_cache), batch_size=batch_size, log=log, **probe_kwargs)

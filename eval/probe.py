@@ -38,6 +38,9 @@ def load_pair(train_path: str, test_path: str, resolution: int | None, limit_tra
               limit_test: int | None) -> tuple[LabelledSet, LabelledSet, int]:
     train = load_labelled(train_path, resolution=resolution, limit=limit_train)
     test = load_labelled(test_path, resolution=resolution, limit=limit_test)
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise ProbeError(f"train images are {train.images.shape[1]}x{train.images.shape[2]} but test images are "
+                         f"{test.images.shape[1]}x{test.images.shape[2]}; pass --resolution")
     return train, test, check_classes(train, test)
 
 

@@ -88,11 +88,11 @@ def test_class_set_mismatch_is_an_error():
         check_classes(_set([0, 1], None), _set([2], None))
 
 
-def _npz(path, n, seed, names=("a", "b", "c"), labels=True):
+def _npz(path, n, seed, names=("a", "b", "c"), labels=True, size=8):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, len(names), n)
     # Class-coloured images: class c is bright in channel c, so raw-pixel kNN must get them right.
-    x = rng.integers(0, 60, (n, 8, 8, 3)).astype(np.uint8)
+    x = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
     x[np.arange(n), :, :, y] += 180
     data = {"images": x}
     if labels:
@@ -115,16 +115,22 @@ def test_cli_knn_and_linear_raw_pixels_write_results(tmp_path):
     assert all(rec["n_test"] == 30 and rec["num_classes"] == 3 for rec in recs)
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| time | probe") and len(table) == 4  # header, rule, 2 rows
+    big = _npz(tmp_path / "b.npz", 30, 1, size=16)
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(tr), "--test", str(big), "--resolution", "8",
+                                  "--out", str(out)])
+    assert r.exit_code == 0 and "top-1 100.00%" in r.output, r.output
 
 
 def test_cli_user_errors_are_one_line(tmp_path):
     tr = _npz(tmp_path / "tr.npz", 20, 0)
     other = _npz(tmp_path / "o.npz", 20, 1, names=("a", "b", "z"))
     unl = _npz(tmp_path / "u.npz", 20, 2, labels=False)
+    big = _npz(tmp_path / "b.npz", 20, 3, size=16)
     cases = [
         (["knn", "--raw-pixels", "--train", str(tr), "--test", str(other)], "class sets differ"),
         (["knn", "--raw-pixels", "--train", str(tr), "--test", str(unl)], "no labels"),
         (["knn", "--train", str(tr), "--test", str(tr)], "exactly one of"),
+        (["knn", "--raw-pixels", "--train", str(tr), "--test", str(big)], "pass --resolution"),
         (["knn", "--random-init", "--train", str(tr), "--test", str(tr)], "needs --backbone"),
         (["knn", "--ckpt", str(tmp_path), "--train", str(tr), "--test", str(tr)], "no .ckpt file"),
     ]
