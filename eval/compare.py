@@ -81,8 +81,11 @@ def summarize_run(run_dir: str) -> RunSummary:
             info = json.loads((run / "run.json").read_text())
         except json.JSONDecodeError:
             info = {}
+    if isinstance(info.get("config"), dict):  # gcl-train nests the full config; top-level keys win
+        info = {**info["config"], **{k: v for k, v in info.items() if k != "config"}}
     s.method = _short(info.get("method"))
-    s.shards = _short(info.get("manifest") or info.get("shards") or "none")
+    shards = info.get("manifest") or info.get("shards")
+    s.shards = _short(shards) if shards else (f"{_short(info['input'])} (no shards)" if info.get("input") else "none")
     s.gen_prob = _short(info.get("gen_prob"))
     metrics = _find_metrics(run)
     if metrics is not None:
