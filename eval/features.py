@@ -68,8 +68,11 @@ def checkpoint_encoder(path: str | os.PathLike) -> Encoder:
     ckpt = resolve_checkpoint(path)
     try:
         net, info = load_backbone(str(ckpt))
-    except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise EncoderError(f"cannot load {ckpt}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - unpickling/shape/key errors all mean "not a usable checkpoint"
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights only load failed" in msg.lower() or "unpickl" in type(exc).__name__.lower():
+            msg = "not a gcl-train checkpoint (torch.load(weights_only=True) cannot read it)"
+        raise EncoderError(f"cannot load {ckpt}: {msg}") from None
     return Encoder(
         id=sha256_file(ckpt)[:16],
         describe=str(ckpt),
