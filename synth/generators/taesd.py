@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gcl.synth.generators.base import Generator, GeneratorLoadError, from_pretrained_or_explain, state_dict_sha256
+from gcl.synth.generators.base import (Generator, GeneratorLoadError, channels_last, from_pretrained_or_explain,
+                                       state_dict_sha256)
 
 TAEF2_FILES = ("taef2_encoder.safetensors", "taef2_decoder.safetensors")
 
@@ -71,11 +72,11 @@ class TaesdGenerator(Generator):
         self._enc, self._dec, self._scale_pm1 = encoder, decoder, scale_pm1
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, self.dtype)
+        x = channels_last(x.to(self.device, self.dtype))
         return self._enc(x * 2 - 1 if self._scale_pm1 else x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        out = self._dec(z.to(self.device, self.dtype))
+        out = self._dec(channels_last(z.to(self.device, self.dtype)))
         if self._scale_pm1:
             out = (out + 1) / 2
         return out.clamp(0, 1)
@@ -95,8 +96,8 @@ def load_taef2(model_dir: str, device: torch.device, dtype: torch.dtype) -> Taes
             module.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise GeneratorLoadError(f"{fname} in {model_dir} does not match the TAEF2 architecture: {str(exc).splitlines()[0]}") from None
-    encoder.eval().to(device, dtype)
-    decoder.eval().to(device, dtype)
+    encoder.eval().to(device, dtype, memory_format=torch.channels_last)
+    decoder.eval().to(device, dtype, memory_format=torch.channels_last)
     return TaesdGenerator(
         encoder, decoder, scale_pm1=False, family="taesd", model_id=str(model_dir), downsample=8,
         device=device, dtype=dtype, weights_sha256=state_dict_sha256(encoder, decoder), extra={"arch": "taef2"},
@@ -108,7 +109,7 @@ def load(model: str, device: torch.device, dtype: torch.dtype) -> TaesdGenerator
         return load_taef2(model, device, dtype)
     from diffusers import AutoencoderTiny
 
-    vae = from_pretrained_or_explain(AutoencoderTiny, model).eval().to(device, dtype)
+    vae = from_pretrained_or_explain(AutoencoderTiny, model).eval().to(device, dtype, memory_format=torch.channels_last)
     downsample = 2 ** sum(1 for m in vae.encoder.layers if isinstance(m, nn.Conv2d) and m.stride[0] == 2)
     return TaesdGenerator(
         vae.encoder, vae.decoder, scale_pm1=True, family="taesd", model_id=str(model), downsample=downsample,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from gcl.synth.generators.base import Generator, from_pretrained_or_explain, state_dict_sha256
+from gcl.synth.generators.base import Generator, channels_last, from_pretrained_or_explain, state_dict_sha256
 
 
 class VQGANGenerator(Generator):
@@ -17,10 +17,10 @@ class VQGANGenerator(Generator):
         self._vq = vq
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self._vq.encode(x.to(self.device, self.dtype) * 2 - 1).latents
+        return self._vq.encode(channels_last(x.to(self.device, self.dtype)) * 2 - 1).latents
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        out = self._vq.decode(z.to(self.device, self.dtype)).sample
+        out = self._vq.decode(channels_last(z.to(self.device, self.dtype))).sample
         return ((out + 1) / 2).clamp(0, 1)
 
     def codebook(self) -> torch.Tensor:
@@ -40,7 +40,7 @@ class VQGANGenerator(Generator):
 def load(model: str, device: torch.device, dtype: torch.dtype) -> VQGANGenerator:
     from diffusers import VQModel
 
-    vq = from_pretrained_or_explain(VQModel, model).eval().to(device, dtype)
+    vq = from_pretrained_or_explain(VQModel, model).eval().to(device, dtype, memory_format=torch.channels_last)
     downsample = 2 ** (len(vq.config.block_out_channels) - 1)
     return VQGANGenerator(
         vq, family="vqgan", model_id=str(model), downsample=downsample, device=device, dtype=dtype,
