@@ -126,6 +126,8 @@ def test_cli_user_errors_are_one_line(tmp_path):
     other = _npz(tmp_path / "o.npz", 20, 1, names=("a", "b", "z"))
     unl = _npz(tmp_path / "u.npz", 20, 2, labels=False)
     big = _npz(tmp_path / "b.npz", 20, 3, size=16)
+    empty = tmp_path / "emptyrun"
+    empty.mkdir()
     bad = tmp_path / "bad.ckpt"
     bad.write_text("not a checkpoint")
     cases = [
@@ -134,7 +136,7 @@ def test_cli_user_errors_are_one_line(tmp_path):
         (["knn", "--train", str(tr), "--test", str(tr)], "exactly one of"),
         (["knn", "--raw-pixels", "--train", str(tr), "--test", str(big)], "pass --resolution"),
         (["knn", "--random-init", "--train", str(tr), "--test", str(tr)], "needs --backbone"),
-        (["knn", "--ckpt", str(tmp_path), "--train", str(tr), "--test", str(tr)], "no .ckpt file"),
+        (["knn", "--ckpt", str(empty), "--train", str(tr), "--test", str(tr)], "no .ckpt file"),
         (["knn", "--ckpt", str(bad), "--train", str(tr), "--test", str(tr)], "not a gcl-train checkpoint"),
     ]
     for args, msg in cases:
