@@ -55,9 +55,24 @@ def load_recipe(path: str | os.PathLike | None, **overrides) -> LinearRecipe:
 
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
-        d.update(data.get("linear", data) if isinstance(data, dict) else {})
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a YAML mapping")
+        d.update(_from_solo_learn(data) if "optimizer" in data else data.get("linear", data))
     d.update({k: v for k, v in overrides.items() if v is not None})
     return LinearRecipe.from_dict(d)
+
+
+def _from_solo_learn(y: dict) -> dict:
+    """Map a solo-learn linear yaml (optimizer/scheduler/max_epochs) onto LinearRecipe keys."""
+    opt, sch = y.get("optimizer") or {}, y.get("scheduler") or {}
+    if opt.get("name", "sgd") != "sgd":
+        raise ValueError(f"only the SGD linear protocol is implemented, not {opt.get('name')!r}")
+    out = {"epochs": y.get("max_epochs"), "batch_size": opt.get("batch_size"), "lr": opt.get("lr"),
+           "weight_decay": opt.get("weight_decay"), "momentum": (opt.get("kwargs") or {}).get("momentum"),
+           "milestones": sch.get("lr_decay_steps")}
+    if sch.get("name"):
+        out["schedule"] = "step" if sch["name"] == "step" else "cosine"  # warmup_cosine/cosine -> cosine
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def train_linear(train_features: torch.Tensor, train_labels: torch.Tensor, num_classes: int,

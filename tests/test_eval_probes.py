@@ -71,6 +71,10 @@ def test_linear_recipe_defaults_and_yaml(tmp_path):
     p.write_text("linear:\n  epochs: 7\n  schedule: cosine\n")
     r = load_recipe(str(p), lr=0.05)
     assert (r.epochs, r.schedule, r.lr) == (7, "cosine", 0.05)
+    p.write_text("optimizer: {name: sgd, batch_size: 128, lr: 0.2, weight_decay: 0}\n"
+                 "scheduler: {name: step, lr_decay_steps: [6, 8]}\nmax_epochs: 10\n")  # solo-learn's format
+    r = load_recipe(str(p))
+    assert (r.epochs, r.batch_size, r.lr, r.milestones, r.schedule) == (10, 128, 0.2, [6, 8], "step")
     p.write_text("linear:\n  epoch: 7\n")
     with pytest.raises(ValueError, match="unknown linear recipe keys"):
         load_recipe(str(p))
