@@ -128,7 +128,7 @@ def knn(k, temperature, **kw):
 @main.command()
 @_encoder_options
 @click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML with a 'linear:' section overriding the solo-learn defaults.")
+              help="YAML: a 'linear:' section of LinearRecipe keys, or a solo-learn linear yaml (optimizer/scheduler/max_epochs).")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs (default 100).")
 @click.option("--lr", type=float, default=None, help="Override the recipe's lr (default 0.1).")
 @click.option("--schedule", type=click.Choice(["step", "cosine"]), default=None, help="Override the lr schedule.")
