@@ -167,3 +167,17 @@ def test_vqgan_token_recipe_end_to_end(tmp_path, tiny_vqgan_dir, cifar_test_npz)
     meta = json.loads(samples[0]["json"])
     assert [o["op"] for o in meta["views"][0]["ops"]] == ["vq_replace", "vq_swap"]
     assert {"view0.jpg", "view1.jpg", "view2.jpg"} <= set(samples[0])
+
+
+def test_scheduler_address_submits_to_existing_cluster(tmp_path, cifar_test_npz, taef2_dir):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        out = tmp_path / "sched"
+        res = subprocess.run(GCL_SYNTH + ["run", "--no-progress", "--model", str(taef2_dir), "--input", str(cifar_test_npz),
+                                          "--limit", "16", "--resolution", "32", "--shard-size", "8",
+                                          "--scheduler", cluster.scheduler_address, "--output", str(out)],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+    m = load_manifest(manifest_of(out))
+    assert m["complete"] and m["totals"]["samples"] == 16
