@@ -228,7 +228,7 @@ class EpochLoader:
     share runs short, like DistributedSampler's padding. Lightning sees a sized iterable."""
 
     def __init__(self, dataset: FamilyStream, batch_size: int, steps: int, num_workers: int):
-        self.dataset, self.batch_size, self.steps, self.num_workers = dataset, batch_size, steps, num_workers
+        self.stream, self.batch_size, self.steps, self.num_workers = dataset, batch_size, steps, num_workers
         self.trainer = None  # bound by cli: epoch, rank and mid-epoch resume position come from it
         self.skipped = 0
 
@@ -237,12 +237,12 @@ class EpochLoader:
 
     def _loader(self):
         nw = self.num_workers
-        return DataLoader(self.dataset, batch_size=None, num_workers=nw, prefetch_factor=4 if nw else None,
+        return DataLoader(self.stream, batch_size=None, num_workers=nw, prefetch_factor=4 if nw else None,
                           worker_init_fn=_worker_init, persistent_workers=False)
 
     def __iter__(self):
         t = self.trainer
-        ds = self.dataset
+        ds = self.stream
         if t is not None:
             ds.epoch, ds.rank, ds.world = t.current_epoch, t.global_rank, t.world_size
             skip = t.fit_loop.epoch_loop.batch_progress.current.completed  # >0 only when resuming mid-epoch
