@@ -31,6 +31,7 @@ class RunSummary:
     knn: str = ""
     linear: str = ""
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(epoch, acc)]
+    offline: dict[str, tuple[float, float]] = field(default_factory=dict)  # probe -> (epoch, acc) from gcl-eval
 
 
 def _short(v) -> str:
@@ -97,6 +98,9 @@ def summarize_run(run_dir: str) -> RunSummary:
     for probe, metric in (("knn", "knn_top1"), ("linear", "linear_top1")):
         if probe in offline:
             setattr(s, probe, f"{offline[probe]['top1']:.2f}")
+            ep = _num(offline[probe].get("epoch"))
+            if ep is not None:
+                s.offline[probe] = (ep, float(offline[probe]["top1"]))
         elif s.curves.get(metric):
             setattr(s, probe, f"{s.curves[metric][-1][1]:.2f}*")
     return s
@@ -130,9 +134,17 @@ def plot_runs(rows: list[RunSummary], out: str) -> int:
             ax.plot([p[0] + 1 for p in pts], [p[1] for p in pts], style, color=color, marker="o", markersize=3,
                     label=f"{r.name} ({metric.split('_')[0]})")
             n += 1
+        for probe, marker in (("knn", "*"), ("linear", "D")):
+            if probe in r.offline:
+                ep, acc = r.offline[probe]
+                ax.plot([ep + 1], [acc], marker, color=color, markersize=9, label=f"{r.name} (gcl-eval {probe})")
+                n += 1
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("accuracy over epochs (solid: kNN, dashed: linear)")
+    ax.set_title("top-1 over epochs (lines: online kNN / linear; markers: gcl-eval probes)")
     ax.grid(alpha=0.3)
     if n:
         ax.legend(fontsize=8)
