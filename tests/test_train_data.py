@@ -44,3 +44,86 @@ def make_shards(folder: Path, n: int = 96, per_shard: int = 24, views: int = 2, 
     manifest = {"shards": shards, "views": views, "resolution": res, "image_format": "jpg",
                 "class_names": [str(i) for i in range(10)] if labelled else None, "labelled": labelled}
     return write_manifest(manifest, folder / f"{name}.manifest.json", folder)
+
+
+from gcl.train.config import AugConfig, TrainConfig  # noqa: E402
+from gcl.train.data import DataError, build_train_loader  # noqa: E402
+
+
+def _cfg(**kw):
+    base = dict(augmentations=[AugConfig(crop_size=16)], batch_size=8, num_workers=2, shuffle_buffer=50, gen_prob=0.5)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _epoch_keys(loader, epoch):
+    class T:  # the three things EpochLoader reads from a Lightning trainer
+        current_epoch, global_rank, world_size = epoch, 0, 1
+
+        class fit_loop:
+            class epoch_loop:
+                class batch_progress:
+                    class current:
+                        completed = 0
+
+    loader.trainer = T
+    keys = []
+    for b in loader:
+        assert len(b["views"]) == 2 and b["views"][0].shape == (8, 3, 16, 16) and b["views"][0].dtype == torch.uint8
+        keys += b["key"]
+    return keys
+
+
+def test_every_sample_once_per_epoch_and_order_depends_on_epoch(tmp_path):
+    m = make_shards(tmp_path / "s", n=96, per_shard=24)
+    loader, source = build_train_loader(_cfg(shards=[str(m)]), world=1)
+    assert source.total == 96 and source.num_views == 2 and loader.steps == 12
+    e0, e0b, e1 = _epoch_keys(loader, 0), _epoch_keys(loader, 0), _epoch_keys(loader, 1)
+    assert sorted(e0) == sorted(f"img{i:05d}" for i in range(96)) and len(set(e0)) == 96
+    assert e0 == e0b  # same seed + epoch: same order (what --resume relies on)
+    assert e0 != e1 and sorted(e0) == sorted(e1)
+
+
+def test_brace_pattern_list_and_corrupt_samples_counted(tmp_path):
+    make_shards(tmp_path / "s", n=48, per_shard=24, corrupt=3)
+    pattern = str(tmp_path / "s" / "fix-{000000..000001}.tar")
+    loader, source = build_train_loader(_cfg(shards=[pattern], gen_prob=0.0, batch_size=5), world=1)
+    assert source.total == 48 and source.num_views == 2
+    keys = _epoch_keys_any(loader)
+    assert loader.skipped == 3 and len(keys) == 45 and not {f"img{i:05d}" for i in range(3)} & set(keys)
+
+
+def _epoch_keys_any(loader):
+    loader.trainer = None
+    return [k for b in loader for k in b["key"]]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    m = make_shards(tmp_path / "s", n=24, per_shard=24, views=0)
+    with pytest.raises(DataError, match="K=0"):
+        build_train_loader(_cfg(shards=[str(m)], gen_prob=0.5), world=1)
+    build_train_loader(_cfg(shards=[str(m)], gen_prob=0.0), world=1)  # baseline on K=0 shards works
+    with pytest.raises(DataError, match="missing"):
+        build_train_loader(_cfg(shards=[str(tmp_path / "nope-{000000..000001}.tar")]), world=1)
+    m2 = make_shards(tmp_path / "t", n=24, per_shard=24, name="t")
+    with open(tmp_path / "t" / "t-000000.tar", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"XXXX")
+    with pytest.raises(DataError, match="--verify: 1 of 1 shards fail.*sha256 mismatch"):
+        build_train_loader(_cfg(shards=[str(m2)], verify=True), world=1)
+    (tmp_path / "t" / "t-000000.tar").unlink()
+    with pytest.raises(DataError, match="shard files missing"):
+        build_train_loader(_cfg(shards=[str(m2)]), world=1)
+    with pytest.raises(DataError, match="fewer than one batch"):
+        build_train_loader(_cfg(shards=[str(m)], gen_prob=0.0, batch_size=64), world=1)
+    with pytest.raises(DataError, match="more members"):
+        m3 = make_shards(tmp_path / "u", n=24, per_shard=24, views=1, name="u")
+        build_train_loader(_cfg(shards=[str(m3)], method="supcon", family_views=3, gen_prob=0.5), world=1)
+
+
+def test_plain_npz_input(tmp_path):
+    with np.load(CIFAR_TEST) as z:
+        np.savez(tmp_path / "small.npz", images=z["images"][:40], labels=z["labels"][:40])
+    loader, source = build_train_loader(_cfg(input=str(tmp_path / "small.npz"), gen_prob=0.0), world=1)
+    keys = _epoch_keys(loader, 0)
+    assert len(keys) == 40 and len(set(keys)) == 40
