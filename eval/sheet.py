@@ -52,28 +52,40 @@ def shard_paths(path: str) -> list[str]:
     return found
 
 
-def iter_families(path: str) -> Iterator[Family]:
+def _iter_raw(path: str) -> Iterator[dict]:
+    """Raw tar sample dicts (undecoded bytes) of every family that has an original."""
     for url in shard_paths(path):
         if not os.path.isfile(url):
             raise InputError(f"shard not found: {url}")
         for raw in read_shard(url):
-            members, meta, label = parse_family(raw)
-            orig, views = family_members(members)
-            if not orig:
-                continue
-            recs = {int(v.get("view", i)): v for i, v in enumerate(meta.get("views", []))}
-            yield Family(
-                key=raw["__key__"],
-                orig=np.asarray(decode_image(members[ORIG]), dtype=np.uint8),
-                views=[np.asarray(decode_image(members[v]), dtype=np.uint8) for v in views],
-                records=[recs.get(int(v[4:]), {}) for v in views],
-                meta=meta,
-                label=label,
-            )
+            if any(k.startswith(ORIG + ".") for k in raw):
+                yield raw
+
+
+def _decode(raw: dict) -> Family:
+    members, meta, label = parse_family(raw)
+    _, views = family_members(members)
+    recs = {int(v.get("view", i)): v for i, v in enumerate(meta.get("views", []))}
+    return Family(
+        key=raw["__key__"],
+        orig=np.asarray(decode_image(members[ORIG]), dtype=np.uint8),
+        views=[np.asarray(decode_image(members[v]), dtype=np.uint8) for v in views],
+        records=[recs.get(int(v[4:]), {}) for v in views],
+        meta=meta,
+        label=label,
+    )
+
+
+def iter_families(path: str) -> Iterator[Family]:
+    for raw in _iter_raw(path):
+        yield _decode(raw)
 
 
 def read_families(path: str, n: int, seed: int | None = None) -> list[Family]:
-    """The first n families, or (with a seed) a uniform reservoir sample over all of them."""
+    """The first n families, or (with a seed) a uniform reservoir sample over all of them.
+
+    Sampling reads every tar but decodes only the n chosen families.
+    """
     if seed is None:
         out = []
         for fam in iter_families(path):
@@ -82,15 +94,15 @@ def read_families(path: str, n: int, seed: int | None = None) -> list[Family]:
                 break
         return out
     rng = random.Random(seed)
-    sample: list[Family] = []
-    for i, fam in enumerate(iter_families(path)):
+    sample: list[dict] = []
+    for i, raw in enumerate(_iter_raw(path)):
         if i < n:
-            sample.append(fam)
+            sample.append(raw)
         else:
             j = rng.randint(0, i)
             if j < n:
-                sample[j] = fam
-    return sample
+                sample[j] = raw
+    return [_decode(raw) for raw in sample]
 
 
 def format_op(op: dict) -> str:
