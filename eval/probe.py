@@ -44,6 +44,18 @@ def load_pair(train_path: str, test_path: str, resolution: int | None, limit_tra
     return train, test, check_classes(train, test)
 
 
+def _progress(name, log):
+    """Log extraction progress about every 20% (a CIFAR ResNet-18 pass takes minutes on CPU)."""
+    state = {"next": 0.2, "t0": time.time()}
+
+    def report(done, total):
+        if done / total >= state["next"] and done < total:
+            log(f"  {name} features: {done}/{total} ({time.time() - state['t0']:.0f} s)")
+            state["next"] += 0.2
+
+    return report
+
+
 def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, limit_train=None, limit_test=None,
               cache_dir=None, batch_size=256, k=20, temperature=0.07, recipe: LinearRecipe | None = None,
               log=print) -> dict:
@@ -54,7 +66,7 @@ def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, 
         f"{num_classes} classes; encoder: {encoder.describe}")
     feats = {}
     for name, ds in (("train", train), ("test", test)):
-        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size)
+        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, _progress(name, log))
         log(f"{name} features {tuple(f.shape)} ({'cache' if hit else 'extracted'})")
         feats[name] = f
     ytr, yte = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
