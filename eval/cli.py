@@ -152,9 +152,9 @@ def linear(recipe, epochs, lr, schedule, standardize, **kw):
 @_user_errors
 def compare(runs, plot, markdown):
     """One table of runs (method, shards, gen-prob, epochs, kNN, linear) and a plot over epochs."""
-    from gcl.eval.compare import format_table, plot_runs, summarize_run
+    from gcl.eval.compare import disambiguate, format_table, plot_runs, summarize_run
 
-    rows = [summarize_run(r) for r in runs]
+    rows = disambiguate([summarize_run(r) for r in runs])
     table = format_table(rows)
     click.echo(table)
     if markdown:

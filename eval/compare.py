@@ -106,6 +106,15 @@ def summarize_run(run_dir: str) -> RunSummary:
     return s
 
 
+def disambiguate(rows: list[RunSummary]) -> list[RunSummary]:
+    """Runs with the same folder name are shown as parent/name."""
+    names = [r.name for r in rows]
+    for r in rows:
+        if names.count(r.name) > 1:
+            r.name = f"{Path(r.path).resolve().parent.name}/{r.name}"
+    return rows
+
+
 def format_table(rows: list[RunSummary]) -> str:
     head = ["run", "method", "shards/manifest", "gen-prob", "epochs", "kNN top-1", "linear top-1"]
     body = [[r.name, r.method, r.shards, r.gen_prob, r.epochs, r.knn or "-", r.linear or "-"] for r in rows]
