@@ -154,6 +154,8 @@ def plot_runs(rows: list[RunSummary], out: str) -> int:
     last = max([p[0] + 1 for r in rows for pts in r.curves.values() for p in pts] +
                [ep + 1 for r in rows for ep, _ in r.offline.values()], default=1)
     ax.set_xlim(0.5, last + 0.5)  # epochs are 1-based on the axis; a one-epoch run still gets a sane scale
+    if last <= 12:
+        ax.set_xticks(range(1, int(last) + 1))
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("top-1 over epochs (lines: online kNN / linear; markers: gcl-eval probes)")
