@@ -52,11 +52,11 @@ def test_sheet_wraps_long_captions_and_large_images():
     assert lay.tile == 256 and lay.caption_lines >= 2  # large images shrink to the max tile
 
 
-def _write_shards(tmp_path, n=6, k=3, sizes=(0.0, 10.0, 40.0), manifest=True):
+def _write_shards(tmp_path, n=6, k=3, sizes=(0.0, 10.0, 40.0), manifest=True, labelled=True):
     """Shards whose views are the original plus Gaussian noise of a known sigma, recorded as ops."""
     rng = np.random.default_rng(0)
     out = tmp_path / "shards"
-    out.mkdir()
+    out.mkdir(parents=True)
     w = ShardWriter(out / shard_name("toy", 0))
     for i in range(n):
         orig = rng.integers(40, 215, (32, 32, 3)).astype(np.uint8)
@@ -66,7 +66,7 @@ def _write_shards(tmp_path, n=6, k=3, sizes=(0.0, 10.0, 40.0), manifest=True):
             view = np.clip(orig + rng.normal(0, sigma, orig.shape), 0, 255).astype(np.uint8) if sigma else orig
             imgs[f"view{v}"] = encode_image(view, "png", 95)
             recs.append({"view": v, "seed": v, "ops": [{"op": "noise", "strength": sigma / 100}]})
-        w.write(Sample(f"s{i:03d}", imgs, {"views": recs, "class_name": "c", "source": f"x/{i}"}, label=i % 2, fmt="png"))
+        w.write(Sample(f"s{i:03d}", imgs, {"views": recs, "class_name": "c", "source": f"x/{i}"}, label=i % 2 if labelled else None, fmt="png"))
     w.close()
     if not manifest:
         return out
@@ -125,3 +125,15 @@ def test_inspect_and_viewstats_commands(tmp_path):
     assert {k: v for k, v in after.items() if k != "view_stats"} == before  # other fields kept
     r = CliRunner().invoke(inspect, [str(tmp_path / "nothing"), "--out", str(png)])
     assert r.exit_code != 0 and "no shards found" in r.output and "Traceback" not in r.output
+
+
+def test_probe_on_labelled_shards_and_error_on_unlabelled(tmp_path):
+    from gcl.eval.cli import main
+
+    man = _write_shards(tmp_path / "l")
+    tar = str(tmp_path / "l" / "shards" / shard_name("toy", 0))
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(man), "--test", tar, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "n_test 6" in r.output, r.output
+    unl = _write_shards(tmp_path / "u", labelled=False)
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(man), "--test", str(unl), "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "unlabelled" in r.output and "Traceback" not in r.output
