@@ -46,6 +46,7 @@ def _encoder_options(fn):
         click.option("--limit-train", type=int, default=None, help="Use only the first N train images."),
         click.option("--limit-test", type=int, default=None, help="Use only the first N test images."),
         click.option("--batch-size", type=int, default=256, show_default=True, help="Feature extraction batch."),
+        click.option("--device", default="cpu", show_default=True, help="Feature extraction device (cpu, cuda, cuda:N)."),
         click.option("--cache-dir", default=None,
                      help="Feature cache folder [default: RUN/features for a checkpoint, none for baselines]."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write cached features."),
@@ -56,7 +57,7 @@ def _encoder_options(fn):
     return fn
 
 
-def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution=None):
+def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution=None, device="cpu"):
     from gcl.eval.features import checkpoint_encoder, random_encoder, raw_pixel_encoder
 
     chosen = sum([bool(ckpt), bool(random_init), bool(raw_pixels)])
@@ -69,11 +70,11 @@ def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolutio
     if resolution is not None and resolution < 8:
         raise click.UsageError("--resolution must be >= 8")
     if ckpt:
-        enc = checkpoint_encoder(ckpt)
+        enc = checkpoint_encoder(ckpt, device)
         enc.resolution = resolution or enc.resolution  # preprocess() resizes to the trained size anyway
         return enc
     if random_init:
-        return random_encoder(backbone, cifar_stem=cifar_stem, resolution=resolution)
+        return random_encoder(backbone, cifar_stem=cifar_stem, resolution=resolution, device=device)
     return raw_pixel_encoder(resolution)
 
 
@@ -91,11 +92,11 @@ def _cache_dir(ckpt, cache_dir, no_cache):
 
 
 def _run(probe, ckpt, backbone, random_init, raw_pixels, cifar_stem, train_data, test_data, resolution, limit_train,
-         limit_test, batch_size, cache_dir, no_cache, out, **probe_kwargs):
+         limit_test, batch_size, device, cache_dir, no_cache, out, **probe_kwargs):
     from gcl.eval.probe import run_probe
     from gcl.eval.results import results_dir, save_result
 
-    encoder = _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution)
+    encoder = _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution, device)
     log = functools.partial(click.echo, err=True)
     record = run_probe(probe, encoder, train_data, test_data, limit_train=limit_train, limit_test=limit_test,
                        cache_dir=_cache_dir(ckpt, cache_dir, no_cache), batch_size=batch_size, log=log, **probe_kwargs)

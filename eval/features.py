@@ -62,7 +62,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return found[-1]
 
 
-def checkpoint_encoder(path: str | os.PathLike) -> Encoder:
+def checkpoint_encoder(path: str | os.PathLike, device: str = "cpu") -> Encoder:
     from gcl.train.backbones import load_backbone, preprocess
 
     ckpt = resolve_checkpoint(path)
@@ -76,13 +76,14 @@ def checkpoint_encoder(path: str | os.PathLike) -> Encoder:
     return Encoder(
         id=sha256_file(ckpt)[:16],
         describe=str(ckpt),
-        forward=_backbone_forward(net, lambda x: preprocess(x, info)),
+        forward=_backbone_forward(net, lambda x: preprocess(x, info), device),
         resolution=int(info["resolution"]) if info.get("resolution") else None,
         info=info,
     )
 
 
-def random_encoder(backbone: str, cifar_stem: bool = True, seed: int = 0, resolution: int | None = None) -> Encoder:
+def random_encoder(backbone: str, cifar_stem: bool = True, seed: int = 0, resolution: int | None = None,
+                   device: str = "cpu") -> Encoder:
     """Randomly initialised backbone (torchvision default init, fixed seed), BN in eval mode.
 
     The floor every trained number must beat: random conv features already carry some signal.
@@ -100,7 +101,7 @@ def random_encoder(backbone: str, cifar_stem: bool = True, seed: int = 0, resolu
     return Encoder(
         id=f"random-{backbone}-{'cifar' if cifar_stem else 'imnet'}-s{seed}-r{info['resolution']}",
         describe=f"random-init {backbone} (seed {seed})",
-        forward=_backbone_forward(net, lambda x: preprocess(x, info)),
+        forward=_backbone_forward(net, lambda x: preprocess(x, info), device),
         resolution=info["resolution"],
         info=info,
     )
@@ -123,10 +124,15 @@ def raw_pixel_encoder(resolution: int | None = None) -> Encoder:
                    forward=forward, resolution=resolution, info={"method": "raw-pixels", "epoch": 0})
 
 
-def _backbone_forward(net: torch.nn.Module, prep: Callable[[np.ndarray], torch.Tensor]):
+def _backbone_forward(net: torch.nn.Module, prep: Callable[[np.ndarray], torch.Tensor], device: str = "cpu"):
+    try:
+        net.to(device)
+    except (RuntimeError, AssertionError) as exc:  # e.g. cuda requested on a CPU-only torch
+        raise EncoderError(f"cannot use device {device!r}: {str(exc).splitlines()[0]}") from None
+
     def forward(images: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
-            return net(prep(images)).float()
+        with torch.inference_mode():  # fp32 everywhere: features are compared across runs
+            return net(prep(images).to(device)).float().cpu()
 
     return forward
 
