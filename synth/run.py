@@ -143,9 +143,13 @@ def execute(cfg: RunConfig) -> dict:
     seconds = time.perf_counter() - t0
     manifest = build_manifest(plan, inputs, results, failed, seconds, generator)
     manifest_path = Path(cfg.output) / f"{plan.name}.manifest.json"
-    if manifest["throughput"]["generated_samples"] == 0 and manifest_path.exists():
-        # a re-run that found everything committed keeps the throughput of the run that did the work
-        manifest["throughput"] = json.loads(manifest_path.read_text()).get("throughput", manifest["throughput"])
+    if manifest_path.exists():
+        previous = json.loads(manifest_path.read_text())
+        if manifest["throughput"]["generated_samples"] == 0:
+            # a re-run that found everything committed keeps the throughput of the run that did the work
+            manifest["throughput"] = previous.get("throughput", manifest["throughput"])
+        if "view_stats" in previous:  # measured later by `gcl-synth viewstats`; same plan, same shards
+            manifest["view_stats"] = previous["view_stats"]
     path = write_manifest(manifest, manifest_path, cfg.output)
     if cfg.manifest_copy:
         write_manifest(manifest, cfg.manifest_copy, cfg.output)

@@ -181,3 +181,16 @@ def test_scheduler_address_submits_to_existing_cluster(tmp_path, cifar_test_npz,
         assert res.returncode == 0, res.stderr[-2000:]
     m = load_manifest(manifest_of(out))
     assert m["complete"] and m["totals"]["samples"] == 16
+
+
+def test_rerun_keeps_view_stats_and_throughput(tmp_path, cifar_test_npz, taef2_dir):
+    args = ["--model", taef2_dir, "--input", cifar_test_npz, "--limit", 8, "--resolution", 32, "--output", tmp_path / "o"]
+    synth(args)
+    mpath = manifest_of(tmp_path / "o")
+    data = json.loads(mpath.read_text())
+    data["view_stats"] = {"groups": [{"op": "noise", "psnr": 25.0}]}
+    mpath.write_text(json.dumps(data))
+    synth(args)  # everything committed: nothing regenerated
+    again = json.loads(mpath.read_text())
+    assert again["view_stats"] == data["view_stats"]
+    assert again["throughput"] == data["throughput"] and again["throughput"]["generated_samples"] == 8
