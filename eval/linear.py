@@ -1,8 +1,10 @@
 """Linear probe on frozen (cached) features: one implementation for gcl-eval and gcl-train.
 
-Defaults follow solo-learn's linear protocol for CIFAR (scripts/linear/cifar/*.yaml): SGD with
-momentum 0.9, lr 0.1, no weight decay, batch 256, 100 epochs, step schedule dividing the lr by
-10 at epochs 60 and 80. Deviation, on purpose: solo-learn re-runs the frozen backbone on
+Defaults follow solo-learn's linear protocol (its scripts/linear recipes, which exist for
+ImageNet-100/ImageNet only): SGD with momentum 0.9, no weight decay, batch 256, 100 epochs, step
+schedule dividing the lr by 10 at epochs 60 and 80. Its lr there is 1.0-3.0 for 224 px backbones;
+with no CIFAR recipe published we keep 0.1 (its older generic linear script's value), and
+`--lr` / a recipe overrides it. Deviation, on purpose: solo-learn re-runs the frozen backbone on
 augmented crops each epoch; we train on cached features of the un-augmented images, which makes
 a probe take seconds instead of an hour on CPU and typically costs ~1 point of accuracy.
 """

@@ -36,7 +36,7 @@ class AugConfig:
     hue: float = 0.1
     color_jitter_prob: float = 0.8
     gray_scale_prob: float = 0.2
-    gaussian_prob: float = 0.0  # solo-learn turns blur off on 32 px CIFAR
+    gaussian_prob: float = 0.0  # off unless a recipe asks: solo-learn's CIFAR files differ (0.5 symmetric, 0 asymmetric/VICReg)
     solarization_prob: float = 0.0
     equalization_prob: float = 0.0
     horizontal_flip_prob: float = 0.5

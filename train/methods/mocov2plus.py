@@ -16,7 +16,7 @@ class MoCoV2Plus(BaseMethod):
         "proj_hidden_dim": 2048,  # solo-learn CIFAR recipe
         "proj_output_dim": 256,
         "temperature": 0.2,
-        "queue_size": 65536,  # solo-learn CIFAR recipe; lower it for tiny pilot sets
+        "queue_size": 32768,  # solo-learn CIFAR recipe (mocov2plus.yaml); lower it for tiny pilot sets
         "base_tau": 0.99,  # key encoder EMA, cosine to final_tau
         "final_tau": 0.999,
     }
