@@ -141,7 +141,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False) -> dict:
     )
     loader.trainer = trainer
     try:
-        trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None)
+        trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None,
+                    weights_only=True)  # resume reads plain tensors/dicts only, never pickled code
     finally:
         if trainer.is_global_zero:
             _merge_metrics(out)
