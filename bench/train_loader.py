@@ -82,23 +82,33 @@ def main():
     ap.add_argument("--shards", help="an existing manifest (default: write a CIFAR fixture)")
     ap.add_argument("--images", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--batches", type=int, default=12)
+    ap.add_argument("--batches", type=int, default=16)
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved measurements per loader (median reported)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         manifest, folder = (Path(args.shards), None) if args.shards else write_fixture(Path(tmp), args.images)
         base = load_config("cifar10/simclr", {"shards": (str(manifest),), "batch_size": args.batch_size, "gen_prob": 0.5})
-        shard_sps, nw = loader_rate(base, args.batches)
-        print(f"shard loader      : {shard_sps:8.1f} samples/s  ({nw} workers, gen-prob 0.5, 2 views, handcrafted aug)")
         # gen-prob 0 decodes one member per family, exactly the ImageFolder loader's work
         base0 = load_config("cifar10/simclr", {"shards": (str(manifest),), "batch_size": args.batch_size, "gen_prob": 0.0})
-        shard0_sps, _ = loader_rate(base0, args.batches)
-        print(f"shard loader p=0  : {shard0_sps:8.1f} samples/s  (one decode per family, like ImageFolder)")
-        folder_sps = None
+        cfgs = {"shard": base, "shard0": base0}
         if folder is not None:
-            cfg = load_config("cifar10/simclr", {"input": str(folder), "batch_size": args.batch_size, "gen_prob": 0.0})
-            folder_sps, _ = loader_rate(cfg, args.batches)
+            cfgs["folder"] = load_config("cifar10/simclr", {"input": str(folder), "batch_size": args.batch_size,
+                                                            "gen_prob": 0.0})
+        # Interleaved rounds, median of each: load drifts on a shared machine, and a ratio of two
+        # numbers taken minutes apart would measure the drift.
+        rates = {k: [] for k in cfgs}
+        for _ in range(args.rounds):
+            for k, c in cfgs.items():
+                sps, nw = loader_rate(c, args.batches)
+                rates[k].append(sps)
+        med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+        shard_sps, shard0_sps, folder_sps = med["shard"], med["shard0"], med.get("folder")
+        print(f"shard loader      : {shard_sps:8.1f} samples/s  ({nw} workers, gen-prob 0.5, 2 views, handcrafted aug)")
+        print(f"shard loader p=0  : {shard0_sps:8.1f} samples/s  (one decode per family, like ImageFolder)")
+        if folder_sps:
             print(f"ImageFolder loader: {folder_sps:8.1f} samples/s  (same images, same pipeline)")
+        print(f"rounds (samples/s): " + "; ".join(f"{k} " + ", ".join(f"{x:.0f}" for x in v) for k, v in rates.items()))
         step_sps = step_rate(base, args.steps)
         print(f"training step     : {step_sps:8.1f} samples/s  (SimCLR ResNet-18 32 px, batch {args.batch_size}, "
               f"fp32, {torch.get_num_threads()} threads)")

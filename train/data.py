@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gcl.synth.inputs import InputError, list_inputs, load_rgb
 from gcl.synth.manifest import ManifestError, load_manifest, shard_urls, total_samples, verify_manifest
-from gcl.synth.shards import decode_image, family_members, parse_family, read_shard
+from gcl.synth.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
 from gcl.train.augment import ViewAugmenter
 from gcl.train.config import TrainConfig, default_workers
 from gcl.train.pairing import PairingError, check_family, choose_members
@@ -188,14 +188,25 @@ class FamilyStream(IterableDataset):
     def _shard_samples(self, mine, worker):
         import webdataset as wds
 
-        src = [{"url": self.source.units[i]} for i in mine]
-        samples = wds.tarfile_to_samples(handler=self._tar_error)(iter(src))
+        samples = self._read_units([self.source.units[i] for i in mine])
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.pass_}:{self.rank}:{worker}")
         samples = wds.shuffle(self.buffer, initial=min(self.buffer, 100), rng=rng)(samples)
         for s in samples:
             out = self._pair(s)
             if out is not None:
                 yield out
+
+    def _read_units(self, urls):
+        """Families from each shard URL (local path, http(s)://, pipe:) via webdataset's gopen and
+        the shard module's fast tar reader; an unreadable shard or corrupt tail is counted, not fatal."""
+        from webdataset.gopen import gopen
+
+        for url in urls:
+            try:
+                with gopen(url, "rb") as stream:
+                    yield from iter_samples(stream)
+            except (OSError, ShardReadError, ValueError) as exc:
+                self._tar_error(exc)
 
     def _pair(self, raw: dict):
         key = raw.get("__key__", "")
