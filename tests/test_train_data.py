@@ -127,3 +127,20 @@ def test_plain_npz_input(tmp_path):
     loader, source = build_train_loader(_cfg(input=str(tmp_path / "small.npz"), gen_prob=0.0), world=1)
     keys = _epoch_keys(loader, 0)
     assert len(keys) == 40 and len(set(keys)) == 40
+
+
+def test_manifest_served_through_a_pipe_url_and_moved_shards(tmp_path):
+    """Shard URLs resolve against the manifest's base: a pipe: base streams the same families, and
+    a moved shard folder (manifest moved with it) needs no rewrite."""
+    m = make_shards(tmp_path / "s", n=48, per_shard=24)
+    data = json.loads(Path(m).read_text())
+    data["base"] = f"pipe:cat {tmp_path / 's'}"
+    piped = tmp_path / "piped.manifest.json"
+    piped.write_text(json.dumps(data))
+    loader, source = build_train_loader(_cfg(shards=[str(piped)], batch_size=8), world=1)
+    assert source.units[0].startswith("pipe:cat ")
+    assert sorted(_epoch_keys_any(loader)) == sorted(f"img{i:05d}" for i in range(48))
+    moved = tmp_path / "moved"
+    (tmp_path / "s").rename(moved)
+    loader, _ = build_train_loader(_cfg(shards=[str(moved / "fix.manifest.json")], batch_size=8), world=1)
+    assert len(set(_epoch_keys_any(loader))) == 48
