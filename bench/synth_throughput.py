@@ -112,21 +112,23 @@ def main() -> None:
     args = ap.parse_args()
     npz, model = resolve_cifar10("train"), resolve_taef2()
     torch.set_num_threads(os.cpu_count() or 1)
-    gen = load_generator("taesd", str(model))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = load_generator("taesd", str(model), device, torch.float16 if device == "cuda" else torch.float32)
     recipe = parse_recipe("noise")
     items = list_inputs(npz).items
     images = [resize_center_crop(load_rgb(it)[0], args.resolution) for it in items[: args.images]]
     keys = [sample_key(it.source) for it in items[: args.images]]
-    res = {"device": "cpu", "threads": torch.get_num_threads(), "resolution": args.resolution, "views": args.views,
+    res = {"device": device, "threads": torch.get_num_threads(), "resolution": args.resolution, "views": args.views,
            "batch": args.batch_size}
     with tempfile.TemporaryDirectory() as tmp:
         res["model_only_img_s"] = round(model_only(gen, images, keys, recipe, args.views, args.batch_size), 3)
-        res["pipeline_img_s"], _ = pipeline(npz, model, args.images, args.resolution, args.views, args.batch_size, Path(tmp) / "p")
+        res["pipeline_img_s"], _ = pipeline(npz, model, args.images, args.resolution, args.views, args.batch_size,
+                                            Path(tmp) / "p", device)
         res["naive_img_s"] = round(naive(gen, items[: args.naive_images], args.resolution, recipe, args.views, Path(tmp) / "naive.tar"), 3)
         res["pipeline_vs_model_only"] = round(res["pipeline_img_s"] / res["model_only_img_s"], 3)
         res["pipeline_vs_naive"] = round(res["pipeline_img_s"] / res["naive_img_s"], 3)
         for n in filter(None, args.rss_sizes.split(",")):
-            _, rss = pipeline(npz, model, int(n), args.resolution, args.views, args.batch_size, Path(tmp) / f"rss{n}")
+            _, rss = pipeline(npz, model, int(n), args.resolution, args.views, args.batch_size, Path(tmp) / f"rss{n}", device)
             res[f"peak_rss_mib_{n}"] = round(rss, 1)
     if torch.cuda.is_available():
         amused_vqgan_gpu(res)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# All GPU checks in one call (for a session lent a GPU machine): installs nothing, writes every
+# result under $OUT. Usage: OUT=/some/dir bash bench/gpu_checks.sh   (needs .venv carried over)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out/gpu}
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1
+PY=.venv/bin/python
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+# 1. synthesis: TAEF2 fp16 model-only vs pipeline vs naive, RSS, and the aMUSEd VQ-GAN f16 FLOP floor
+timeout 300 $PY bench/synth_throughput.py --images 2048 --naive-images 256 --rss-sizes 2000 --batch-size 128 \
+  --json "$OUT/synth_gpu.json" > "$OUT/synth_gpu.txt" 2>&1; echo "synth rc=$?" >> "$OUT/status.txt"
+# 2. a short bf16-mixed training run on freshly synthesized shards (GPU synth, GPU train)
+timeout 200 .venv/bin/gcl-synth run --no-progress --limit 2048 --output "$OUT/shards" --batch-size 128 \
+  > "$OUT/synth_run.txt" 2>&1; echo "synth-run rc=$?" >> "$OUT/status.txt"
+M=$(ls "$OUT"/shards/*.manifest.json | head -1)
+timeout 200 .venv/bin/gcl-train --shards "$M" --method simclr --backbone resnet18 --epochs 1 --batch-size 256 \
+  --gen-prob 0.5 --output "$OUT/run" --eval-train ../shared/data/cifar10_train.npz \
+  --eval-test ../shared/data/cifar10_test.npz --eval-limit 2000 > "$OUT/train.txt" 2>&1
+echo "train rc=$?" >> "$OUT/status.txt"
+cat "$OUT/status.txt"
