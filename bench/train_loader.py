@@ -108,7 +108,7 @@ def main():
         print(f"shard loader p=0  : {shard0_sps:8.1f} samples/s  (one decode per family, like ImageFolder)")
         if folder_sps:
             print(f"ImageFolder loader: {folder_sps:8.1f} samples/s  (same images, same pipeline)")
-        print(f"rounds (samples/s): " + "; ".join(f"{k} " + ", ".join(f"{x:.0f}" for x in v) for k, v in rates.items()))
+        print("rounds (samples/s): " + "; ".join(f"{k} " + ", ".join(f"{x:.0f}" for x in v) for k, v in rates.items()))
         step_sps = step_rate(base, args.steps)
         print(f"training step     : {step_sps:8.1f} samples/s  (SimCLR ResNet-18 32 px, batch {args.batch_size}, "
               f"fp32, {torch.get_num_threads()} threads)")

@@ -4,7 +4,6 @@ table, and `gcl-synth status` (done / pending / failed shards of an output folde
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

@@ -1,6 +1,5 @@
 """Contact sheet geometry, shard reading, view statistics and the gcl-synth inspect/viewstats commands."""
 
-import json
 import math
 import os
 

@@ -2,7 +2,6 @@
 read-back, determinism, resume after a kill, dask workers, verify, status, bad options."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -17,20 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from gcl.synth.inputs import InputError, list_inputs, load_rgb
-from gcl.synth.manifest import ManifestError, load_manifest, shard_urls, total_samples, verify_manifest
-from gcl.synth.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
+from gcl.synth.manifest import ManifestError, load_manifest, shard_urls, verify_manifest
+from gcl.synth.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family
 from gcl.train.augment import ViewAugmenter
 from gcl.train.config import TrainConfig, default_workers
+from gcl.train.epochs import DataError, EpochLoader
 from gcl.train.pairing import PairingError, check_family, choose_members
 
 CHUNK = 32  # samples per worker->main transfer: amortises IPC, small enough to mix workers
-
-
-class DataError(ValueError):
-    """Unusable training data; one line that says what to do."""
 
 
 def _is_url(s: str) -> bool:
@@ -232,74 +229,6 @@ class FamilyStream(IterableDataset):
                 continue
             img = Image.fromarray(arr)
             yield self.augment([img] * self.count), -1 if item.label is None else item.label, item.source
-
-
-class EpochLoader:
-    """Exactly `steps` batches per epoch from worker chunks; wraps around (next pass) if a rank's
-    share runs short, like DistributedSampler's padding. Lightning sees a sized iterable."""
-
-    def __init__(self, dataset: FamilyStream, batch_size: int, steps: int, num_workers: int):
-        self.stream, self.batch_size, self.steps, self.num_workers = dataset, batch_size, steps, num_workers
-        self.trainer = None  # bound by cli: epoch, rank and mid-epoch resume position come from it
-        self.skipped = 0
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def _loader(self):
-        nw = self.num_workers
-        return DataLoader(self.stream, batch_size=None, num_workers=nw, prefetch_factor=4 if nw else None,
-                          worker_init_fn=_worker_init, persistent_workers=False)
-
-    def __iter__(self):
-        t = self.trainer
-        ds = self.stream
-        if t is not None:
-            ds.epoch, ds.rank, ds.world = t.current_epoch, t.global_rank, t.world_size
-            skip = t.fit_loop.epoch_loop.batch_progress.current.completed  # >0 only when resuming mid-epoch
-        else:
-            skip = 0
-        ds.pass_ = 0
-        pending, produced, per_worker_skip = [], 0, {}
-        while produced < self.steps:
-            got = 0
-            for chunk in self._loader():
-                got += len(chunk["key"])
-                per_worker_skip[(ds.pass_, chunk["worker"])] = chunk["skipped"]
-                self.skipped = sum(per_worker_skip.values())
-                pending.append(chunk)
-                while sum(len(c["key"]) for c in pending) >= self.batch_size and produced < self.steps:
-                    batch, pending = _take(pending, self.batch_size)
-                    produced += 1
-                    if produced > skip:
-                        yield batch
-                if produced >= self.steps:
-                    return
-            if got == 0:
-                raise DataError(f"rank {ds.rank} got no readable samples in a full pass "
-                                f"({self.skipped} skipped as corrupt); check the shards with --verify")
-            ds.pass_ += 1
-
-
-def _take(chunks: list[dict], n: int) -> tuple[dict, list[dict]]:
-    views, labels, keys, rest, need = [], [], [], [], n
-    for c in chunks:
-        if need == 0:
-            rest.append(c)
-            continue
-        k = min(need, len(c["key"]))
-        views.append(c["views"][:k])
-        labels.append(c["label"][:k])
-        keys += c["key"][:k]
-        if k < len(c["key"]):
-            rest.append({**c, "views": c["views"][k:], "label": c["label"][k:], "key": c["key"][k:]})
-        need -= k
-    v = torch.cat(views)
-    return {"views": [v[:, i] for i in range(v.shape[1])], "label": torch.cat(labels), "key": keys}, rest
-
-
-def _worker_init(_):
-    torch.set_num_threads(1)  # decoding workers must not fight the training step for cores
 
 
 def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Source]:
