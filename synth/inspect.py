@@ -40,21 +40,28 @@ def _user_errors(fn):
             return fn(*args, **kwargs)
         except tuple(errors) as exc:
             raise click.ClickException(str(exc).splitlines()[0]) from None
-        except (FileNotFoundError, tarfile_error()) as exc:
-            raise click.ClickException(f"cannot read {getattr(exc, 'filename', None) or ''}: {exc}".strip()) from None
+        except (FileNotFoundError, *shard_read_errors()) as exc:
+            where = getattr(exc, "filename", None) or kwargs.get("shards") or kwargs.get("manifest") or ""
+            raise click.ClickException(f"cannot read {where}: {exc}") from None
 
     return wrapper
 
 
-def tarfile_error():
+def shard_read_errors() -> tuple:
     import tarfile
 
-    return tarfile.TarError
+    from gcl.synth.shards import ShardReadError
+
+    return (tarfile.TarError, ShardReadError)
 
 
 def _save_sheet(sheet, out: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    """Atomic: a half-written PNG never replaces a good one."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    sheet.save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
 @click.command("inspect")

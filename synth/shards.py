@@ -217,10 +217,11 @@ def iter_tar_members(stream) -> Iterator[tuple[str, bytes]]:
             return
         if len(header) < 512:
             raise ShardReadError("truncated tar header")
-        stored = header[148:156].split(b"\0", 1)[0].strip()
-        if not stored or int(stored, 8) != sum(header[:148]) + 256 + sum(header[156:]):
+        if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
             raise ShardReadError("corrupt tar header (checksum mismatch)")
-        size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        size = _octal(header[124:136])
+        if size < 0:
+            raise ShardReadError("corrupt tar header (bad size field)")
         data = stream.read(size)
         if len(data) < size:
             raise ShardReadError("truncated tar member")
@@ -242,6 +243,15 @@ def iter_tar_members(stream) -> Iterator[tuple[str, bytes]]:
             if prefix:
                 name = f"{prefix}/{name}"
         yield name, data
+
+
+def _octal(field: bytes) -> int:
+    """A tar numeric field; -1 when it is not octal (a damaged or non-tar stream)."""
+    digits = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(digits, 8) if digits else 0
+    except ValueError:
+        return -1
 
 
 def _pax_path(data: bytes) -> str | None:

@@ -52,3 +52,8 @@ def test_writer_is_deterministic_and_groups_families(tmp_path):
     assert not list(tmp_path.glob("*.tmp-*"))
     with open(tmp_path / "a.tar", "rb") as fh:
         assert [f["__key__"] for f in iter_samples(fh)] == ["key0", "key1", "key2"]
+
+
+def test_reader_rejects_a_non_tar_stream():
+    with pytest.raises(ShardReadError):
+        list(iter_tar_members(io.BytesIO(b"not a tar at all, just some bytes" * 40)))
