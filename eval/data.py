@@ -13,7 +13,7 @@ import numpy as np
 
 from gcl.synth.inputs import InputError, list_inputs, load_rgb, resize_center_crop
 from gcl.synth.manifest import load_manifest, shard_urls
-from gcl.synth.shards import ORIG, decode_image, parse_family, read_shard
+from gcl.synth.shards import ORIG, ShardReadError, decode_image, parse_family, read_shard
 
 
 @dataclass
@@ -57,7 +57,11 @@ def _load_shards(path: str, resolution: int | None, limit: int | None) -> Labell
         urls, class_names = [path], None
     images, labels, skipped = [], [], 0
     for url in urls:
-        for raw in read_shard(url):
+        try:
+            families = list(read_shard(url))
+        except (OSError, ShardReadError) as exc:
+            raise InputError(f"cannot read shard {url}: {exc}; re-run gcl-synth for it or check the path") from None
+        for raw in families:
             members, _meta, label = parse_family(raw)
             if label is None:
                 raise InputError(f"{url} holds unlabelled samples; the probe needs labelled data")
