@@ -76,7 +76,7 @@ def run_local(tasks: Iterable[ShardTask], rt: Runtime, retries: int, on_done: Ca
 
 
 def run_dask(tasks: list[ShardTask], rt: Runtime, retries: int, on_done: Callable, workers: int,
-             scheduler: str | None, gpus: int, should_stop: Callable[[], bool]) -> None:
+             scheduler: str | None, should_stop: Callable[[], bool]) -> None:
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None

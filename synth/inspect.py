@@ -48,11 +48,9 @@ def _user_errors(fn):
 
 
 def shard_read_errors() -> tuple:
-    import tarfile
-
     from gcl.synth.shards import ShardReadError
 
-    return (tarfile.TarError, ShardReadError)
+    return (ShardReadError,)
 
 
 def _save_sheet(sheet, out: str) -> None:

@@ -38,14 +38,15 @@ def load_manifest(path: str | os.PathLike) -> dict:
     return data
 
 
-def _is_url(s: str) -> bool:
+def is_url(s: str) -> bool:
+    """A location webdataset opens itself (http(s)://, pipe:, ...), not a local path."""
     return "://" in s or s.startswith("pipe:")
 
 
 def shard_base(manifest: dict, manifest_path: str | os.PathLike) -> str:
     """Absolute folder (or URL prefix) that the manifest's shard names are relative to."""
     base = manifest.get("base", ".")
-    if _is_url(base) or os.path.isabs(base):
+    if is_url(base) or os.path.isabs(base):
         return base
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest_path)), base))
 
@@ -55,9 +56,9 @@ def shard_urls(manifest: dict, manifest_path: str | os.PathLike) -> list[str]:
     out = []
     for shard in manifest["shards"]:
         url = shard["url"]
-        if _is_url(url) or os.path.isabs(url):
+        if is_url(url) or os.path.isabs(url):
             out.append(url)
-        elif _is_url(base):
+        elif is_url(base):
             out.append(base.rstrip("/") + "/" + url)
         else:
             out.append(os.path.join(base, url))
@@ -86,7 +87,7 @@ def verify_manifest(path: str | os.PathLike) -> tuple[int, list[VerifyProblem]]:
     problems = []
     urls = shard_urls(manifest, path)
     for shard, url in zip(manifest["shards"], urls):
-        if _is_url(url):
+        if is_url(url):
             problems.append(VerifyProblem(url, "not a local file; verify needs local shards"))
             continue
         if not os.path.exists(url):

@@ -122,18 +122,20 @@ def execute(cfg: RunConfig) -> dict:
     def too_many_errors() -> bool:
         return totals["inputs"] >= MIN_INPUTS_FOR_ERROR_RATE and totals["errors"] / totals["inputs"] > cfg.max_error_rate
 
+    def aborted() -> RunAborted:
+        return RunAborted(f"error rate {totals['errors']}/{totals['inputs']} exceeds --max-error-rate "
+                          f"{cfg.max_error_rate}; committed shards are kept, fix the inputs and re-run")
+
     def guarded_on_done(task, stats, error):
         on_done(task, stats, error)
         if too_many_errors():
-            raise RunAborted(f"error rate {totals['errors']}/{totals['inputs']} exceeds --max-error-rate "
-                             f"{cfg.max_error_rate}; committed shards are kept, fix the inputs and re-run")
+            raise aborted()
 
     try:
         if cfg.workers > 1 or cfg.scheduler:
-            run_dask(plan.tasks, rt, cfg.retries, on_done, cfg.workers, cfg.scheduler, 0, too_many_errors)
+            run_dask(plan.tasks, rt, cfg.retries, on_done, cfg.workers, cfg.scheduler, too_many_errors)
             if too_many_errors():
-                raise RunAborted(f"error rate {totals['errors']}/{totals['inputs']} exceeds --max-error-rate "
-                                 f"{cfg.max_error_rate}; committed shards are kept, fix the inputs and re-run")
+                raise aborted()
         else:
             torch.set_num_threads(rt.torch_threads)
             run_local(plan.tasks, rt, cfg.retries, guarded_on_done, progress=progress.update)

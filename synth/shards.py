@@ -278,8 +278,8 @@ def iter_samples(stream) -> Iterator[dict]:
 
 def read_shard(path: str | os.PathLike) -> Iterator[dict]:
     """Read a local shard without webdataset (verify, inspect, eval). Training streams URLs too."""
-    with open(path, "rb") as fh:
-        yield from iter_samples(io.BufferedReader(fh, 1 << 20) if not isinstance(fh, io.BufferedReader) else fh)
+    with open(path, "rb", buffering=1 << 20) as fh:
+        yield from iter_samples(fh)
 
 
 def parse_family(sample: dict) -> tuple[dict[str, bytes], dict, int | None]:

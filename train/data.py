@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import tarfile
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,18 +19,14 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from gcl.synth.inputs import InputError, list_inputs, load_rgb
-from gcl.synth.manifest import ManifestError, load_manifest, shard_urls, verify_manifest
-from gcl.synth.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family
+from gcl.synth.manifest import ManifestError, is_url, load_manifest, shard_urls, verify_manifest
+from gcl.synth.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
 from gcl.train.augment import ViewAugmenter
 from gcl.train.config import TrainConfig, default_workers
 from gcl.train.epochs import DataError, EpochLoader
 from gcl.train.pairing import PairingError, check_family, choose_members
 
 CHUNK = 32  # samples per worker->main transfer: amortises IPC, small enough to mix workers
-
-
-def _is_url(s: str) -> bool:
-    return "://" in s or s.startswith("pipe:")
 
 
 @dataclass
@@ -57,20 +52,16 @@ def _expand(spec: str) -> list[str]:
 
 
 def _count_local_tar(path: str) -> tuple[int, list[str]]:
-    """Samples in a local shard without a manifest (tar headers only) and the first key's members."""
-    keys, first = [], []
+    """Samples in a local shard without a manifest, and the first family's member names."""
+    count, first = 0, []
     try:
-        with tarfile.open(path, mode="r:") as tar:
-            for info in tar:
-                base = info.name.rsplit("/", 1)[-1]
-                key, _, ext = base.partition(".")
-                if not keys or keys[-1] != key:
-                    keys.append(key)
-                if len(keys) == 1:
-                    first.append(ext.partition(".")[0])
-    except (OSError, tarfile.TarError) as exc:
+        for raw in read_shard(path):
+            if count == 0:
+                first = [k.partition(".")[0] for k in raw if not k.startswith("__")]
+            count += 1
+    except (OSError, ShardReadError) as exc:
         raise DataError(f"cannot read shard {path}: {exc}; re-run gcl-synth or drop it from --shards") from None
-    return len(keys), first
+    return count, first
 
 
 def resolve_source(cfg: TrainConfig) -> Source:
@@ -101,7 +92,7 @@ def resolve_source(cfg: TrainConfig) -> Source:
             descr.append(spec)
             continue
         for url in _expand(spec):
-            if _is_url(url):
+            if is_url(url):
                 raise DataError(f"{url}: remote shards need their manifest (epoch length comes from its "
                                 "sample counts); pass --shards MANIFEST.json")
             n, first = _count_local_tar(url) if os.path.exists(url) else (None, None)
@@ -112,7 +103,7 @@ def resolve_source(cfg: TrainConfig) -> Source:
             _, gen = family_members(first)
             views = len(gen) if views is None else min(views, len(gen))
         descr.append(spec)
-    missing = [u for u in urls if not _is_url(u) and not os.path.exists(u)]
+    missing = [u for u in urls if not is_url(u) and not os.path.exists(u)]
     if missing:
         raise DataError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
                         "copy them next to the manifest or re-run gcl-synth")
