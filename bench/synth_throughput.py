@@ -27,8 +27,8 @@ import torch
 from gcl.synth.augment import parse_recipe
 from gcl.synth.defaults import resolve_cifar10, resolve_taef2
 from gcl.synth.generators import load_generator
-from gcl.synth.inputs import list_inputs, load_rgb, resize_center_crop
-from gcl.synth.shards import Sample, ShardWriter, encode_image, sample_key
+from gcl.inputs import list_inputs, load_rgb, resize_center_crop
+from gcl.shards import Sample, ShardWriter, encode_image, sample_key
 from gcl.synth.worker import generate_views
 
 AMUSED_VQ_GFLOPS = 694.0  # encode + decode per 256 px image (issue figure)

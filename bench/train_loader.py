@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcl.synth.manifest import write_manifest
-from gcl.synth.shards import Sample, ShardWriter, encode_image, shard_name
+from gcl.manifest import write_manifest
+from gcl.shards import Sample, ShardWriter, encode_image, shard_name
 from gcl.train.config import TrainConfig, default_workers, load_config
 from gcl.train.data import build_train_loader
 from gcl.train.methods import get_method

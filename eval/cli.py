@@ -7,7 +7,7 @@ import os
 
 import click
 
-from gcl.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE
+from gcl.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 
 
 def _user_errors(fn):
@@ -17,8 +17,8 @@ def _user_errors(fn):
     def wrapper(*args, **kwargs):
         from gcl.eval.features import EncoderError
         from gcl.eval.probe import ProbeError
-        from gcl.synth.inputs import InputError
-        from gcl.synth.manifest import ManifestError
+        from gcl.inputs import InputError
+        from gcl.manifest import ManifestError
 
         try:
             return fn(*args, **kwargs)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gcl.synth.inputs import InputError, list_inputs, load_rgb, resize_center_crop
-from gcl.synth.manifest import load_manifest, shard_urls
-from gcl.synth.shards import ORIG, ShardReadError, decode_image, parse_family, read_shard
+from gcl.inputs import InputError, list_inputs, load_rgb, resize_center_crop
+from gcl.manifest import load_manifest, shard_urls
+from gcl.shards import ORIG, ShardReadError, decode_image, parse_family, read_shard
 
 
 @dataclass

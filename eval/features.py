@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gcl.synth.shards import sha256_file
+from gcl.io import sha256_file
 
 # CIFAR-10 statistics (0-1 scale) used for the baselines, which have no training run to take them
 # from; the shared JPEG copy's values differ from the official ones by < 0.3/255 (data README).
@@ -63,7 +63,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def checkpoint_encoder(path: str | os.PathLike, device: str = "cpu") -> Encoder:
-    from gcl.train.backbones import load_backbone, preprocess
+    from gcl.backbones import load_backbone, preprocess
 
     ckpt = resolve_checkpoint(path)
     try:
@@ -88,7 +88,7 @@ def random_encoder(backbone: str, cifar_stem: bool = True, seed: int = 0, resolu
 
     The floor every trained number must beat: random conv features already carry some signal.
     """
-    from gcl.train.backbones import build_backbone, preprocess
+    from gcl.backbones import build_backbone, preprocess
 
     torch.manual_seed(seed)
     try:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gcl.eval.knn import topk_accuracy
+from gcl.knn import topk_accuracy
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 
 from gcl.eval.data import LabelledSet, load_labelled
 from gcl.eval.features import Encoder, cached_features
-from gcl.eval.knn import knn_accuracy
+from gcl.knn import knn_accuracy
 from gcl.eval.linear import LinearRecipe, linear_accuracy
 
 

@@ -12,7 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from gcl.synth.shards import write_json_atomic
+from gcl.io import write_json_atomic
 
 TABLE_COLUMNS = ("time", "probe", "encoder", "method", "epoch", "train", "test", "n_train", "n_test",
                  "top1", "top5", "params")

@@ -13,9 +13,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gcl.synth.inputs import InputError
-from gcl.synth.manifest import load_manifest, shard_urls
-from gcl.synth.shards import ORIG, decode_image, family_members, parse_family, read_shard
+from gcl.inputs import InputError
+from gcl.manifest import load_manifest, shard_urls
+from gcl.shards import ORIG, decode_image, family_members, parse_family, read_shard
 
 PAD = 8  # gap between cells and around the sheet (px)
 FONT_SIZE = 13  # readable at 100% zoom; ~7 px per character with Pillow's default font

@@ -128,8 +128,8 @@ def format_stats_table(stats: dict) -> str:
 
 def store_in_manifest(manifest_path: str, stats: dict) -> None:
     """Put the stats under the manifest's top-level "view_stats" key (atomic; other fields kept)."""
-    from gcl.synth.manifest import load_manifest
-    from gcl.synth.shards import write_json_atomic
+    from gcl.manifest import load_manifest
+    from gcl.io import write_json_atomic
 
     data = load_manifest(manifest_path)
     data["view_stats"] = stats

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from gcl.synth.shards import IMAGE_FORMATS
+from gcl.shards import IMAGE_FORMATS
 
 # Library noise that says nothing to a user of this command.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -56,7 +56,7 @@ def run(generator, model, input_, output, name, views, resolution, shard_size, b
     from gcl.synth.augment import RecipeError
     from gcl.synth.defaults import DownloadError, resolve_cifar10
     from gcl.synth.generators import GeneratorLoadError
-    from gcl.synth.inputs import InputError
+    from gcl.inputs import InputError
     from gcl.synth.plan import PlanMismatch
     from gcl.synth.run import RunAborted, RunConfig, execute
 
@@ -76,7 +76,7 @@ def run(generator, model, input_, output, name, views, resolution, shard_size, b
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def verify(manifest):
     """Re-hash every shard of MANIFEST; exit 1 naming each missing or changed shard."""
-    from gcl.synth.manifest import ManifestError, verify_manifest
+    from gcl.manifest import ManifestError, verify_manifest
 
     try:
         checked, problems = verify_manifest(manifest)

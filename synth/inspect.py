@@ -25,8 +25,8 @@ def _user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from gcl.eval.features import EncoderError
-        from gcl.synth.inputs import InputError
-        from gcl.synth.manifest import ManifestError
+        from gcl.inputs import InputError
+        from gcl.manifest import ManifestError
 
         errors = [EncoderError, InputError, ManifestError]
         try:
@@ -48,7 +48,7 @@ def _user_errors(fn):
 
 
 def shard_read_errors() -> tuple:
-    from gcl.synth.shards import ShardReadError
+    from gcl.shards import ShardReadError
 
     return (ShardReadError,)
 
@@ -118,8 +118,8 @@ def preview_families(family, model, input_path, recipe, views, rows, resolution,
     from gcl.eval.sheet import Family
     from gcl.synth.augment import parse_recipe
     from gcl.synth.generators import load_generator
-    from gcl.synth.inputs import list_inputs, load_rgb, resize_center_crop
-    from gcl.synth.shards import sample_key
+    from gcl.inputs import list_inputs, load_rgb, resize_center_crop
+    from gcl.shards import sample_key
     from gcl.synth.worker import generate_views
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

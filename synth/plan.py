@@ -11,8 +11,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gcl.synth.inputs import InputItem, InputSet
-from gcl.synth.shards import shard_name, stats_name, write_json_atomic
+from gcl.inputs import InputItem, InputSet
+from gcl.io import write_json_atomic
+from gcl.shards import shard_name, stats_name
 
 PLAN_FILE = "plan.json"
 

@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from gcl.synth.shards import stats_name
+from gcl.shards import stats_name
 
 
 class Progress:

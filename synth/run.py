@@ -18,8 +18,8 @@ import torch
 from gcl.synth.augment import parse_recipe
 from gcl.synth.distribute import Runtime, run_dask, run_local, threads_per_worker, _GENERATORS
 from gcl.synth.generators import load_generator
-from gcl.synth.inputs import list_inputs
-from gcl.synth.manifest import write_manifest
+from gcl.inputs import list_inputs
+from gcl.manifest import write_manifest
 from gcl.synth.plan import Plan, SynthOptions, check_or_write_plan, make_plan
 from gcl.synth.report import Progress, summary_table
 

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from gcl.synth.augment import Recipe, augment_latents
-from gcl.synth.inputs import InputItem, load_rgb, resize_center_crop
+from gcl.inputs import InputItem, load_rgb, resize_center_crop
 from gcl.synth.plan import ShardTask, SynthOptions
-from gcl.synth.shards import ORIG, Sample, ShardWriter, encode_image, sample_key, view_member, write_json_atomic
+from gcl.io import write_json_atomic
+from gcl.shards import ORIG, Sample, ShardWriter, encode_image, sample_key, view_member
 
 log = logging.getLogger("gcl.synth")
 MAX_LOGGED_SKIPS = 1000  # per shard, in its stats file; the counts stay exact beyond it

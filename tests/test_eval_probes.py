@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from gcl.eval.cli import main
 from gcl.eval.data import LabelledSet
 from gcl.eval.features import cached_features, raw_pixel_encoder
-from gcl.eval.knn import knn_accuracy
+from gcl.knn import knn_accuracy
 from gcl.eval.linear import LinearRecipe, linear_accuracy, load_recipe
 from gcl.eval.probe import ProbeError, check_classes
 

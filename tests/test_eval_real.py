@@ -25,7 +25,7 @@ def taef2():
 
 
 def _cifar(n, res=64):
-    from gcl.synth.inputs import resize_center_crop
+    from gcl.inputs import resize_center_crop
 
     with np.load(CIFAR_TEST) as z:
         return [resize_center_crop(im, res) for im in z["images"][:n]], z["labels"][:n]
@@ -72,7 +72,7 @@ def test_preview_writes_sheet_without_shards(tmp_path):
 
 def _fake_run(tmp_path, seed=0):
     """A run folder with a checkpoint in gcl-train's contract: {'gcl': info, 'state_dict': backbone.*}."""
-    from gcl.train.backbones import build_backbone
+    from gcl.backbones import build_backbone
 
     torch.manual_seed(seed)
     net, _ = build_backbone("resnet18", cifar_stem=True)

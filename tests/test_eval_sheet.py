@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from gcl.eval.sheet import Family, contact_sheet, format_op, read_families
 from gcl.eval.viewstats import PSNR_CAP, compute_view_stats, group_key, psnr, ssim
 from gcl.synth.inspect import inspect, viewstats
-from gcl.synth.manifest import load_manifest, write_manifest
-from gcl.synth.shards import Sample, ShardWriter, encode_image, shard_name
+from gcl.manifest import load_manifest, write_manifest
+from gcl.shards import Sample, ShardWriter, encode_image, shard_name
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 COLORS = [(230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (200, 30, 200)]

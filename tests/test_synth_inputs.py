@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from gcl.synth.cli import main
-from gcl.synth.inputs import list_inputs, load_image_file, resize_center_crop
-from gcl.synth.shards import read_shard
+from gcl.inputs import list_inputs, load_image_file, resize_center_crop
+from gcl.shards import read_shard
 
 
 def _modes_folder(root: Path) -> Path:

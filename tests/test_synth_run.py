@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from gcl.synth.cli import main
-from gcl.synth.manifest import load_manifest, shard_urls
-from gcl.synth.shards import read_shard, sha256_file
+from gcl.manifest import load_manifest, shard_urls
+from gcl.io import sha256_file
+from gcl.shards import read_shard
 
 GCL_SYNTH = [sys.executable, "-m", "gcl.synth.cli"]
 

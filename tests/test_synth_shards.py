@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from gcl.synth.shards import Sample, ShardReadError, ShardWriter, iter_samples, iter_tar_members, read_shard
+from gcl.shards import Sample, ShardReadError, ShardWriter, iter_samples, iter_tar_members, read_shard
 
 
 def _tar(fmt, names):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from gcl.synth.manifest import write_manifest
-from gcl.synth.shards import Sample, ShardWriter, encode_image, shard_name
+from gcl.manifest import write_manifest
+from gcl.shards import Sample, ShardWriter, encode_image, shard_name
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 CIFAR_TEST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10_test.npz"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gcl.train.backbones import BACKBONES
+from gcl.backbones import BACKBONES
 from gcl.train.config import METHODS, PAIRINGS, ConfigError, load_config
 
 
@@ -43,7 +43,7 @@ from gcl.train.config import METHODS, PAIRINGS, ConfigError, load_config
 def main(recipe, resume, record_keys, input_, shards, **options):
     """Train a self-supervised encoder on view families; CLI options override recipe values."""
     from gcl.train.data import DataError
-    from gcl.synth.manifest import ManifestError
+    from gcl.manifest import ManifestError
 
     try:
         cfg = load_config(recipe, {**options, "input": input_, "shards": shards})

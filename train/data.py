@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from gcl.synth.inputs import InputError, list_inputs, load_rgb
-from gcl.synth.manifest import ManifestError, is_url, load_manifest, shard_urls, verify_manifest
-from gcl.synth.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
+from gcl.inputs import InputError, list_inputs, load_rgb
+from gcl.manifest import ManifestError, is_url, load_manifest, shard_urls, verify_manifest
+from gcl.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
 from gcl.train.augment import ViewAugmenter
 from gcl.train.config import TrainConfig, default_workers
 from gcl.train.epochs import DataError, EpochLoader

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from gcl.synth.shards import ORIG
+from gcl.shards import ORIG
 
 
 class PairingError(ValueError):

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from gcl.synth.shards import write_json_atomic
+from gcl.io import write_json_atomic
 from gcl.train.config import ConfigError, TrainConfig, resolution
 from gcl.train.data import build_train_loader, load_eval_sets
 from gcl.train.methods import get_method

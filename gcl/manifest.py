@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from gcl.synth.shards import sha256_file, write_json_atomic
+from gcl.io import sha256_file, write_json_atomic
 
 SCHEMA = "gcl.manifest"
 SCHEMA_VERSION = 1
