@@ -7,23 +7,19 @@ import os
 
 import click
 
+from gcl.errors import UserError
 from gcl.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 
 
 def _user_errors(fn):
-    """Turn the known user-error types into one-line ClickExceptions (never a traceback)."""
+    """Every user-fixable error (gcl.errors.UserError) becomes one line, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from gcl.eval.features import EncoderError
-        from gcl.eval.probe import ProbeError
-        from gcl.inputs import InputError
-        from gcl.manifest import ManifestError
-
         try:
             return fn(*args, **kwargs)
-        except (EncoderError, ProbeError, InputError, ManifestError, FloatingPointError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except (UserError, FloatingPointError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         except FileNotFoundError as exc:
             raise click.ClickException(f"file not found: {exc.filename}") from None
 
@@ -185,6 +181,21 @@ def baselines(train_data, test_data, backbone, limit_train, limit_test, out):
         save_result(rec, out)
         click.echo(f"knn {enc.describe}: top-1 {rec['top1']:.2f}%  top-5 {rec['top5']:.2f}%")
 
+
+def _register_picture_commands() -> None:
+    """inspect / preview / viewstats (eval/pictures.py) judge views: they are eval's tools."""
+    from gcl.eval import pictures
+
+    for cmd in (pictures.inspect, pictures.preview, pictures.viewstats):
+        main.add_command(_with_user_errors(cmd), cmd.name)
+
+
+def _with_user_errors(cmd: click.Command) -> click.Command:
+    cmd.callback = _user_errors(cmd.callback)
+    return cmd
+
+
+_register_picture_commands()
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from gcl.errors import UserError
 from gcl.io import sha256_file
 
 # CIFAR-10 statistics (0-1 scale) used for the baselines, which have no training run to take them
@@ -26,7 +27,7 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 DEFAULT_BATCH = 256
 
 
-class EncoderError(ValueError):
+class EncoderError(UserError):
     """A checkpoint or run folder that cannot be turned into an encoder (one-line user error)."""
 
 

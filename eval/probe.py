@@ -7,13 +7,14 @@ import time
 import numpy as np
 import torch
 
-from gcl.eval.data import LabelledSet, load_labelled
+from gcl.errors import UserError
+from gcl.labelled import LabelledSet, load_labelled
 from gcl.eval.features import Encoder, cached_features
 from gcl.knn import knn_accuracy
 from gcl.eval.linear import LinearRecipe, linear_accuracy
 
 
-class ProbeError(ValueError):
+class ProbeError(UserError):
     """Data that cannot be probed (class mismatch, unlabelled input); one-line message."""
 
 

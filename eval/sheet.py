@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gcl.inputs import InputError
-from gcl.manifest import load_manifest, shard_urls
 from gcl.shards import ORIG, decode_image, family_members, parse_family, read_shard
+from gcl.shardset import open_shard_set
 
 PAD = 8  # gap between cells and around the sheet (px)
 FONT_SIZE = 13  # readable at 100% zoom; ~7 px per character with Pillow's default font
@@ -38,25 +38,16 @@ class Family:
 
 
 def shard_paths(path: str) -> list[str]:
-    """Shard files of a manifest (.json), a single .tar, a folder of .tar files, or a glob."""
-    if path.endswith(".json"):
-        return shard_urls(load_manifest(path), path)
-    if os.path.isdir(path):
-        found = sorted(glob.glob(os.path.join(path, "*.tar")))
-    elif any(ch in path for ch in "*?["):
-        found = sorted(glob.glob(path))
-    else:
-        found = [path] if os.path.isfile(path) else []
-    if not found:
-        raise InputError(f"no shards found at {path} (give a manifest .json, a .tar, or a folder of .tar files)")
-    return found
+    """Local shard files of a manifest (.json), a .tar (pattern) or a folder of .tar files."""
+    shard_set = open_shard_set(path)
+    if not shard_set.local:
+        raise InputError(f"{path}: contact sheets and view stats read local shards only")
+    return shard_set.urls
 
 
 def _iter_raw(path: str) -> Iterator[dict]:
     """Raw tar sample dicts (undecoded bytes) of every family that has an original."""
     for url in shard_paths(path):
-        if not os.path.isfile(url):
-            raise InputError(f"shard not found: {url}")
         for raw in read_shard(url):
             if any(k.startswith(ORIG + ".") for k in raw):
                 yield raw

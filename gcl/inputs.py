@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gcl.errors import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Pillow's own bomb limit is ~89 Mpx (warning) / 179 Mpx (error); we refuse anything past 64 Mpx
 # because nothing in GCL needs it and a 64 Mpx RGB decode already costs ~200 MB.
@@ -53,7 +55,7 @@ class InputSet:
         return h.hexdigest()
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """The input cannot be used at all (a configuration error, raised before any work)."""
 
 

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-FORMAT_VERSION = 1
+from gcl.errors import UserError
+from gcl.inputs import MAX_PIXELS
+
 IMAGE_FORMATS = ("jpg", "png", "webp")
 ORIG = "orig"
 _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
@@ -40,11 +42,6 @@ def stats_name(name: str, index: int) -> str:
 
 def view_member(i: int) -> str:
     return f"view{i}"
-
-
-def member_names(num_views: int) -> list[str]:
-    """Family members in order: the original first, then the generated views."""
-    return [ORIG] + [view_member(i) for i in range(num_views)]
 
 
 def sample_key(source: str) -> str:
@@ -77,10 +74,17 @@ def encode_image(array_hwc_uint8, fmt: str, quality: int) -> bytes:
 
 
 def decode_image(data: bytes):
-    """Decode member bytes to an RGB PIL image."""
+    """Decode member bytes to an RGB PIL image.
+
+    Shards may come from someone else: an image member past the inputs' pixel cap (MAX_PIXELS)
+    raises ShardReadError before any pixel is decoded, so a shard cannot smuggle a
+    decompression bomb past the checks that gcl-synth applies to its inputs.
+    """
     from PIL import Image
 
     img = Image.open(io.BytesIO(data))
+    if img.width * img.height > MAX_PIXELS:
+        raise ShardReadError(f"image member of {img.width}x{img.height} px is over the {MAX_PIXELS} px cap")
     img.load()
     img = img.convert("RGB")
     # Drop JFIF/EXIF info: PIL copies `info` into every derived image, which cost ~5% of the
@@ -179,7 +183,7 @@ class _HashingWriter(io.RawIOBase):
         return self._sha.hexdigest()
 
 
-class ShardReadError(ValueError):
+class ShardReadError(UserError):
     """A tar stream that ends early or has a corrupt header."""
 
 

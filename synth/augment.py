@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from gcl.errors import UserError
+
 PRESETS = {
     # 0.5 latent-std noise keeps content and invents new detail on TAEF2 (23.7 dB at 64 px);
     # the range spans "close to the source" to "clearly new texture".
@@ -31,7 +33,7 @@ PRESETS = {
 DEFAULT_RECIPE = PRESETS["noise"]
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """A recipe spec that cannot be parsed or names unknown ops/params."""
 
 

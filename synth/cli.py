@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from gcl.errors import UserError
 from gcl.shards import IMAGE_FORMATS
 
 # Library noise that says nothing to a user of this command.
@@ -53,12 +54,8 @@ def run(generator, model, input_, output, name, views, resolution, shard_size, b
         recipe, seed, image_format, quality, device, dtype, overwrite, retries, max_error_rate, limit,
         manifest_copy, no_progress):
     """Synthesize view families for every input image into WebDataset shards."""
-    from gcl.synth.augment import RecipeError
-    from gcl.synth.defaults import DownloadError, resolve_cifar10
-    from gcl.synth.generators import GeneratorLoadError
-    from gcl.inputs import InputError
-    from gcl.synth.plan import PlanMismatch
-    from gcl.synth.run import RunAborted, RunConfig, execute
+    from gcl.synth.defaults import resolve_cifar10
+    from gcl.synth.run import RunConfig, execute
 
     try:
         input_path = str(resolve_cifar10("train")) if input_ is None else input_
@@ -66,7 +63,7 @@ def run(generator, model, input_, output, name, views, resolution, shard_size, b
                         workers, scheduler, recipe, seed, image_format, quality, device, dtype, overwrite, retries,
                         max_error_rate, limit, manifest_copy, not no_progress)
         result = execute(cfg)
-    except (RecipeError, GeneratorLoadError, InputError, PlanMismatch, RunAborted, DownloadError, ValueError) as exc:
+    except UserError as exc:
         _fail(exc)
     if result["failed"]:
         raise click.ClickException(f"{len(result['failed'])} shard(s) failed; re-run the same command to retry them")
@@ -75,16 +72,19 @@ def run(generator, model, input_, output, name, views, resolution, shard_size, b
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def verify(manifest):
-    """Re-hash every shard of MANIFEST; exit 1 naming each missing or changed shard."""
-    from gcl.manifest import ManifestError, verify_manifest
+    """Check every shard of MANIFEST against its claims (sha256, size, samples, K, labels); exit 1
+    naming each missing or changed shard."""
+    from gcl.shardset import check_shard_set, open_shard_set
 
     try:
-        checked, problems = verify_manifest(manifest)
-    except ManifestError as exc:
+        shard_set = open_shard_set(manifest, require_files=False)
+        problems = check_shard_set(shard_set)
+    except UserError as exc:
         _fail(exc)
     for p in problems:
         click.echo(f"BAD  {p.url}: {p.problem}")
-    click.echo(f"{checked - len(problems)}/{checked} shards OK")
+    checked = len(shard_set.urls)
+    click.echo(f"{checked - len({p.url for p in problems})}/{checked} shards OK")
     if problems:
         sys.exit(1)
 
@@ -100,20 +100,6 @@ def status(output):
     except FileNotFoundError as exc:
         _fail(exc)
 
-
-def _register_optional_commands() -> None:
-    """inspect / preview / viewstats live in synth/inspect.py (gcl-eval's picture tools)."""
-    try:
-        from gcl.synth import inspect as inspect_cmds
-    except ImportError:
-        return
-    for cmd_name in ("inspect", "preview", "viewstats"):
-        cmd = getattr(inspect_cmds, cmd_name, None)
-        if isinstance(cmd, click.Command):
-            main.add_command(cmd, cmd_name)
-
-
-_register_optional_commands()
 
 if __name__ == "__main__":
     main()

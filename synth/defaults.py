@@ -14,6 +14,8 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
+from gcl.errors import UserError
+
 log = logging.getLogger("gcl.synth")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +32,7 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # the checksum the dataset's d
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError):
     pass
 
 

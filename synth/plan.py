@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gcl.errors import UserError
 from gcl.inputs import InputItem, InputSet
 from gcl.io import write_json_atomic
 from gcl.shards import shard_name, stats_name
@@ -75,7 +76,7 @@ class Plan:
                 "num_shards": len(self.tasks), "shard_sizes": [len(t.items) for t in self.tasks]}
 
 
-class PlanMismatch(RuntimeError):
+class PlanMismatch(UserError):
     pass
 
 

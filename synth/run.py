@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from gcl.errors import UserError
 from gcl.synth.augment import parse_recipe
 from gcl.synth.distribute import Runtime, run_dask, run_local, threads_per_worker, _GENERATORS
 from gcl.synth.generators import load_generator
@@ -27,7 +28,7 @@ log = logging.getLogger("gcl.synth")
 MIN_INPUTS_FOR_ERROR_RATE = 50  # judge --max-error-rate only once this many inputs were seen
 
 
-class RunAborted(RuntimeError):
+class RunAborted(UserError):
     pass
 
 
@@ -62,7 +63,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     if dtype == "auto":
         return "float16" if device.type == "cuda" else "float32"
     if device.type == "cpu" and dtype in ("bfloat16", "float16"):
-        raise ValueError(f"--dtype {dtype} on CPU is 40-75x slower than float32 here (no native support); use float32")
+        raise UserError(f"--dtype {dtype} on CPU is 40-75x slower than float32 here (no native support); use float32")
     return dtype
 
 
@@ -75,16 +76,16 @@ def prepare(cfg: RunConfig):
     dtype = resolve_dtype(cfg.dtype, device)
     generator = load_generator(cfg.generator, cfg.model, str(device), getattr(torch, dtype))
     if cfg.resolution % generator.downsample:
-        raise ValueError(f"--resolution {cfg.resolution} must be a multiple of the generator's downsampling ({generator.downsample})")
+        raise UserError(f"--resolution {cfg.resolution} must be a multiple of the generator's downsampling ({generator.downsample})")
     if recipe.needs_codebook and not generator.has_codebook:
-        raise ValueError(f"recipe {recipe.spec!r} uses codebook ops but --generator {cfg.generator} has no codebook")
+        raise UserError(f"recipe {recipe.spec!r} uses codebook ops but --generator {cfg.generator} has no codebook")
     inputs = list_inputs(cfg.input)
     name = cfg.name or default_name(cfg)
     options = SynthOptions(cfg.generator, generator.model_id, generator.weights_sha256, recipe.spec, cfg.views,
                            cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type)
     plan = make_plan(inputs, cfg.output, name, cfg.shard_size, options, cfg.limit)
     if not plan.tasks:
-        raise ValueError(f"no inputs to process in {cfg.input}")
+        raise UserError(f"no inputs to process in {cfg.input}")
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     rt = Runtime(options, "auto-gpu" if gpus > 1 and cfg.workers > 1 else str(device), dtype,
                  tuple(inputs.class_names) if inputs.class_names else None, threads_per_worker(cfg.workers))

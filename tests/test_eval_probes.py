@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from gcl.eval.cli import main
-from gcl.eval.data import LabelledSet
+from gcl.labelled import LabelledSet
 from gcl.eval.features import cached_features, raw_pixel_encoder
 from gcl.knn import knn_accuracy
 from gcl.eval.linear import LinearRecipe, linear_accuracy, load_recipe

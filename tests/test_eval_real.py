@@ -58,7 +58,7 @@ def test_psnr_decreases_with_noise_strength_on_taef2_views(taef2):
 def test_preview_writes_sheet_without_shards(tmp_path):
     from PIL import Image
 
-    from gcl.synth.inspect import preview
+    from gcl.eval.pictures import preview
 
     out = tmp_path / "p.png"
     r = CliRunner().invoke(preview, ["--model", str(TAEF2), "--input", str(CIFAR_TEST), "--views", "3", "--rows", "2",

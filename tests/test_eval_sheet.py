@@ -1,4 +1,4 @@
-"""Contact sheet geometry, shard reading, view statistics and the gcl-synth inspect/viewstats commands."""
+"""Contact sheet geometry, shard reading, view statistics and the gcl-eval inspect/viewstats commands."""
 
 import math
 import os
@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from gcl.eval.sheet import Family, contact_sheet, format_op, read_families
 from gcl.eval.viewstats import PSNR_CAP, compute_view_stats, group_key, psnr, ssim
-from gcl.synth.inspect import inspect, viewstats
+from gcl.eval.pictures import inspect, viewstats
 from gcl.manifest import load_manifest, write_manifest
 from gcl.shards import Sample, ShardWriter, encode_image, shard_name
 

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from gcl.synth.cli import main
-from gcl.manifest import load_manifest, shard_urls
+from gcl.manifest import load_manifest
+from gcl.shardset import open_shard_set
 from gcl.io import sha256_file
 from gcl.shards import read_shard
 
@@ -47,7 +48,7 @@ def test_imagefolder_end_to_end_read_back_with_webdataset(tmp_path, cifar_folder
     assert m["complete"] and m["totals"]["samples"] == 300 and [s["samples"] for s in m["shards"]] == [128, 128, 44]
     assert m["views"] == 2 and m["resolution"] == 64 and m["labelled"] and len(m["class_names"]) == 10
     assert m["generator"]["family"] == "taesd" and len(m["generator"]["weights_sha256"]) == 64
-    ds = wds.WebDataset(shard_urls(m, manifest_of(out)), shardshuffle=False).decode("rgb8")
+    ds = wds.WebDataset(open_shard_set(str(manifest_of(out))).urls, shardshuffle=False).decode("rgb8")
     keys, labels = [], []
     for s in ds:
         assert set(s) >= {"__key__", "orig.jpg", "view0.jpg", "view1.jpg", "cls", "json"}
@@ -66,7 +67,7 @@ def test_imagefolder_end_to_end_read_back_with_webdataset(tmp_path, cifar_folder
     assert sorted(set(labels)) == list(range(10))
     # the copy in manifests/ resolves the same shards from its own folder
     copy = tmp_path / "manifests" / "demo.json"
-    assert shard_urls(load_manifest(copy), copy) == shard_urls(m, manifest_of(out))
+    assert open_shard_set(str(copy)).urls == open_shard_set(str(manifest_of(out))).urls
 
 
 def test_same_seed_gives_identical_shard_bytes(tmp_path, cifar_test_npz, taef2_dir):

@@ -103,14 +103,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="K=0"):
         build_train_loader(_cfg(shards=[str(m)], gen_prob=0.5), world=1)
     build_train_loader(_cfg(shards=[str(m)], gen_prob=0.0), world=1)  # baseline on K=0 shards works
-    with pytest.raises(DataError, match="missing"):
+    with pytest.raises(DataError, match="no shards found"):
         build_train_loader(_cfg(shards=[str(tmp_path / "nope-{000000..000001}.tar")]), world=1)
     m2 = make_shards(tmp_path / "t", n=24, per_shard=24, name="t")
     with open(tmp_path / "t" / "t-000000.tar", "r+b") as fh:
         fh.seek(1000)
         fh.write(b"XXXX")
-    with pytest.raises(DataError, match="--verify: 1 of 1 shards fail.*sha256 mismatch"):
-        build_train_loader(_cfg(shards=[str(m2)], verify=True), world=1)
+    with pytest.raises(DataError, match="sha256 mismatch.*1 of 1 shards fail"):
+        build_train_loader(_cfg(shards=[str(m2)]), world=1)  # checked by default
+    build_train_loader(_cfg(shards=[str(m2)], verify=False), world=1)  # --no-verify trains anyway
     (tmp_path / "t" / "t-000000.tar").unlink()
     with pytest.raises(DataError, match="shard files missing"):
         build_train_loader(_cfg(shards=[str(m2)]), world=1)
@@ -129,15 +130,23 @@ def test_plain_npz_input(tmp_path):
     assert len(keys) == 40 and len(set(keys)) == 40
 
 
-def test_manifest_served_through_a_pipe_url_and_moved_shards(tmp_path):
-    """Shard URLs resolve against the manifest's base: a pipe: base streams the same families, and
-    a moved shard folder (manifest moved with it) needs no rewrite."""
+def test_pipe_only_when_typed_and_moved_shards(tmp_path):
+    """A manifest is data: its pipe: base is refused and its command never runs. The same stream
+    typed by the user (--shards-base pipe:...) works, and a moved shard folder needs no rewrite."""
     m = make_shards(tmp_path / "s", n=48, per_shard=24)
     data = json.loads(Path(m).read_text())
-    data["base"] = f"pipe:cat {tmp_path / 's'}"
+    witness = tmp_path / "pwned"
+    data["base"] = f"pipe:touch {witness}; cat {tmp_path / 's'}"
     piped = tmp_path / "piped.manifest.json"
     piped.write_text(json.dumps(data))
-    loader, source = build_train_loader(_cfg(shards=[str(piped)], batch_size=8), world=1)
+    with pytest.raises(DataError, match="manifests are data, never commands"):
+        build_train_loader(_cfg(shards=[str(piped)], batch_size=8), world=1)
+    data["base"], data["shards"][0]["url"] = "s", f"pipe:touch {witness}; cat s/fix-000000.tar"
+    piped.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="refusing shard url"):
+        build_train_loader(_cfg(shards=[str(piped)], batch_size=8), world=1)
+    assert not witness.exists()
+    loader, source = build_train_loader(_cfg(shards=[m], shards_base=f"pipe:cat {tmp_path / 's'}", batch_size=8), world=1)
     assert source.units[0].startswith("pipe:cat ")
     assert sorted(_epoch_keys_any(loader)) == sorted(f"img{i:05d}" for i in range(48))
     moved = tmp_path / "moved"

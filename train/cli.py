@@ -5,12 +5,15 @@ from __future__ import annotations
 import click
 
 from gcl.backbones import BACKBONES
-from gcl.train.config import METHODS, PAIRINGS, ConfigError, load_config
+from gcl.train.config import METHODS, PAIRINGS, load_config
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--shards", multiple=True, help="Manifest .json, brace pattern dir/name-{000000..000009}.tar, or tar paths "
               "(repeat the option for a list).")
+@click.option("--shards-base", help="Read the manifest's shard files from this folder, http(s) URL, or pipe:COMMAND "
+              "(the file name is appended) instead of the manifest's own base. Commands are taken only from here, "
+              "never from a manifest.")
 @click.option("--input", "input_", help="Plain npz / ImageFolder instead of shards (handcrafted views only).")
 @click.option("--recipe", help="YAML recipe: a path or a bundled name such as cifar10/simclr.")
 @click.option("--method", type=click.Choice(METHODS))
@@ -29,7 +32,8 @@ from gcl.train.config import METHODS, PAIRINGS, ConfigError, load_config
 @click.option("--eval-limit", type=int, help="At most this many images per eval set (0: all).")
 @click.option("--output", help="Run folder: metrics.csv, run.json, checkpoints/, tb/.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoints/last.ckpt at the same step and data order.")
-@click.option("--verify", is_flag=True, default=None, help="Re-hash shards against the manifest first.")
+@click.option("--verify/--no-verify", default=None, help="Check shards against the manifest (sha256, sample counts, K, "
+              "original, labels) before training [default: on; one read of every local shard].")
 @click.option("--seed", type=int)
 @click.option("--num-workers", type=int, help="Loader workers per device (-1: one per core, at most 8).")
 @click.option("--shuffle-buffer", type=int, help="Samples in each worker's shuffle buffer.")
@@ -42,15 +46,14 @@ from gcl.train.config import METHODS, PAIRINGS, ConfigError, load_config
 @click.option("--record-keys", is_flag=True, help="Write the sample keys each rank trained on to OUTPUT/keys/.")
 def main(recipe, resume, record_keys, input_, shards, **options):
     """Train a self-supervised encoder on view families; CLI options override recipe values."""
-    from gcl.train.data import DataError
-    from gcl.manifest import ManifestError
+    from gcl.errors import UserError
 
     try:
         cfg = load_config(recipe, {**options, "input": input_, "shards": shards})
         from gcl.train.run import train
 
         info = train(cfg, resume, record_keys)
-    except (ConfigError, DataError, ManifestError) as exc:
+    except UserError as exc:
         raise click.ClickException(str(exc)) from None
     if info.get("status") == "finished":
         m = info.get("final_metrics", {})

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import yaml
 
+from gcl.errors import UserError
+
 RECIPES_DIR = Path(__file__).parent / "recipes"
 METHODS = ("simclr", "byol", "mocov2plus", "barlow_twins", "vicreg", "simsiam", "supcon")
 PAIRINGS = ("any", "orig+gen", "gen+gen")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A recipe or option that cannot be used; the message is one line that says what to do."""
 
 
@@ -78,8 +80,9 @@ class TrainConfig:
     batch_size: int = 256  # per device, as solo-learn counts it
     # data
     shards: list[str] = field(default_factory=list)  # manifest, brace pattern(s) or tar list
+    shards_base: str | None = None  # read manifest shards from here (folder, http(s), or a typed pipe:CMD)
     input: str | None = None  # plain npz / ImageFolder instead of shards (handcrafted only)
-    verify: bool = False  # re-hash shards against the manifest before training
+    verify: bool = True  # check shards against the manifest (sha256, counts, K, labels) before training
     gen_prob: float = 0.5  # per chosen view: probability that it is a generated one
     pairing: str = "any"
     family_views: int = 0  # >=2: feed M members per family to the multi-positive loss (supcon)

@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from gcl.inputs import InputError, list_inputs, load_rgb
-from gcl.manifest import ManifestError, is_url, load_manifest, shard_urls, verify_manifest
-from gcl.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
+from gcl.errors import UserError
+from gcl.manifest import ManifestError
+from gcl.shards import ShardReadError, decode_image, iter_samples, parse_family
+from gcl.shardset import open_shard_set, require_valid
 from gcl.train.augment import ViewAugmenter
 from gcl.train.config import TrainConfig, default_workers
 from gcl.train.epochs import DataError, EpochLoader
@@ -38,30 +40,10 @@ class Source:
     has_orig: bool = True
     class_names: list[str] | None = None
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return int(sum(self.counts))
-
-
-def _expand(spec: str) -> list[str]:
-    import braceexpand
-
-    return list(braceexpand.braceexpand(spec))
-
-
-def _count_local_tar(path: str) -> tuple[int, list[str]]:
-    """Samples in a local shard without a manifest, and the first family's member names."""
-    count, first = 0, []
-    try:
-        for raw in read_shard(path):
-            if count == 0:
-                first = [k.partition(".")[0] for k in raw if not k.startswith("__")]
-            count += 1
-    except (OSError, ShardReadError) as exc:
-        raise DataError(f"cannot read shard {path}: {exc}; re-run gcl-synth or drop it from --shards") from None
-    return count, first
 
 
 def resolve_source(cfg: TrainConfig) -> Source:
@@ -70,44 +52,15 @@ def resolve_source(cfg: TrainConfig) -> Source:
             inputs = list_inputs(cfg.input)
         except InputError as exc:
             raise DataError(str(exc)) from None
-        return Source("input", inputs.items, [1] * len(inputs.items), 0, True, inputs.class_names,
-                      cfg.input)
-    urls, counts, views, names, descr = [], [], None, None, []
-    for spec in cfg.shards:
-        if spec.endswith(".json"):
-            try:
-                manifest = load_manifest(spec)
-                if cfg.verify:
-                    n, problems = verify_manifest(spec)
-                    if problems:
-                        p = problems[0]
-                        raise DataError(f"--verify: {len(problems)} of {n} shards fail ({p.url}: {p.problem}); "
-                                        "re-run gcl-synth for them or fix the manifest")
-                urls += shard_urls(manifest, spec)
-            except ManifestError as exc:
-                raise DataError(str(exc)) from None
-            counts += [int(s["samples"]) for s in manifest["shards"]]
-            views = int(manifest.get("views", 0)) if views is None else min(views, int(manifest.get("views", 0)))
-            names = names or manifest.get("class_names")
-            descr.append(spec)
-            continue
-        for url in _expand(spec):
-            if is_url(url):
-                raise DataError(f"{url}: remote shards need their manifest (epoch length comes from its "
-                                "sample counts); pass --shards MANIFEST.json")
-            n, first = _count_local_tar(url) if os.path.exists(url) else (None, None)
-            if n is None:
-                raise DataError(f"shard file missing: {url}; check the path or pattern given to --shards")
-            urls.append(url)
-            counts.append(n)
-            _, gen = family_members(first)
-            views = len(gen) if views is None else min(views, len(gen))
-        descr.append(spec)
-    missing = [u for u in urls if not is_url(u) and not os.path.exists(u)]
-    if missing:
-        raise DataError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
-                        "copy them next to the manifest or re-run gcl-synth")
-    return Source("shards", urls, counts, views or 0, True, names, " ".join(descr))
+        return Source("input", inputs.items, [1] * len(inputs.items), 0, True, inputs.class_names, cfg.input)
+    try:
+        shard_set = open_shard_set(list(cfg.shards), base=cfg.shards_base)
+        if cfg.verify:
+            require_valid(shard_set, hash_bytes=True)
+    except UserError as exc:
+        raise DataError(str(exc)) from None
+    return Source("shards", shard_set.urls, shard_set.counts, shard_set.num_views, shard_set.has_orig,
+                  shard_set.class_names, shard_set.description)
 
 
 def check_source(source: Source, cfg: TrainConfig, world: int) -> int:
@@ -233,7 +186,7 @@ def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Sourc
 
 def load_eval_sets(cfg: TrainConfig, resolution: int):
     """(bank images, bank labels, test images, test labels, num_classes) as uint8 NCHW tensors."""
-    from gcl.eval.data import load_labelled
+    from gcl.labelled import load_labelled
 
     sets = []
     for path in (cfg.eval_train, cfg.eval_test):

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader
 
+from gcl.errors import UserError
+
 if TYPE_CHECKING:  # only for the annotation: data.py imports this module
     from gcl.train.data import FamilyStream
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Unusable training data: the message says what to do (one line)."""
 
 

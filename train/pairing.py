@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import random
 
+from gcl.errors import UserError
 from gcl.shards import ORIG
 
 
-class PairingError(ValueError):
+class PairingError(UserError):
     """The shard set cannot give what was asked (e.g. generated views from a K=0 set)."""
 
 

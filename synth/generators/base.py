@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gcl.errors import UserError
 
-class GeneratorLoadError(RuntimeError):
+
+class GeneratorLoadError(UserError):
     """The model cannot be loaded; the message says what to pass instead (one line)."""
 
 

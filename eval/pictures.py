@@ -1,17 +1,24 @@
-"""Looking at views: `gcl-synth inspect` (contact sheet of a shard set), `gcl-synth preview`
-(run a generator + recipe on a few images and draw the sheet, no shards written) and
-`gcl-synth viewstats` (PSNR / SSIM / feature cosine per op and strength, stored in the manifest).
+"""Looking at views: `gcl-eval inspect` (contact sheet of a shard set), `gcl-eval preview`
+(run a generator + recipe on a few images and draw the sheet) and `gcl-eval viewstats` (PSNR /
+SSIM / feature cosine per op and strength, stored in the manifest).
 
-The lead registers these in gcl.synth.cli's group with main.add_command(...).
+preview runs `gcl-synth run` as a subprocess into a temporary folder (eval never imports synth:
+the apps meet only through shards), then draws the sheet from those shards and deletes them.
 """
 
 from __future__ import annotations
 
-import functools
+import io
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import click
+
+from gcl.eval.sheet import read_families
+from gcl.io import write_bytes_atomic
 
 # 8 rows of 1 + 4 views at 128 px is ~700 x 1500 px: one screen, readable without zooming.
 DEFAULT_ROWS = 8
@@ -21,45 +28,13 @@ DEFAULT_PREVIEW_RESOLUTION = 64
 DEFAULT_STATS_SAMPLES = 200
 
 
-def _user_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from gcl.eval.features import EncoderError
-        from gcl.inputs import InputError
-        from gcl.manifest import ManifestError
-
-        errors = [EncoderError, InputError, ManifestError]
-        try:
-            from gcl.synth.augment import RecipeError
-            from gcl.synth.generators import GeneratorLoadError
-
-            errors += [RecipeError, GeneratorLoadError]
-        except ImportError:  # pragma: no cover - generators not installed
-            pass
-        try:
-            return fn(*args, **kwargs)
-        except tuple(errors) as exc:
-            raise click.ClickException(str(exc).splitlines()[0]) from None
-        except (FileNotFoundError, *shard_read_errors()) as exc:
-            where = getattr(exc, "filename", None) or kwargs.get("shards") or kwargs.get("manifest") or ""
-            raise click.ClickException(f"cannot read {where}: {exc}") from None
-
-    return wrapper
-
-
-def shard_read_errors() -> tuple:
-    from gcl.shards import ShardReadError
-
-    return (ShardReadError,)
-
-
 def _save_sheet(sheet, out: str) -> None:
     """Atomic: a half-written PNG never replaces a good one."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
 
 
 @click.command("inspect")
@@ -68,11 +43,10 @@ def _save_sheet(sheet, out: str) -> None:
 @click.option("--rows", type=int, default=DEFAULT_ROWS, show_default=True, help="Images (rows) to show.")
 @click.option("--seed", type=int, default=None, help="Random sample of rows over all shards (default: the first rows).")
 @click.option("--tile", type=int, default=None, help="Image size in px [default: 4x for 32 px, native up to 256].")
-@_user_errors
 def inspect(shards, out, rows, seed, tile):
     """Contact sheet of SHARDS (a manifest .json, a .tar, or a folder of shards): one row per image,
     the original then its views, each captioned with its ops and strengths."""
-    from gcl.eval.sheet import contact_sheet, read_families
+    from gcl.eval.sheet import contact_sheet
 
     if rows < 1:
         raise click.UsageError("--rows must be >= 1")
@@ -84,7 +58,7 @@ def inspect(shards, out, rows, seed, tile):
 
 
 @click.command("preview")
-@click.option("--generator", "family", default="taesd", show_default=True, help="Generator family.")
+@click.option("--generator", "family", default="taesd", show_default=True, help="Generator family (as gcl-synth run).")
 @click.option("--model", default=None, help="Model path / hub id [taesd: ../shared/models/taef2 or the cache].")
 @click.option("--input", "input_path", required=True, help="Images: npz, ImageFolder or flat folder.")
 @click.option("--recipe", default="noise", show_default=True, help="Recipe spec or preset name.")
@@ -95,17 +69,18 @@ def inspect(shards, out, rows, seed, tile):
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", default="preview.png", show_default=True)
 @click.option("--stats/--no-stats", default=True, show_default=True, help="Also print PSNR/SSIM per op and strength.")
-@_user_errors
 def preview(family, model, input_path, recipe, views, rows, resolution, seed, device, out, stats):
-    """Run the generator with RECIPE on a handful of images and write the contact sheet (no shards):
-    tune strengths here before paying for a full run."""
+    """Run the generator with RECIPE on a handful of images and write the contact sheet (the
+    temporary shards are deleted): tune strengths here before paying for a full run."""
+    from gcl.eval.sheet import contact_sheet
     from gcl.eval.viewstats import compute_view_stats, format_stats_table
 
     if views < 1 or rows < 1:
         raise click.UsageError("--views and --rows must be >= 1")
-    fams = preview_families(family, model, input_path, recipe, views, rows, resolution, seed, device)
-    from gcl.eval.sheet import contact_sheet
-
+    with tempfile.TemporaryDirectory(prefix="gcl-preview-") as tmp:
+        manifest = synthesize(tmp, generator=family, model=model, input=input_path, recipe=recipe, views=views,
+                              limit=rows, resolution=resolution, seed=seed, device=device, batch_size=rows)
+        fams = read_families(manifest, rows)
     sheet, layout = contact_sheet(fams)
     _save_sheet(sheet, out)
     click.echo(f"wrote {out}: {layout.rows} images x {views} views at {resolution} px ({sheet.width}x{sheet.height} px)")
@@ -113,37 +88,22 @@ def preview(family, model, input_path, recipe, views, rows, resolution, seed, de
         click.echo(format_stats_table(compute_view_stats(fams)))
 
 
-def preview_families(family, model, input_path, recipe, views, rows, resolution, seed, device="cpu"):
-    """Generate K views for the first `rows` readable images of `input_path`; returns Families."""
-    from gcl.eval.sheet import Family
-    from gcl.synth.augment import parse_recipe
-    from gcl.synth.generators import load_generator
-    from gcl.inputs import list_inputs, load_rgb, resize_center_crop
-    from gcl.shards import sample_key
-    from gcl.synth.worker import generate_views
+def synthesize(out_dir: str, **options) -> str:
+    """`gcl-synth run` in a subprocess with these options; returns the manifest path.
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    rec = parse_recipe(recipe)
-    gen = load_generator(family, model, device)
-    if resolution % gen.downsample:
-        raise click.UsageError(f"--resolution {resolution} must be a multiple of the generator's downsampling ({gen.downsample})")
-    inputs = list_inputs(input_path)
-    images, keys, labels = [], [], []
-    for item in inputs.items:
-        arr, err = load_rgb(item)
-        if err is not None:
-            continue
-        images.append(resize_center_crop(arr, resolution))
-        keys.append(sample_key(item.source))
-        labels.append(item.label)
-        if len(images) >= rows:
-            break
-    if not images:
-        raise click.ClickException(f"no readable images in {input_path}")
-    out_views, records = generate_views(gen, images, keys, rec, views, seed)
-    names = inputs.class_names
-    return [Family(k, im, v, r, {"class_name": names[lab] if names and lab is not None else None}, lab)
-            for k, im, v, r, lab in zip(keys, images, out_views, records, labels)]
+    Its one-line error (a bad recipe, a missing model) becomes ours, so the user sees the same
+    message as from gcl-synth itself.
+    """
+    argv = [sys.executable, "-m", "gcl.synth.cli", "run", "--output", out_dir, "--name", "preview", "--no-progress"]
+    for key, value in options.items():
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+        raise click.ClickException(lines[-1].removeprefix("Error: ") if lines else "gcl-synth run failed")
+    return os.path.join(out_dir, "preview.manifest.json")
 
 
 @click.command("viewstats")
@@ -155,11 +115,9 @@ def preview_families(family, model, input_path, recipe, views, rows, resolution,
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--bin-width", type=float, default=0.1, show_default=True, help="Strength bin width.")
 @click.option("--no-store", is_flag=True, help="Print only; do not write 'view_stats' into the manifest.")
-@_user_errors
 def viewstats(manifest, ckpt, samples, seed, bin_width, no_store):
     """PSNR / SSIM (and feature cosine with --ckpt) of views against their originals, per op and
     strength; printed as a table and stored in MANIFEST under 'view_stats'."""
-    from gcl.eval.sheet import read_families
     from gcl.eval.viewstats import compute_view_stats, format_stats_table, store_in_manifest
 
     if not manifest.endswith(".json"):

@@ -2,6 +2,8 @@
 a shard list or a single .tar), loaded into memory as uint8 arrays.
 
 Used by gcl-eval's probes and by gcl-train's online evaluation, so both read DATA the same way.
+Shard specs go through gcl.shardset (the one parser, which validates manifest locations); an
+undecodable member is a counted skip, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gcl.inputs import InputError, list_inputs, load_rgb, resize_center_crop
-from gcl.manifest import load_manifest, shard_urls
 from gcl.shards import ORIG, ShardReadError, decode_image, parse_family, read_shard
+from gcl.shardset import ShardSetError, open_shard_set
 
 
 @dataclass
@@ -49,31 +51,31 @@ def load_labelled(path: str | os.PathLike, resolution: int | None = None, limit:
 
 
 def _load_shards(path: str, resolution: int | None, limit: int | None) -> LabelledSet:
-    if path.endswith(".json"):
-        manifest = load_manifest(path)
-        urls = shard_urls(manifest, path)
-        class_names = manifest.get("class_names")
-    else:
-        urls, class_names = [path], None
+    try:
+        shard_set = open_shard_set(path)
+    except ShardSetError as exc:
+        raise InputError(str(exc)) from None
+    if not shard_set.local:
+        raise InputError(f"{path}: evaluation reads local shards only")
     images, labels, skipped = [], [], 0
-    for url in urls:
+    for url in shard_set.urls:
         try:
-            families = list(read_shard(url))
+            for raw in read_shard(url):
+                members, _meta, label = parse_family(raw)
+                if label is None:
+                    raise InputError(f"{url} holds unlabelled samples; the probe needs labelled data")
+                try:
+                    arr = np.asarray(decode_image(members[ORIG]), dtype=np.uint8)
+                except (KeyError, ShardReadError, OSError, ValueError):
+                    skipped += 1  # no original, or bytes that do not decode: counted, not fatal
+                    continue
+                images.append(resize_center_crop(arr, resolution) if resolution else arr)
+                labels.append(label)
+                if limit and len(images) >= limit:
+                    return _stack(images, labels, shard_set.class_names, path, skipped)
         except (OSError, ShardReadError) as exc:
             raise InputError(f"cannot read shard {url}: {exc}; re-run gcl-synth for it or check the path") from None
-        for raw in families:
-            members, _meta, label = parse_family(raw)
-            if label is None:
-                raise InputError(f"{url} holds unlabelled samples; the probe needs labelled data")
-            if ORIG not in members:
-                skipped += 1
-                continue
-            arr = np.asarray(decode_image(members[ORIG]), dtype=np.uint8)
-            images.append(resize_center_crop(arr, resolution) if resolution else arr)
-            labels.append(label)
-            if limit and len(images) >= limit:
-                return _stack(images, labels, class_names, path, skipped)
-    return _stack(images, labels, class_names, path, skipped)
+    return _stack(images, labels, shard_set.class_names, path, skipped)
 
 
 def _stack(images, labels, class_names, source, skipped) -> LabelledSet:

@@ -1,0 +1,290 @@
+"""Shard sets: the ONE parser of `--shards`, data specs that name shards, and inspect targets.
+
+A spec is a manifest (`NAME.manifest.json`, or a copy in manifests/), a brace pattern
+(`out/c10/x-{000000..000019}.tar`), a single `.tar`, or a folder of `.tar` files.
+
+A shard set made by someone else is DATA, never code. webdataset opens `pipe:` URLs with
+`shell=True`, so every location that comes out of a manifest file is validated here: shard
+entries must be plain file names inside the manifest's own shard folder (`base`), and `base`
+must be a relative folder or an http(s) URL. `pipe:` is accepted only in a spec the user typed
+(`trusted=True`), never from a file.
+
+`check_shard_set` then compares the manifest's claims with the shards themselves (size, sha256,
+sample count, K, the original, labels) in one streamed pass per shard, before any training.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from gcl.errors import UserError
+from gcl.manifest import ManifestError, load_manifest
+from gcl.shards import ShardReadError, family_members, iter_samples, parse_family
+
+REMOTE_SCHEMES = ("http://", "https://")  # the only schemes a manifest may name
+
+
+class ShardSetError(UserError):
+    """A shard set that cannot be opened or whose shards contradict its manifest."""
+
+
+@dataclass(frozen=True)
+class ShardClaim:
+    """What the manifest says of one shard (None: nothing claimed)."""
+
+    samples: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+
+
+@dataclass
+class ShardSet:
+    urls: list[str]  # local paths, http(s) URLs, or a user-typed pipe: command
+    counts: list[int]  # samples per shard
+    num_views: int  # K generated views per family
+    has_orig: bool
+    labelled: bool | None  # None: unknown (plain tars without a manifest)
+    class_names: list[str] | None
+    description: str  # the spec(s), for messages
+    claims: list[ShardClaim] = field(default_factory=list)  # parallel to urls (manifest only)
+    manifests: list[dict] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts))
+
+    @property
+    def local(self) -> bool:
+        return all(not is_remote(u) for u in self.urls)
+
+
+def is_remote(location: str) -> bool:
+    """A location webdataset opens itself (http(s)://, pipe:, ...), not a local path."""
+    return "://" in location or location.startswith("pipe:")
+
+
+def open_shard_set(specs: str | list[str], base: str | None = None, require_files: bool = True) -> ShardSet:
+    """Parse one spec or several (joined); counts come from manifests or from reading local tars.
+
+    base: where to read the manifests' shard files from instead of their own `base`, as typed by
+    the user (a folder, an http(s) URL, or `pipe:COMMAND` to which the file name is appended). It
+    is the only way to stream through a command: what a manifest file says is never trusted.
+    require_files: a manifest's missing local shard is an error here (verify reports it instead).
+    """
+    specs = [str(specs)] if isinstance(specs, (str, os.PathLike)) else [str(s) for s in specs]
+    if not specs:
+        raise ShardSetError("no shards given; pass a manifest .json, a .tar pattern, or a folder of shards")
+    if base is not None and not all(s.endswith(".json") for s in specs):
+        raise ShardSetError("a shard base override applies to manifests only; pass manifest .json specs")
+    parts = [_open_one(s, base, require_files) for s in specs]
+    out = ShardSet([], [], min(p.num_views for p in parts), all(p.has_orig for p in parts),
+                   None if any(p.labelled is None for p in parts) else all(p.labelled for p in parts),
+                   next((p.class_names for p in parts if p.class_names), None), " ".join(specs))
+    for p in parts:
+        out.urls += p.urls
+        out.counts += p.counts
+        out.claims += p.claims or [ShardClaim()] * len(p.urls)
+        out.manifests += p.manifests
+    return out
+
+
+def _open_one(spec: str, base: str | None, require_files: bool) -> ShardSet:
+    if spec.endswith(".json"):
+        return _from_manifest(spec, base, require_files)
+    if is_remote(spec):
+        raise ShardSetError(f"{spec}: remote shards need their manifest (epoch length comes from its sample counts); "
+                            "pass the manifest .json")
+    paths = _local_paths(spec)
+    counts, views, has_orig, labelled = [], None, True, True
+    for path in paths:
+        n, first = _scan_tar(path)
+        counts.append(n)
+        orig, gen = family_members(first.get("members", []))
+        views = len(gen) if views is None else min(views, len(gen))
+        has_orig &= bool(orig)
+        labelled &= first.get("labelled", False)
+    return ShardSet(paths, counts, views or 0, has_orig, labelled, None, spec)
+
+
+def _local_paths(spec: str) -> list[str]:
+    import braceexpand
+
+    if os.path.isdir(spec):
+        found = sorted(glob.glob(os.path.join(spec, "*.tar")))
+    elif any(ch in spec for ch in "*?["):
+        found = sorted(glob.glob(spec))
+    else:
+        found = list(braceexpand.braceexpand(spec))
+    missing = [p for p in found if not os.path.isfile(p)]
+    if not found or len(missing) == len(found):
+        raise ShardSetError(f"no shards found at {spec}; give a manifest .json, a .tar (pattern), or a folder of .tar files")
+    if missing:
+        raise ShardSetError(f"shard file missing: {missing[0]} ({len(missing)} of {len(found)} in {spec})")
+    return found
+
+
+def _scan_tar(path: str) -> tuple[int, dict]:
+    """Samples in a local shard, and the first family's member names / label presence."""
+    count, first = 0, {}
+    try:
+        with open(path, "rb", buffering=1 << 20) as fh:
+            for raw in iter_samples(fh):
+                if count == 0:
+                    first = {"members": [k.partition(".")[0] for k in raw if not k.startswith("__") and k not in ("json", "cls")],
+                             "labelled": "cls" in raw}
+                count += 1
+    except (OSError, ShardReadError) as exc:
+        raise ShardSetError(f"cannot read shard {path}: {exc}; re-run gcl-synth or drop it") from None
+    return count, first
+
+
+def _from_manifest(path: str, base_override: str | None, require_files: bool) -> ShardSet:
+    try:
+        manifest = load_manifest(path)
+    except ManifestError as exc:
+        raise ShardSetError(str(exc)) from None
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise ShardSetError(f"{path} lists no shards")
+    base = _typed_base(base_override) if base_override else _checked_base(manifest.get("base", "."), path)
+    urls, counts, claims = [], [], []
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict) or not isinstance(shard.get("url"), str):
+            raise ShardSetError(f"{path}: shard entry {i} has no 'url'")
+        urls.append(_join(base, _checked_name(shard["url"], path)))
+        try:
+            counts.append(int(shard["samples"]))
+            claims.append(ShardClaim(int(shard["samples"]), int(shard["bytes"]), str(shard["sha256"])))
+        except (KeyError, TypeError, ValueError):
+            raise ShardSetError(f"{path}: shard entry {i} lacks samples / bytes / sha256") from None
+    missing = [u for u in urls if not is_remote(u) and not os.path.isfile(u)]
+    if missing and require_files:
+        raise ShardSetError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
+                            "copy them next to the manifest's base or re-run gcl-synth")
+    return ShardSet(urls, counts, int(manifest.get("views", 0)), bool(manifest.get("has_orig", True)),
+                    bool(manifest.get("labelled", False)), manifest.get("class_names"), path, claims, [manifest])
+
+
+def _checked_base(base, manifest_path: str) -> str:
+    """The manifest's shard folder: relative to the manifest's own folder, or an http(s) URL."""
+    if not isinstance(base, str):
+        raise ShardSetError(f"{manifest_path}: 'base' must be a string")
+    if base.startswith(REMOTE_SCHEMES):
+        return base.rstrip("/") + "/"
+    if is_remote(base) or ":" in base.split("/", 1)[0] or os.path.isabs(base):
+        raise ShardSetError(f"{manifest_path}: refusing base {base[:60]!r}: a manifest's base must be a relative "
+                            "folder or an http(s) URL (manifests are data, never commands)")
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest_path)), base))
+
+
+def _typed_base(base: str) -> str:
+    """A base the user typed: trusted, pipe: included; URLs and commands get the name appended."""
+    return base.rstrip("/") + "/" if is_remote(base) else os.path.abspath(base)
+
+
+def _checked_name(name: str, manifest_path: str) -> str:
+    """A shard entry: a plain relative file name inside base (no scheme, no '..', no absolute path)."""
+    parts = PurePosixPath(name).parts
+    if (not name or is_remote(name) or name.startswith(("/", "\\")) or ".." in parts or ":" in name
+            or "\\" in name or not name.endswith(".tar")):
+        raise ShardSetError(f"{manifest_path}: refusing shard url {name[:60]!r}: entries must be .tar file names "
+                            "inside the manifest's shard folder")
+    return name
+
+
+def _join(base: str, name: str) -> str:
+    return base + name if is_remote(base) else os.path.join(base, name)
+
+
+# ---------------------------------------------------------------- claims against contents
+@dataclass
+class ShardProblem:
+    url: str
+    problem: str
+
+
+def check_shard(url: str, claim: ShardClaim, num_views: int, has_orig: bool, labelled: bool | None,
+                hash_bytes: bool = True) -> list[ShardProblem]:
+    """Stream one local shard once: size, sha256 (optional), sample count and every family's members."""
+    if not os.path.isfile(url):
+        return [ShardProblem(url, "missing")]
+    size = os.path.getsize(url)
+    if claim.bytes is not None and size != claim.bytes:
+        return [ShardProblem(url, f"size mismatch: {size} bytes, manifest says {claim.bytes}")]
+    sha = hashlib.sha256()
+    problems: list[ShardProblem] = []
+    count = 0
+    try:
+        with open(url, "rb", buffering=1 << 20) as fh:
+            reader = _HashingReader(fh, sha if hash_bytes else None)
+            for raw in iter_samples(reader):
+                count += 1
+                if not problems:
+                    problem = _family_problem(raw, num_views, has_orig, labelled)
+                    if problem:
+                        problems.append(ShardProblem(url, f"family {raw.get('__key__', '?')}: {problem}"))
+            reader.drain()
+    except (OSError, ShardReadError) as exc:
+        return [ShardProblem(url, f"unreadable: {exc}")]
+    if hash_bytes and claim.sha256 and sha.hexdigest() != claim.sha256:
+        return [ShardProblem(url, f"sha256 mismatch: {sha.hexdigest()[:12]}..., manifest says {claim.sha256[:12]}...")]
+    if claim.samples is not None and count != claim.samples:
+        problems.insert(0, ShardProblem(url, f"{count} samples, manifest says {claim.samples}"))
+    return problems
+
+
+def _family_problem(raw: dict, num_views: int, has_orig: bool, labelled: bool | None) -> str:
+    images, _, label = parse_family(raw)
+    orig, views = family_members(images)
+    if has_orig and not orig:
+        return "no original image, manifest says it has one"
+    if len(views) < num_views:
+        return f"{len(views)} generated views, manifest says K={num_views}"
+    if labelled and label is None:
+        return "no label, manifest says the set is labelled"
+    return ""
+
+
+class _HashingReader:
+    """File wrapper that hashes every byte read, so checking costs one pass over the shard."""
+
+    def __init__(self, fh, sha):
+        self._fh, self._sha = fh, sha
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        if self._sha is not None:
+            self._sha.update(data)
+        return data
+
+    def drain(self) -> None:
+        """Hash the tar's trailing zero blocks too (the manifest hashes the whole file)."""
+        while self.read(1 << 20):
+            pass
+
+
+def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None) -> list[ShardProblem]:
+    """Every local shard against its manifest claims; remote shards are skipped (say so upstream)."""
+    problems: list[ShardProblem] = []
+    for url, claim in zip(ss.urls, ss.claims or [ShardClaim()] * len(ss.urls)):
+        if is_remote(url):
+            continue
+        problems += check_shard(url, claim, ss.num_views, ss.has_orig, ss.labelled, hash_bytes)
+        if progress:
+            progress(url)
+    return problems
+
+
+def require_valid(ss: ShardSet, hash_bytes: bool = True) -> None:
+    """Raise one line naming the first problem (and how many shards have one)."""
+    problems = check_shard_set(ss, hash_bytes)
+    if problems:
+        bad = len({p.url for p in problems})
+        first = problems[0]
+        raise ShardSetError(f"{first.url}: {first.problem} ({bad} of {len(ss.urls)} shards fail the manifest's claims); "
+                            "re-run gcl-synth for them, or pass --no-verify to train anyway")
+
