@@ -64,7 +64,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def checkpoint_encoder(path: str | os.PathLike, device: str = "cpu") -> Encoder:
-    from gcl.backbones import load_backbone, preprocess
+    from gcl.checkpoint import load_backbone, preprocess
 
     ckpt = resolve_checkpoint(path)
     try:
@@ -89,7 +89,8 @@ def random_encoder(backbone: str, cifar_stem: bool = True, seed: int = 0, resolu
 
     The floor every trained number must beat: random conv features already carry some signal.
     """
-    from gcl.backbones import build_backbone, preprocess
+    from gcl.backbones import build_backbone
+    from gcl.checkpoint import preprocess
 
     torch.manual_seed(seed)
     try:

@@ -1,4 +1,4 @@
-"""Linear probe on frozen (cached) features: one implementation for gcl-eval and gcl-train.
+"""Linear probe on frozen (cached) features for gcl-eval (gcl-train's online probe is its own).
 
 Defaults follow solo-learn's linear protocol (its scripts/linear recipes, which exist for
 ImageNet-100/ImageNet only): SGD with momentum 0.9, no weight decay, batch 256, 100 epochs, step

@@ -1,21 +1,12 @@
-"""Backbones (torchvision ResNets, a timm ViT) and the checkpoint contract shared with gcl-eval.
-
-`load_backbone(ckpt)` reads a gcl-train Lightning checkpoint with `torch.load(weights_only=True)`:
-everything gcl-train stores there (hyperparameters, the `gcl` info block) is plain Python types,
-so no pickled classes are needed to evaluate a run.
+"""Backbones (torchvision ResNets, a timm ViT): built the same way by gcl-train and by gcl-eval
+(through gcl.checkpoint), so a checkpoint's state dict always fits the module it is loaded into.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 BACKBONES = ("resnet18", "resnet50", "vit_tiny", "vit_small")
-
-# Key under which gcl-train stores its plain-type run info inside the Lightning checkpoint.
-CKPT_INFO_KEY = "gcl"
 
 
 def build_backbone(name: str, cifar_stem: bool, resolution: int | None = None) -> tuple[nn.Module, int]:
@@ -46,43 +37,3 @@ def build_backbone(name: str, cifar_stem: bool, resolution: int | None = None) -
                                 patch_size=patch, dynamic_img_size=True)
         return net, net.num_features
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-
-
-def load_backbone(ckpt_path: str, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """Backbone of a gcl-train checkpoint (eval mode) and its info dict.
-
-    info has: method, backbone, cifar_stem, resolution, mean, std, epoch, global_step, shards,
-    gen_prob (and the full run config under 'config').
-    """
-    ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
-    if CKPT_INFO_KEY not in ckpt:
-        raise ValueError(f"{ckpt_path} is not a gcl-train checkpoint (no '{CKPT_INFO_KEY}' block)")
-    info = dict(ckpt[CKPT_INFO_KEY])
-    info["epoch"] = int(ckpt.get("epoch", info.get("epoch", 0)))
-    info["global_step"] = int(ckpt.get("global_step", info.get("global_step", 0)))
-    net, _ = build_backbone(info["backbone"], info["cifar_stem"], info.get("resolution"))
-    prefix = "backbone."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    net.load_state_dict(state)
-    net.eval()
-    return net, info
-
-
-def preprocess(images_uint8_nhwc: np.ndarray, info: dict) -> torch.Tensor:
-    """uint8 (N,H,W,3) -> normalized float (N,3,R,R) as the backbone saw it in training.
-
-    Non-square or other-sized inputs are resized (shorter side) and center-cropped to R, as the
-    eval transforms of solo-learn do for a fixed input size.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(images_uint8_nhwc)).permute(0, 3, 1, 2).float().div_(255.0)
-    res = int(info["resolution"])
-    h, w = x.shape[-2:]
-    if (h, w) != (res, res):
-        scale = res / min(h, w)
-        nh, nw = max(res, round(h * scale)), max(res, round(w * scale))
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-        top, left = (nh - res) // 2, (nw - res) // 2
-        x = x[:, :, top:top + res, left:left + res]
-    mean = torch.tensor(info["mean"], dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(info["std"], dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std

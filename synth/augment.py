@@ -30,7 +30,6 @@ PRESETS = {
     "mix": "mix(ratio=0.1..0.3)",
     "tokens": "vq_replace(ratio=0.05..0.2); vq_swap(ratio=0.1..0.3, k=8)",
 }
-DEFAULT_RECIPE = PRESETS["noise"]
 
 
 class RecipeError(UserError):

@@ -52,7 +52,7 @@ def test_short_run_logs_and_resume_continues(tmp_path):
     assert info["global_step"] == 4 and info["gen_prob"] == 0.5 and info["method"] == "simclr"
     assert (out / "checkpoints" / "last.ckpt").exists() and (out / "checkpoints" / "best.ckpt").exists()
 
-    from gcl.backbones import load_backbone, preprocess
+    from gcl.checkpoint import load_backbone, preprocess
     import numpy as np
 
     net, meta = load_backbone(str(out / "checkpoints" / "last.ckpt"))

@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gcl.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_predict
-from gcl.backbones import CKPT_INFO_KEY, build_backbone
+from gcl.backbones import build_backbone
+from gcl.checkpoint import CKPT_INFO_KEY
 from gcl.train.config import ConfigError
 
 
@@ -167,7 +168,7 @@ class BaseMethod(L.LightningModule):
             self.log("linear_top1", 100.0 * counts[1].item() / total, sync_dist=False)
         self._bank = None
 
-    # -- checkpoint contract (gcl.backbones.load_backbone) --------------------------
+    # -- checkpoint contract (gcl.checkpoint.load_backbone) --------------------------
     def on_save_checkpoint(self, checkpoint):
         c = self.cfg
         checkpoint[CKPT_INFO_KEY] = {
