@@ -9,6 +9,7 @@ import sys
 import click
 
 from gcl.errors import UserError
+from gcl.io import storage_error
 from gcl.shards import IMAGE_FORMATS
 
 # Library noise that says nothing to a user of this command.
@@ -49,24 +50,29 @@ def main(verbose: bool) -> None:
 @click.option("--max-error-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Abort when this fraction of inputs is unreadable.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Use only the first N inputs (sorted).")
 @click.option("--manifest", "manifest_copy", default=None, help="Also record the manifest here (e.g. manifests/NAME.json) for sharing.")
+@click.option("--reference", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A published manifest (e.g. manifests/NAME.json): report whether these shards match it "
+                   "(same bytes on the same device kind, else pixel sketches within a tolerance); exit 1 if not.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(generator, model, input_, output, name, views, resolution, shard_size, batch_size, workers, scheduler,
-        recipe, seed, image_format, quality, device, dtype, overwrite, retries, max_error_rate, limit,
-        manifest_copy, no_progress):
+def run(input_, no_progress, **options):
     """Synthesize view families for every input image into WebDataset shards."""
     from gcl.synth.defaults import resolve_cifar10
     from gcl.synth.run import RunConfig, execute
 
     try:
         input_path = str(resolve_cifar10("train")) if input_ is None else input_
-        cfg = RunConfig(generator, model, input_path, output, name, views, resolution, shard_size, batch_size,
-                        workers, scheduler, recipe, seed, image_format, quality, device, dtype, overwrite, retries,
-                        max_error_rate, limit, manifest_copy, not no_progress)
-        result = execute(cfg)
+        result = execute(RunConfig(input=input_path, progress=not no_progress, **options))
     except UserError as exc:
         _fail(exc)
+    except OSError as exc:
+        if not storage_error(exc):
+            raise
+        raise click.ClickException(f"{storage_error(exc)}; committed shards are kept, free space or choose another "
+                                   "--output and re-run the same command") from None
     if result["failed"]:
         raise click.ClickException(f"{len(result['failed'])} shard(s) failed; re-run the same command to retry them")
+    if result["reference_match"] is False:
+        raise click.ClickException(f"the shards do not match the reference {options['reference']} (see the report above)")
 
 
 @main.command()

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from gcl.io import storage_error
 from gcl.synth.augment import parse_recipe
 from gcl.synth.plan import ShardTask, SynthOptions
 
@@ -25,6 +26,8 @@ class Runtime:
     """What a worker needs besides the task (picklable)."""
 
     options: SynthOptions
+    family: str  # generator family to load
+    model: str  # where to load it from (local folder or hub id): a runtime fact, never written to shards
     device: str  # "cpu", "cuda", "cuda:N" or "auto-gpu" (pick this dask worker's GPU)
     dtype: str
     class_names: tuple[str, ...] | None
@@ -37,9 +40,9 @@ def get_generator(rt: Runtime):
     device = rt.device
     if device == "auto-gpu":
         device = f"cuda:{_worker_ordinal() % max(1, torch.cuda.device_count())}"
-    key = (rt.options.generator, rt.options.model, device, rt.dtype)
+    key = (rt.family, rt.model, device, rt.dtype)
     if key not in _GENERATORS:
-        _GENERATORS[key] = load_generator(rt.options.generator, rt.options.model, device, getattr(torch, rt.dtype))
+        _GENERATORS[key] = load_generator(rt.family, rt.model, device, getattr(torch, rt.dtype))
     return _GENERATORS[key]
 
 
@@ -70,6 +73,8 @@ def run_local(tasks: Iterable[ShardTask], rt: Runtime, retries: int, on_done: Ca
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - a failed shard is retried, then reported
+                if storage_error(exc):
+                    raise  # a full / read-only disk fails every retry: stop the run, keep committed shards
                 log.warning("shard %d failed (attempt %d/%d): %s", task.index, attempt + 1, retries + 1, exc)
                 if attempt == retries:
                     on_done(task, None, f"{type(exc).__name__}: {exc}")

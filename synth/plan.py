@@ -23,8 +23,7 @@ PLAN_FILE = "plan.json"
 class SynthOptions:
     """Every option that changes output bytes (and nothing else: workers, retries do not)."""
 
-    generator: str
-    model: str
+    generator: str  # family:arch (see Generator.id); the weights are named by their sha256, not their folder
     weights_sha256: str
     recipe: str  # the parsed recipe's spec string
     views: int

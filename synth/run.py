@@ -19,9 +19,11 @@ from gcl.errors import UserError
 from gcl.synth.augment import parse_recipe
 from gcl.synth.distribute import Runtime, run_dask, run_local, threads_per_worker, _GENERATORS
 from gcl.synth.generators import load_generator
+from gcl.synth.lock import OutputLock
 from gcl.inputs import list_inputs
-from gcl.manifest import write_manifest
+from gcl.manifest import load_manifest, write_manifest
 from gcl.synth.plan import Plan, SynthOptions, check_or_write_plan, make_plan
+from gcl.synth.reference import compare_to_reference
 from gcl.synth.report import Progress, summary_table
 
 log = logging.getLogger("gcl.synth")
@@ -56,6 +58,7 @@ class RunConfig:
     max_error_rate: float
     limit: int | None
     manifest_copy: str | None
+    reference: str | None = None  # a published manifest: report whether these shards match it
     progress: bool = True
 
 
@@ -81,13 +84,13 @@ def prepare(cfg: RunConfig):
         raise UserError(f"recipe {recipe.spec!r} uses codebook ops but --generator {cfg.generator} has no codebook")
     inputs = list_inputs(cfg.input)
     name = cfg.name or default_name(cfg)
-    options = SynthOptions(cfg.generator, generator.model_id, generator.weights_sha256, recipe.spec, cfg.views,
+    options = SynthOptions(generator.id, generator.weights_sha256, recipe.spec, cfg.views,
                            cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type)
     plan = make_plan(inputs, cfg.output, name, cfg.shard_size, options, cfg.limit)
     if not plan.tasks:
         raise UserError(f"no inputs to process in {cfg.input}")
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    rt = Runtime(options, "auto-gpu" if gpus > 1 and cfg.workers > 1 else str(device), dtype,
+    rt = Runtime(options, cfg.generator, generator.model_id, "auto-gpu" if gpus > 1 and cfg.workers > 1 else str(device), dtype,
                  tuple(inputs.class_names) if inputs.class_names else None, threads_per_worker(cfg.workers))
     return plan, rt, generator, inputs
 
@@ -99,10 +102,15 @@ def default_name(cfg: RunConfig) -> str:
 
 def execute(cfg: RunConfig) -> dict:
     plan, rt, generator, inputs = prepare(cfg)
+    with OutputLock(cfg.output):  # one writer per folder, from the plan check to the manifest
+        return _execute_locked(cfg, plan, rt, generator, inputs)
+
+
+def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) -> dict:
     check_or_write_plan(plan, cfg.overwrite)
     for stale in Path(cfg.output).glob(f"{plan.name}-*.tmp-*"):  # left by a killed run: never committed
         stale.unlink(missing_ok=True)
-    _GENERATORS[(rt.options.generator, rt.options.model, rt.device, rt.dtype)] = generator  # reuse in-process
+    _GENERATORS[(rt.family, rt.model, rt.device, rt.dtype)] = generator  # reuse in-process
     results: dict[int, dict] = {}
     failed: dict[int, str] = {}
     totals = Counter()
@@ -157,7 +165,11 @@ def execute(cfg: RunConfig) -> dict:
         write_manifest(manifest, cfg.manifest_copy, cfg.output)
     print(summary_table(plan, results, failed, seconds))
     print(f"manifest: {path}")
-    return {"manifest": str(path), "failed": failed, "results": results}
+    match = None
+    if cfg.reference:
+        match, lines = compare_to_reference(manifest, load_manifest(cfg.reference))
+        print(f"reference {cfg.reference}: {'MATCH' if match else 'MISMATCH'}: " + "\n  ".join(lines))
+    return {"manifest": str(path), "failed": failed, "results": results, "reference_match": match}
 
 
 def build_manifest(plan: Plan, inputs, results: dict, failed: dict, seconds: float, generator) -> dict:
@@ -166,19 +178,19 @@ def build_manifest(plan: Plan, inputs, results: dict, failed: dict, seconds: flo
     for idx in sorted(results):
         st = results[idx]
         shards.append({"url": st["shard"], "index": idx, "samples": st["samples"], "bytes": st["bytes"],
-                       "sha256": st["sha256"], "errors": st["errors"]})
+                       "sha256": st["sha256"], "errors": st["errors"], "pixel_sketch": st.get("pixel_sketch")})
         errors.update(st["errors"])
     generated = sum(s["samples"] for s in shards) - sum(results[i]["samples"] for i in results if results[i].get("resumed"))
     return {
         "name": plan.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "complete": not failed and len(results) == len(plan.tasks),
-        "generator": {"family": plan.options.generator, "model": plan.options.model, "id": generator.id,
+        "generator": {"family": generator.family, "id": generator.id, "hub_id": generator.hub_id,
                       "weights_sha256": plan.options.weights_sha256, **generator.extra},
         "recipe": parse_recipe(plan.options.recipe).to_json(), "views": plan.options.views,
         "resolution": plan.options.resolution, "image_format": plan.options.image_format,
         "quality": plan.options.quality, "seed": plan.options.seed, "dtype": plan.options.dtype,
         "device_type": plan.options.device_type, "batch_size": plan.options.batch_size,
-        "input": {"path": inputs.root, "kind": inputs.kind, "count": plan.num_inputs, "fingerprint": plan.input_fingerprint},
+        "input": {"name": Path(inputs.root).name, "kind": inputs.kind, "count": plan.num_inputs, "fingerprint": plan.input_fingerprint},
         "plan_fingerprint": plan.fingerprint, "labelled": inputs.class_names is not None,
         "class_names": inputs.class_names, "shards": shards,
         "pending": sorted(t.index for t in plan.tasks if t.index not in results),

@@ -21,6 +21,7 @@ import torch
 from gcl.synth.augment import Recipe, augment_latents
 from gcl.inputs import InputItem, load_rgb, resize_center_crop
 from gcl.synth.plan import ShardTask, SynthOptions
+from gcl.synth.reference import PixelSketch
 from gcl.io import write_json_atomic
 from gcl.shards import ORIG, Sample, ShardWriter, encode_image, sample_key, view_member
 
@@ -76,6 +77,7 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
     errors: Counter = Counter()
     skipped: list[dict] = []
     writer = ShardWriter(task.tar_path)
+    sketch = PixelSketch()
     bs = options.batch_size
     batches = [task.items[i : i + bs] for i in range(0, len(task.items), bs)]
     try:
@@ -102,7 +104,7 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
                     views, records = generate_views(generator, [a for _, a in good], keys, recipe, options.views, options.seed)
                     if pending_write is not None:
                         pending_write.result()  # keep tar order; surface write errors
-                    pending_write = encoder_pool.submit(_write_batch, writer, good, keys, views, records, options, class_names)
+                    pending_write = encoder_pool.submit(_write_batch, writer, sketch, good, keys, views, records, options, class_names)
                 if progress:
                     progress(len(good), len(loaded) - len(good))
             if pending_write is not None:
@@ -115,6 +117,7 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
         "shard": os.path.basename(task.tar_path), "index": task.index, "samples": writer.count,
         "inputs": len(task.items), "bytes": size, "sha256": digest, "errors": dict(errors),
         "skipped": skipped, "seconds": round(time.perf_counter() - t0, 3), "keys_sha256": _keys_digest(writer.keys),
+        "pixel_sketch": sketch.to_json(),
     }
     write_json_atomic(task.stats_path, stats)  # written last: the shard's commit marker
     return stats
@@ -126,14 +129,16 @@ def _keys_digest(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
-def _write_batch(writer: ShardWriter, good, keys, views, records, options: SynthOptions, class_names) -> None:
+def _write_batch(writer: ShardWriter, sketch: PixelSketch, good, keys, views, records, options: SynthOptions,
+                 class_names) -> None:
     fmt, q = options.image_format, options.quality
     for (item, arr), key, vs, recs in zip(good, keys, views, records):
+        sketch.add(key, {ORIG: arr, **{view_member(v): view for v, view in enumerate(vs)}})
         images = {ORIG: encode_image(arr, fmt, q)}
         for v, view in enumerate(vs):
             images[view_member(v)] = encode_image(view, fmt, q)
         meta = {
-            "source": item.source, "resolution": options.resolution, "generator": f"{options.generator}:{options.model}",
+            "source": item.source, "resolution": options.resolution, "generator": options.generator,
             "weights_sha256": options.weights_sha256, "recipe": options.recipe, "seed": options.seed, "views": recs,
         }
         if item.label is not None:

@@ -47,6 +47,7 @@ from gcl.train.config import METHODS, PAIRINGS, load_config
 def main(recipe, resume, record_keys, input_, shards, **options):
     """Train a self-supervised encoder on view families; CLI options override recipe values."""
     from gcl.errors import UserError
+    from gcl.io import storage_error
 
     try:
         cfg = load_config(recipe, {**options, "input": input_, "shards": shards})
@@ -55,6 +56,11 @@ def main(recipe, resume, record_keys, input_, shards, **options):
         info = train(cfg, resume, record_keys)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        if not storage_error(exc):
+            raise
+        raise click.ClickException(f"{storage_error(exc)}; the last complete checkpoint is kept, free space and "
+                                   "re-run with --resume") from None
     if info.get("status") == "finished":
         m = info.get("final_metrics", {})
         parts = [f"{k}={m[k]:.2f}" for k in ("train_loss", "knn_top1", "linear_top1") if k in m]

@@ -26,7 +26,11 @@ class SafeLastCheckpoint(Callback):
 
     def _save(self, trainer):
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(str(tmp))  # all ranks call it; rank 0 writes, then a barrier
+        try:
+            trainer.save_checkpoint(str(tmp))  # all ranks call it; rank 0 writes, then a barrier
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half checkpoint; last.ckpt stays intact
+            raise
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier("gcl-last-ckpt")

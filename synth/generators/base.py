@@ -26,7 +26,7 @@ class GeneratorLoadError(UserError):
 @dataclass
 class Generator:
     family: str  # "taesd", "vqgan", ...
-    model_id: str  # what the user passed (hub id or local path), for the manifest
+    model_id: str  # what the user passed (hub id or local path): where to load from, never written out
     downsample: int  # spatial factor between image and latent
     device: torch.device
     dtype: torch.dtype
@@ -36,7 +36,14 @@ class Generator:
 
     @property
     def id(self) -> str:
-        return f"{self.family}:{self.model_id}"
+        """Identity by content, never by location: family, architecture, and (in the manifest and
+        every sample) the weights' sha256. The same weights in another folder give the same id."""
+        return f"{self.family}:{self.extra.get('arch', self.family)}"
+
+    @property
+    def hub_id(self) -> str | None:
+        """The hub name the weights came from (a public name, not a local path), if any."""
+        return None if is_local(self.model_id) else self.model_id
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

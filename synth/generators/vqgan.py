@@ -45,5 +45,5 @@ def load(model: str, device: torch.device, dtype: torch.dtype) -> VQGANGenerator
     return VQGANGenerator(
         vq, family="vqgan", model_id=str(model), downsample=downsample, device=device, dtype=dtype,
         weights_sha256=state_dict_sha256(vq), has_codebook=True,
-        extra={"num_codes": int(vq.config.num_vq_embeddings), "latent_channels": int(vq.config.latent_channels)},
+        extra={"arch": "VQModel", "num_codes": int(vq.config.num_vq_embeddings), "latent_channels": int(vq.config.latent_channels)},
     )
