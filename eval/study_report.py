@@ -192,6 +192,10 @@ def plot_report(study: Study, rows: list[ArmRow], path: Path) -> None:
             mean, std = mean_std(list(r.knn.values()))
             ax2.errorbar([r.x], [mean], yerr=[std or 0.0], fmt="o", capsize=3, label=r.arm)
             ax2.scatter([r.x] * r.n, list(r.knn.values()), color="grey", s=8, alpha=0.5)
+        control = rows[[r.arm for r in rows].index(study.control)]
+        if control.knn:
+            ax2.axhline(mean_std(list(control.knn.values()))[0], color="black", linestyle="--", linewidth=1,
+                        label=f"{study.control} (control)")
         ax2.set_xlabel(study.plot_label or study.plot_x or "x")
         ax2.set_ylabel("kNN top-1 (%)")
         ax2.set_title("kNN top-1 against the arms' x (mean ± std, seeds in grey)")

@@ -24,11 +24,16 @@ TAIL_LINES = 30  # lines of a failed tool's log kept in the failure record
 
 
 def _log_tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last lines of a log, with this machine's folders shortened: a failure record is
+    committed with the study and must not carry local absolute paths."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    tail = "\n".join(text.splitlines()[-lines:])
+    for local, short in ((sys.prefix, "$PREFIX"), (os.getcwd() + os.sep, ""), (os.path.expanduser("~"), "~")):
+        tail = tail.replace(local, short)
+    return tail
 
 
 def _last_error_line(tail: str) -> str:
