@@ -195,6 +195,8 @@ def run_study(study: Study, only: str | None = None, seeds: str | None = None, d
     if dry_run:
         log(f"{len(todo)} run(s) would run" + ("; their arm recipes pass gcl-train's check" if todo else ""))
         return 0
+    if not todo:
+        log(f"nothing to run: all {len(runs)} selected run(s) have current results")
     data, failed = EvalData(study.eval), 0
     for i, p in enumerate(todo, 1):
         name = study.run_name(p.arm, p.seed)
