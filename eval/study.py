@@ -146,11 +146,12 @@ def check_eval_data(study: Study) -> None:
 
 def check_arms(study: Study, arms: list[str]) -> None:
     """gcl-train's verdict on every arm's merged recipe, before any work starts."""
-    paths = [write_recipe(study, arm, study.output / "recipes" / f"{arm}.yaml") for arm in arms]
-    errors = check_recipes(paths)
+    paths = {write_recipe(study, arm, study.output / "recipes" / f"{arm}.yaml"): arm for arm in arms}
+    errors = check_recipes(list(paths))
     if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise StudyError(f"arm recipe rejected by gcl-train: {errors[0]}{more}")
+        path, error = next(iter(errors.items()))
+        more = f" ({len(errors) - 1} more arm(s) rejected)" if len(errors) > 1 else ""
+        raise StudyError(f"arm {paths[path]} rejected by gcl-train: {error.replace(f' in {path}', '')}{more}")
 
 
 def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_run: bool, log) -> dict[str, dict]:
@@ -190,11 +191,15 @@ def run_study(study: Study, only: str | None = None, seeds: str | None = None, d
         todo = todo[:max_runs]
     if todo:
         check_eval_data(study)
-        check_arms(study, sorted({p.arm for p in todo}))
-    manifests = prepare_shards(study, arms, todo, dry_run, log)
-    if dry_run:
+    if dry_run:  # everything a dry run can tell, the arms' recipe check last
+        prepare_shards(study, arms, todo, dry_run, log)
+        if todo:
+            check_arms(study, sorted({p.arm for p in todo}))
         log(f"{len(todo)} run(s) would run" + ("; their arm recipes pass gcl-train's check" if todo else ""))
         return 0
+    if todo:
+        check_arms(study, sorted({p.arm for p in todo}))  # before synthesis: a typo must not cost hours
+    manifests = prepare_shards(study, arms, todo, dry_run, log)
     if not todo:
         log(f"nothing to run: all {len(runs)} selected run(s) have current results")
     data, failed = EvalData(study.eval), 0

@@ -133,12 +133,15 @@ def train_status(run_dir: Path) -> str:
     return "partial" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "none"
 
 
-def check_recipes(paths: list[Path]) -> list[str]:
-    """gcl-train's own verdict on each merged recipe (python -m gcl.train.check); [] when all pass."""
+def check_recipes(paths: list[Path]) -> dict[Path, str]:
+    """gcl-train's own verdict on each merged recipe (python -m gcl.train.check): {path: error}."""
     proc = subprocess.run([sys.executable, "-m", "gcl.train.check", *map(str, paths)], capture_output=True, text=True)
-    errors = [ln[len("error "):] for ln in proc.stdout.splitlines() if ln.startswith("error ")]
+    errors = {}
+    for path in paths:
+        prefix = f"error {path}: "
+        errors.update({path: ln[len(prefix):] for ln in proc.stdout.splitlines() if ln.startswith(prefix)})
     if proc.returncode != 0 and not errors:
-        errors = [f"gcl.train.check failed: {_last_error_line(proc.stderr)}"]
+        errors = {paths[0]: f"gcl.train.check failed: {_last_error_line(proc.stderr)}"}
     return errors
 
 

@@ -28,6 +28,12 @@ def check_recipe(path: str) -> str | None:
         return f"bad value in {path}: {exc}"
     if cfg.backbone not in BACKBONES:  # the CLI checks this with a click.Choice; a recipe does not pass through it
         return f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(BACKBONES)}"
+    from gcl.train.methods import get_method  # lightning and lightly: only once a recipe got this far
+
+    # A method checks its kwargs when it is built, after the data is loaded; check them here too.
+    unknown = sorted(set(cfg.method_kwargs) - set(get_method(cfg.method).default_kwargs))
+    if unknown:
+        return f"unknown method_kwargs {', '.join(unknown)} for {cfg.method} in {path}"
     return None
 
 
