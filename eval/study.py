@@ -13,7 +13,9 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +175,22 @@ def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_ru
 def run_study(study: Study, only: str | None = None, seeds: str | None = None, dry_run: bool = False,
               max_runs: int | None = None, rerun_stale: bool = False, log=print) -> int:
     """Returns the number of runs that failed (their records are in runs/ARM-sSEED.failed.json)."""
+    # `timeout` and schedulers stop a study with SIGTERM: turn it into an exception so that the
+    # running sitting's seconds are still recorded (try/finally in train_run) before we exit.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main else None
+    try:
+        return _run_study(study, only, seeds, dry_run, max_runs, rerun_stale, log)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log) -> int:
     from gcl.eval.study_eval import EvalData, evaluate_checkpoint
     from gcl.eval.study_report import write_report
 
