@@ -120,6 +120,7 @@ def result_record(study: Study, arm: str, seed: int, scores: dict, manifest: dic
                   "method": recipe.get("method"), "backbone": recipe.get("backbone"),
                   "batch_size": info.get("batch_size"), "gen_prob": recipe.get("gen_prob")},
         "synth": synth_cost(manifest),
+        "recipe": recipe,  # the merged gcl-train recipe the digest covers (with the shard set's options)
         "gcl": gcl_commit(),
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -158,7 +159,7 @@ def check_arms(study: Study, arms: list[str]) -> None:
 
 def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_run: bool, log) -> dict[str, dict]:
     """Make the shard sets that runs to train need; check that all of the study's sets agree on input."""
-    needed = {study.arms[p.arm].shards for p in todo if p.action in ("train", "resume")}
+    needed = {study.arms[p.arm].shards for p in todo if p.action in ("train", "resume", "stale")}
     for name in sorted(needed):
         if shard_set_ready(study, name):
             continue
@@ -191,7 +192,7 @@ def _exit_on_sigterm(signum, frame):
 
 
 def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log) -> int:
-    from gcl.eval.study_eval import EvalData, evaluate_checkpoint
+    from gcl.eval.study_eval import EvalData
     from gcl.eval.study_report import write_report
 
     arms, chosen = select(study, only, seeds)
@@ -204,9 +205,7 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log) -
         names = ", ".join(study.run_name(p.arm, p.seed) for p in stale)
         raise StudyError(f"{len(stale)} run(s) are stale (arm changed since they ran): {names}; "
                          "pass --rerun-stale to replace them, or restore the arm's settings")
-    todo = [forget(study, p) if p.action == "stale" and not dry_run else p for p in runs if p.action != "done"]
-    if max_runs is not None:
-        todo = todo[:max_runs]
+    todo = [p for p in runs if p.action != "done"][:max_runs]
     if todo:
         check_eval_data(study)
     if dry_run:  # everything a dry run can tell, the arms' recipe check last
@@ -217,30 +216,37 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log) -
         return 0
     if todo:
         check_arms(study, sorted({p.arm for p in todo}))  # before synthesis: a typo must not cost hours
-    manifests = prepare_shards(study, arms, todo, dry_run, log)
-    if not todo:
+    else:
         log(f"nothing to run: all {len(runs)} selected run(s) have current results")
-    data, failed = EvalData(study.eval), 0
-    for i, p in enumerate(todo, 1):
-        name = study.run_name(p.arm, p.seed)
-        run_dir, set_name = study.run_dir(p.arm, p.seed), study.arms[p.arm].shards
-        if p.action in ("train", "resume"):
-            log(f"[{i}/{len(todo)}] {name}: {p.action} (log: {run_dir / 'train.log'})")
-            code, seconds, tail = train_run(study, p.arm, p.seed, study.manifest_path(set_name), p.action == "resume")
-            if code != 0 or train_status(run_dir) != "finished":
-                write_json_atomic(study.failed_path(p.arm, p.seed), {
-                    "arm": p.arm, "seed": p.seed, "digest": study.digest(p.arm), "exit_code": code,
-                    "seconds": round(seconds, 1), "log": (run_dir / "train.log").as_posix(), "log_tail": tail})
-                log(f"  FAILED (exit {code}); see {study.failed_path(p.arm, p.seed)}")
-                failed += 1
-                continue
-        log(f"[{i}/{len(todo)}] {name}: evaluate {run_dir / 'checkpoints' / 'last.ckpt'}")
-        scores = evaluate_checkpoint(run_dir / "checkpoints" / "last.ckpt", data, run_dir / "features", log)
-        record = result_record(study, p.arm, p.seed, scores, manifests.get(set_name) or {})
-        study.result_path(p.arm, p.seed).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(study.result_path(p.arm, p.seed), record)
-        study.failed_path(p.arm, p.seed).unlink(missing_ok=True)
-        log(f"  kNN {record['knn_top1']:.2f}" + (f"  linear {record['linear_top1']:.2f}" if "linear_top1" in record else ""))
+    manifests = prepare_shards(study, arms, todo, dry_run, log)
+    data = EvalData(study.eval)
+    failed = sum(not execute(study, p, f"[{i}/{len(todo)}]", data, manifests, log) for i, p in enumerate(todo, 1))
     write_report(study, log)
     return failed
 
+
+def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, dict], log) -> bool:
+    """Train (or resume) one run if needed, then score it and write its result; False when training failed."""
+    from gcl.eval.study_eval import evaluate_checkpoint
+
+    if p.action == "stale":  # only now, once every check has passed: --rerun-stale deletes the old run
+        p = forget(study, p)
+    name = study.run_name(p.arm, p.seed)
+    run_dir, set_name = study.run_dir(p.arm, p.seed), study.arms[p.arm].shards
+    if p.action in ("train", "resume"):
+        log(f"{step} {name}: {p.action} (log: {run_dir / 'train.log'})")
+        code, seconds, tail = train_run(study, p.arm, p.seed, study.manifest_path(set_name), p.action == "resume")
+        if code != 0 or train_status(run_dir) != "finished":
+            write_json_atomic(study.failed_path(p.arm, p.seed), {
+                "arm": p.arm, "seed": p.seed, "digest": study.digest(p.arm), "exit_code": code,
+                "seconds": round(seconds, 1), "log": (run_dir / "train.log").as_posix(), "log_tail": tail})
+            log(f"  FAILED (exit {code}); see {study.failed_path(p.arm, p.seed)}")
+            return False
+    log(f"{step} {name}: evaluate {run_dir / 'checkpoints' / 'last.ckpt'}")
+    scores = evaluate_checkpoint(run_dir / "checkpoints" / "last.ckpt", data, run_dir / "features", log)
+    record = result_record(study, p.arm, p.seed, scores, manifests.get(set_name) or {})
+    study.result_path(p.arm, p.seed).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(study.result_path(p.arm, p.seed), record)
+    study.failed_path(p.arm, p.seed).unlink(missing_ok=True)
+    log(f"  kNN {record['knn_top1']:.2f}" + (f"  linear {record['linear_top1']:.2f}" if "linear_top1" in record else ""))
+    return True
