@@ -19,4 +19,15 @@ timeout 200 .venv/bin/gcl-train --shards "$M" --method simclr --backbone resnet1
   --gen-prob 0.5 --output "$OUT/run" --eval-train ../shared/data/cifar10_train.npz \
   --eval-test ../shared/data/cifar10_test.npz --eval-limit 2000 > "$OUT/train.txt" 2>&1
 echo "train rc=$?" >> "$OUT/status.txt"
+# 3. the GPU study (studies/cifar10-gpu: 20k images, ResNet-18, 200 epochs, 6 arms x 3 seeds): one run
+#    per call (--max-runs 1), cut at STUDY_SECONDS (a 200-epoch run needs several calls); a later call
+#    that still has out/studies/cifar10-gpu resumes the run from its last.ckpt. STUDY_SECONDS=0 skips it.
+if [ "${STUDY_SECONDS:-240}" -gt 0 ]; then
+  timeout "${STUDY_SECONDS:-240}" .venv/bin/gcl-eval study studies/cifar10-gpu/study.yaml --max-runs 1 \
+    > "$OUT/study.txt" 2>&1; echo "study rc=$?" >> "$OUT/status.txt"
+  for log in out/studies/cifar10-gpu/runs/*/train.log out/studies/cifar10-gpu/shards/*/synth.log; do
+    [ -f "$log" ] && { echo "== $log"; tail -n 5 "$log"; } >> "$OUT/study_logs.txt"
+  done
+  cp studies/cifar10-gpu/results.md "$OUT/study_results.md" 2>/dev/null
+fi
 cat "$OUT/status.txt"

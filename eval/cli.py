@@ -182,6 +182,39 @@ def baselines(train_data, test_data, backbone, limit_train, limit_test, out):
         click.echo(f"knn {enc.describe}: top-1 {rec['top1']:.2f}%  top-5 {rec['top5']:.2f}%")
 
 
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option("--report-only", is_flag=True, help="Rebuild results.md and results.png from the result JSONs; run nothing.")
+@click.option("--only", default=None, help="Comma-separated arms to run (default: all).")
+@click.option("--seeds", default=None, help="Comma-separated seeds to run, from the study's seeds (default: all).")
+@click.option("--dry-run", is_flag=True, help="Print what would run (and check every arm's recipe); run nothing.")
+@click.option("--max-runs", type=click.IntRange(1), default=None, help="Stop after N runs (the rest wait for the next call).")
+@click.option("--rerun-stale", is_flag=True, help="Delete results and run folders of arms changed since they ran, and re-run them.")
+@_user_errors
+def study(study_file, report_only, only, seeds, dry_run, max_runs, rerun_stale):
+    """Run the arms x seeds of STUDY_FILE that are missing, then write its table and plot.
+
+    Finished runs are skipped and killed ones resumed, so a study spans several sittings.
+    """
+    from gcl.eval.study import run_study
+    from gcl.eval.study_config import load_study
+    from gcl.eval.study_report import write_report
+
+    log = functools.partial(click.echo, err=True)
+    try:
+        spec = load_study(study_file)
+        if report_only:
+            if write_report(spec, log) is None:
+                raise click.ClickException(f"no results in {spec.folder / 'runs'} yet")
+            return
+        failed = run_study(spec, only=only, seeds=seeds, dry_run=dry_run, max_runs=max_runs,
+                           rerun_stale=rerun_stale, log=log)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    if failed:
+        raise click.ClickException(f"{failed} run(s) failed; their records are in {spec.folder / 'runs'}/*.failed.json")
+
+
 def _register_picture_commands() -> None:
     """inspect / preview / viewstats (eval/pictures.py) judge views: they are eval's tools."""
     from gcl.eval import pictures

@@ -1,0 +1,252 @@
+"""`gcl-eval study STUDY.yaml`: run what is missing of arms x seeds, evaluate, write one report.
+
+A run is done when its result file (STUDY_FOLDER/runs/ARM-sSEED.json) exists and carries the
+arm's current digest; everything else is planned: evaluate (training finished, no result yet),
+resume (a last.ckpt of the same digest: a killed study continues where it stopped), or train.
+A result or run folder made with a different digest (the arm, the train defaults or its shard
+set's options changed) is stale: the study refuses to start until `--rerun-stale` replaces it,
+so edited YAML never silently mixes old and new numbers in one table.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import gcl
+from gcl.eval.study_config import Study, StudyError
+from gcl.eval.study_runs import (check_recipes, check_same_inputs, make_shard_set, run_state,
+                                 shard_set_ready, train_run, train_status, write_recipe)
+from gcl.io import write_json_atomic
+from gcl.manifest import load_manifest
+
+
+@dataclass
+class PlannedRun:
+    arm: str
+    seed: int
+    action: str  # done | stale | evaluate | resume | train
+    why: str = ""
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def plan_run(study: Study, arm: str, seed: int) -> PlannedRun:
+    digest = study.digest(arm)
+    result = read_json(study.result_path(arm, seed))
+    if result is not None:
+        if result.get("digest") == digest:
+            return PlannedRun(arm, seed, "done")
+        return PlannedRun(arm, seed, "stale", "its result was made with another configuration of the arm")
+    status = train_status(study.run_dir(arm, seed))
+    made_with = run_state(study, arm, seed).get("digest")
+    if status != "none" and made_with != digest:
+        return PlannedRun(arm, seed, "stale", "its run folder holds a run of another configuration")
+    return PlannedRun(arm, seed, {"finished": "evaluate", "partial": "resume", "none": "train"}[status])
+
+
+def plan(study: Study, arms: list[str], seeds: list[int]) -> list[PlannedRun]:
+    """Seed-major order: every arm of seed 0 first, so paired comparisons exist early."""
+    return [plan_run(study, arm, seed) for seed in seeds for arm in arms]
+
+
+def select(study: Study, only: str | None, seeds: str | None) -> tuple[list[str], list[int]]:
+    arms = [a.strip() for a in only.split(",") if a.strip()] if only else list(study.arms)
+    unknown = [a for a in arms if a not in study.arms]
+    if unknown:
+        raise StudyError(f"--only: unknown arm(s) {', '.join(unknown)}; arms: {', '.join(study.arms)}")
+    try:
+        chosen = [int(s) for s in seeds.split(",") if s.strip()] if seeds else list(study.seeds)
+    except ValueError:
+        raise StudyError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+    extra = [s for s in chosen if s not in study.seeds]
+    if extra:
+        raise StudyError(f"--seeds: seed(s) {extra} are not in the study's seeds {study.seeds}")
+    return arms, chosen
+
+
+def synth_cost(manifest: dict) -> dict:
+    """Synthesis cost of a shard set: the manifest's `cost` block when gcl-synth wrote one, else
+    the wall seconds of its last sitting (`throughput`), which undercounts a resumed set."""
+    cost = manifest.get("cost")
+    if isinstance(cost, dict):
+        return {"seconds": cost.get("seconds"), "flops_per_image": cost.get("flops_per_image"),
+                "images": cost.get("images"), "source": "cost"}
+    tp = manifest.get("throughput") or {}
+    return {"seconds": tp.get("seconds"), "flops_per_image": None, "images": tp.get("generated_samples"),
+            "source": "throughput"}
+
+
+def gcl_commit() -> dict:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"version": gcl.__version__, "commit": None, "dirty": None}
+    commit = head.stdout.strip() if head.returncode == 0 else None
+    return {"version": gcl.__version__, "commit": commit, "dirty": bool(dirty.stdout.strip()) if commit else None}
+
+
+def result_record(study: Study, arm: str, seed: int, scores: dict, manifest: dict) -> dict:
+    run_dir = study.run_dir(arm, seed)
+    info = read_json(run_dir / "run.json") or {}
+    sittings = run_state(study, arm, seed).get("sittings", [])
+    seconds = round(sum(s["seconds"] for s in sittings), 1)
+    steps = int(info.get("global_step", 0))
+    samples = steps * int(info.get("batch_size", 0)) * int(info.get("world_size", 1))
+    recipe = study.merged[arm]
+    return {
+        "study": study.name, "arm": arm, "seed": seed, "digest": study.digest(arm), "shard_set": study.arms[arm].shards,
+        "run_dir": run_dir.as_posix(), "checkpoint": "checkpoints/last.ckpt",
+        **{k: scores[k] for k in ("knn_top1", "knn_top5", "linear_top1", "linear_top5") if k in scores},
+        "eval": {"bank": study.eval.bank, "test": study.eval.test, "k": study.eval.k,
+                 "temperature": study.eval.temperature, "n_bank": scores["n_bank"], "n_test": scores["n_test"],
+                 "feature_dim": scores["feature_dim"], "ckpt_id": scores["ckpt_id"],
+                 "linear_epochs": scores.get("linear_epochs")},
+        "train": {"seconds": seconds, "sittings": len(sittings), "epochs": info.get("epochs_done"), "steps": steps,
+                  "samples_per_s": round(samples / seconds, 2) if seconds else None,
+                  "method": recipe.get("method"), "backbone": recipe.get("backbone"),
+                  "batch_size": info.get("batch_size"), "gen_prob": recipe.get("gen_prob")},
+        "synth": synth_cost(manifest),
+        "recipe": recipe,  # the merged gcl-train recipe the digest covers (with the shard set's options)
+        "gcl": gcl_commit(),
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def describe(p: PlannedRun, study: Study) -> str:
+    text = f"{study.run_name(p.arm, p.seed)}: {p.action}"
+    return text + (f" ({p.why})" if p.why else "")
+
+
+def forget(study: Study, p: PlannedRun) -> PlannedRun:
+    """--rerun-stale: drop the stale result and run folder; the run starts from scratch."""
+    study.result_path(p.arm, p.seed).unlink(missing_ok=True)
+    study.failed_path(p.arm, p.seed).unlink(missing_ok=True)
+    shutil.rmtree(study.run_dir(p.arm, p.seed), ignore_errors=True)
+    return PlannedRun(p.arm, p.seed, "train", "stale run replaced")
+
+
+def check_eval_data(study: Study) -> None:
+    """The probes' data must exist before hours of training, not after."""
+    for what, path in (("eval bank", study.eval.bank), ("eval test", study.eval.test)):
+        if not Path(path).exists():
+            raise StudyError(f"{what} {path} not found (study paths are relative to the current folder: "
+                             "run from the repository root)")
+
+
+def check_arms(study: Study, arms: list[str]) -> None:
+    """gcl-train's verdict on every arm's merged recipe, before any work starts."""
+    paths = {write_recipe(study, arm, study.output / "recipes" / f"{arm}.yaml"): arm for arm in arms}
+    errors = check_recipes(list(paths))
+    if errors:
+        path, error = next(iter(errors.items()))
+        more = f" ({len(errors) - 1} more arm(s) rejected)" if len(errors) > 1 else ""
+        raise StudyError(f"arm {paths[path]} rejected by gcl-train: {error.replace(f' in {path}', '')}{more}")
+
+
+def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_run: bool, log) -> dict[str, dict]:
+    """Make the shard sets that runs to train need; check that all of the study's sets agree on input."""
+    needed = {study.arms[p.arm].shards for p in todo if p.action in ("train", "resume", "stale")}
+    for name in sorted(needed):
+        if shard_set_ready(study, name):
+            continue
+        if dry_run:
+            log(f"would synthesize shard set {name} -> {study.shard_dir(name)}")
+        else:
+            make_shard_set(study, name, log)
+    manifests = {n: load_manifest(study.manifest_path(n)) for n in sorted({study.arms[a].shards for a in study.arms})
+                 if study.manifest_path(n).is_file()}
+    check_same_inputs(manifests)
+    return manifests
+
+
+def run_study(study: Study, only: str | None = None, seeds: str | None = None, dry_run: bool = False,
+              max_runs: int | None = None, rerun_stale: bool = False, log=print) -> int:
+    """Returns the number of runs that failed (their records are in runs/ARM-sSEED.failed.json)."""
+    # `timeout` and schedulers stop a study with SIGTERM: turn it into an exception so that the
+    # running sitting's seconds are still recorded (try/finally in train_run) before we exit.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main else None
+    try:
+        return _run_study(study, only, seeds, dry_run, max_runs, rerun_stale, log)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log) -> int:
+    from gcl.eval.study_eval import EvalData
+    from gcl.eval.study_report import write_report
+
+    arms, chosen = select(study, only, seeds)
+    runs = plan(study, arms, chosen)
+    stale = [p for p in runs if p.action == "stale"]
+    if dry_run:
+        for p in runs:
+            log(describe(p, study))
+    if stale and not rerun_stale:
+        names = ", ".join(study.run_name(p.arm, p.seed) for p in stale)
+        raise StudyError(f"{len(stale)} run(s) are stale (arm changed since they ran): {names}; "
+                         "pass --rerun-stale to replace them, or restore the arm's settings")
+    todo = [p for p in runs if p.action != "done"][:max_runs]
+    if todo:
+        check_eval_data(study)
+    if dry_run:  # everything a dry run can tell, the arms' recipe check last
+        prepare_shards(study, arms, todo, dry_run, log)
+        if todo:
+            check_arms(study, sorted({p.arm for p in todo}))
+        log(f"{len(todo)} run(s) would run" + ("; their arm recipes pass gcl-train's check" if todo else ""))
+        return 0
+    if todo:
+        check_arms(study, sorted({p.arm for p in todo}))  # before synthesis: a typo must not cost hours
+    else:
+        log(f"nothing to run: all {len(runs)} selected run(s) have current results")
+    manifests = prepare_shards(study, arms, todo, dry_run, log)
+    data = EvalData(study.eval)
+    failed = sum(not execute(study, p, f"[{i}/{len(todo)}]", data, manifests, log) for i, p in enumerate(todo, 1))
+    write_report(study, log)
+    return failed
+
+
+def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, dict], log) -> bool:
+    """Train (or resume) one run if needed, then score it and write its result; False when training failed."""
+    from gcl.eval.study_eval import evaluate_checkpoint
+
+    if p.action == "stale":  # only now, once every check has passed: --rerun-stale deletes the old run
+        p = forget(study, p)
+    name = study.run_name(p.arm, p.seed)
+    run_dir, set_name = study.run_dir(p.arm, p.seed), study.arms[p.arm].shards
+    if p.action in ("train", "resume"):
+        log(f"{step} {name}: {p.action} (log: {run_dir / 'train.log'})")
+        code, seconds, tail = train_run(study, p.arm, p.seed, study.manifest_path(set_name), p.action == "resume")
+        if code != 0 or train_status(run_dir) != "finished":
+            write_json_atomic(study.failed_path(p.arm, p.seed), {
+                "arm": p.arm, "seed": p.seed, "digest": study.digest(p.arm), "exit_code": code,
+                "seconds": round(seconds, 1), "log": (run_dir / "train.log").as_posix(), "log_tail": tail})
+            log(f"  FAILED (exit {code}); see {study.failed_path(p.arm, p.seed)}")
+            return False
+    log(f"{step} {name}: evaluate {run_dir / 'checkpoints' / 'last.ckpt'}")
+    scores = evaluate_checkpoint(run_dir / "checkpoints" / "last.ckpt", data, run_dir / "features", log)
+    record = result_record(study, p.arm, p.seed, scores, manifests.get(set_name) or {})
+    study.result_path(p.arm, p.seed).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(study.result_path(p.arm, p.seed), record)
+    study.failed_path(p.arm, p.seed).unlink(missing_ok=True)
+    log(f"  kNN {record['knn_top1']:.2f}" + (f"  linear {record['linear_top1']:.2f}" if "linear_top1" in record else ""))
+    return True

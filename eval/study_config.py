@@ -1,0 +1,247 @@
+"""A study file (YAML): arms x seeds, the shard sets they train on, and how runs are evaluated.
+
+Parsed once into a `Study`; unknown keys are errors (a typo must not silently change a study).
+Paths inside a study (shard-set inputs, eval data, a recipe given as a file) are relative to the
+current working directory, which is meant to be the repository root, like every command in the
+README. Results and the report live in the study file's own folder; run folders and shards under
+`output` (default out/studies/NAME, gitignored).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from gcl.errors import UserError
+
+STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "bar"}
+EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size"}
+PLOT_KEYS = {"x", "label"}
+# Arm keys the study itself reads; every other arm key is a gcl-train recipe key.
+ARM_STUDY_KEYS = {"shards", "x", "recipe"}
+# Set by the runner for every run (one output folder and one seed per run): never in a recipe.
+RUNNER_TRAIN_KEYS = {"output", "seed", "shards", "input"}
+# Set by the runner for every shard set (it owns the folder and the name).
+RUNNER_SYNTH_KEYS = {"output", "name", "manifest", "overwrite", "no_progress"}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # becomes a file name
+
+
+class StudyError(UserError):
+    """A study file that cannot be run as written (one line)."""
+
+
+@dataclass
+class EvalSpec:
+    bank: str = "../shared/data/cifar10_train.npz"  # kNN bank and linear-probe train set (20k CIFAR-10)
+    test: str = "../shared/data/cifar10_test.npz"  # queries: the full 10k test split
+    k: int = 20  # neighbours, as solo-learn / lightly report kNN
+    temperature: float = 0.07  # vote weight exp(cos / T), as solo-learn / lightly
+    linear: bool = True  # also fit the linear probe (eval/linear.py defaults) on cached features
+    limit_bank: int | None = None  # first N bank images only (tests); None: all
+    limit_test: int | None = None  # first N test images only (tests); None: all
+    device: str = "auto"  # feature extraction: cuda when present, else cpu
+    batch_size: int = 256  # images per feature-extraction forward pass
+
+
+@dataclass
+class Arm:
+    name: str
+    shards: str  # a shard_sets name
+    x: float | None  # value on the plot's x axis (else read from plot.x in the merged recipe)
+    recipe: str | None  # this arm's base recipe instead of train.recipe
+    overrides: dict  # gcl-train recipe keys over the study's train defaults
+
+
+@dataclass
+class Study:
+    name: str
+    folder: Path  # the study file's folder: results JSONs, results.md, results.png
+    seeds: list[int]
+    control: str
+    eval: EvalSpec
+    shard_sets: dict[str, dict]  # name -> gcl-synth run options
+    train: dict  # recipe keys shared by every arm (minus 'recipe')
+    recipe: str  # base recipe: bundled name (cifar10/simclr) or YAML path
+    arms: dict[str, Arm]
+    output: Path  # run folders and shard sets
+    plot_x: str | None = None
+    plot_label: str | None = None
+    bar: float | None = None  # the kNN delta (points) an arm must reach with every seed positive
+    merged: dict = field(default_factory=dict)  # arm -> merged recipe, filled by load_study
+
+    def run_name(self, arm: str, seed: int) -> str:
+        return f"{arm}-s{seed}"
+
+    def result_path(self, arm: str, seed: int) -> Path:
+        return self.folder / "runs" / f"{self.run_name(arm, seed)}.json"
+
+    def failed_path(self, arm: str, seed: int) -> Path:
+        return self.folder / "runs" / f"{self.run_name(arm, seed)}.failed.json"
+
+    def run_dir(self, arm: str, seed: int) -> Path:
+        return self.output / "runs" / self.run_name(arm, seed)
+
+    def shard_dir(self, set_name: str) -> Path:
+        return self.output / "shards" / set_name
+
+    def manifest_path(self, set_name: str) -> Path:
+        return self.shard_dir(set_name) / f"{set_name}.manifest.json"
+
+    def digest(self, arm: str) -> str:
+        """What a result depends on besides the seed: the merged recipe and its shard set's options."""
+        a = self.arms[arm]
+        blob = json.dumps({"recipe": self.merged[arm], "shard_set": self.shard_sets[a.shards]}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise StudyError(f"'{where}' must be a mapping")
+    return value
+
+
+def _no_unknown(data: dict, allowed: set, where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise StudyError(f"unknown key(s) {', '.join(map(str, unknown))} in {where}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _name(value, what: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise StudyError(f"{what} {value!r} must be letters, digits, '_', '-' or '.' (it becomes a file name)")
+    return value
+
+
+def deep_merge(base, override):
+    """Mappings merge key by key; anything else is replaced. One exception, for recipes'
+    `augmentations` (a list of one or two mappings): a mapping merged onto a list of mappings
+    updates every entry, so `augmentations: {crop_size: 16}` changes the size of all views."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    if isinstance(base, list) and isinstance(override, dict) and base and all(isinstance(b, dict) for b in base):
+        return [deep_merge(b, override) for b in base]
+    return copy.deepcopy(override)
+
+
+def recipe_file(spec: str) -> Path:
+    """A YAML path, or a recipe bundled with gcl-train (cifar10/simclr), found on disk by path:
+    the eval app never imports gcl.train, so we ask importlib where that package lives."""
+    p = Path(spec)
+    if p.is_file():
+        return p
+    name = spec[len("recipes/"):] if spec.startswith("recipes/") else spec
+    name = name if name.endswith(".yaml") else name + ".yaml"
+    found = importlib.util.find_spec("gcl.train")
+    for folder in (found.submodule_search_locations or []) if found else []:
+        bundled = Path(folder) / "recipes" / name
+        if bundled.is_file():
+            return bundled
+    raise StudyError(f"recipe {spec!r} not found: give a YAML path or a bundled name such as cifar10/simclr")
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{what} not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise StudyError(f"{what} {path} must be a YAML mapping")
+    return data
+
+
+def _eval_spec(data) -> EvalSpec:
+    data = _mapping(data, "eval")
+    _no_unknown(data, EVAL_KEYS, "eval")
+    spec = EvalSpec(**data)
+    numbers = (spec.k, spec.temperature, spec.batch_size, spec.limit_bank or 1, spec.limit_test or 1)
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
+        raise StudyError("eval: k, temperature, batch_size, limit_bank and limit_test must be numbers")
+    if spec.k < 1 or spec.temperature <= 0 or spec.batch_size < 1:
+        raise StudyError("eval needs k >= 1, temperature > 0 and batch_size >= 1")
+    return spec
+
+
+def _shard_sets(data) -> dict[str, dict]:
+    sets = {}
+    for name, options in _mapping(data, "shard_sets").items():
+        options = _mapping(options, f"shard_sets:{name}")
+        owned = sorted(set(options) & RUNNER_SYNTH_KEYS)
+        if owned:
+            raise StudyError(f"shard_sets:{name} sets {', '.join(owned)}; the study runner chooses those itself")
+        sets[_name(name, "shard set name")] = options
+    if not sets:
+        raise StudyError("the study lists no shard_sets")
+    return sets
+
+
+def _arm(name: str, data, shard_sets: dict) -> Arm:
+    data = dict(_mapping(data, f"arms:{name}"))
+    owned = sorted(set(data) & RUNNER_TRAIN_KEYS - {"shards"})
+    if owned:
+        raise StudyError(f"arms:{name} sets {', '.join(owned)}; the study runner chooses those for every run")
+    shards = data.pop("shards", None)
+    if shards not in shard_sets:
+        raise StudyError(f"arms:{name} needs 'shards: SET' naming one of the shard_sets ({', '.join(shard_sets)}), "
+                         f"got {shards!r}")
+    x = data.pop("x", None)
+    if x is not None and not isinstance(x, (int, float)):
+        raise StudyError(f"arms:{name}: x must be a number, got {x!r}")
+    recipe = data.pop("recipe", None)
+    return Arm(_name(name, "arm name"), shards, x, recipe, data)
+
+
+def _seeds(value) -> list[int]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and s >= 0 for s in value):
+        raise StudyError("'seeds' must be a non-empty list of integers >= 0, e.g. [0, 1, 2]")
+    if len(set(value)) != len(value):
+        raise StudyError("'seeds' lists a seed twice")
+    return value
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and check a study file; every arm's recipe is merged here (base + train + arm)."""
+    path = Path(path)
+    data = read_yaml(path, "study file")
+    _no_unknown(data, STUDY_KEYS, "the study file")
+    for key in ("name", "seeds", "control", "shard_sets", "arms"):
+        if key not in data:
+            raise StudyError(f"the study file needs '{key}'")
+    name = _name(data["name"], "study name")
+    shard_sets = _shard_sets(data["shard_sets"])
+    train = dict(_mapping(data.get("train"), "train"))
+    owned = sorted(set(train) & RUNNER_TRAIN_KEYS)
+    if owned:
+        raise StudyError(f"train sets {', '.join(owned)}; the study runner chooses those for every run")
+    recipe = train.pop("recipe", "cifar10/simclr")
+    arms = {str(n): _arm(str(n), a, shard_sets) for n, a in _mapping(data["arms"], "arms").items()}
+    if not arms:
+        raise StudyError("the study lists no arms")
+    if data["control"] not in arms:
+        raise StudyError(f"control {data['control']!r} is not an arm; arms: {', '.join(arms)}")
+    plot = _mapping(data.get("plot"), "plot")
+    _no_unknown(plot, PLOT_KEYS, "plot")
+    bar = data.get("bar")
+    if bar is not None and not isinstance(bar, (int, float)):
+        raise StudyError(f"'bar' must be a number of kNN points, got {bar!r}")
+    study = Study(name=name, folder=path.parent, seeds=_seeds(data["seeds"]), control=data["control"],
+                  eval=_eval_spec(data.get("eval")), shard_sets=shard_sets, train=train, recipe=recipe, arms=arms,
+                  output=Path(data.get("output") or f"out/studies/{name}"), plot_x=plot.get("x"),
+                  plot_label=plot.get("label"), bar=bar)
+    for arm in arms.values():
+        base = read_yaml(recipe_file(arm.recipe or recipe), "recipe")
+        study.merged[arm.name] = deep_merge(deep_merge(base, train), arm.overrides)
+    return study

@@ -1,0 +1,224 @@
+"""A study's report from its result files: results.md (one row per arm, paired deltas against the
+control) and results.png (accuracy per arm with every seed, and accuracy against a numeric arm
+field when the study names one). Rebuilt from the JSONs alone by `gcl-eval study --report-only`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gcl.eval.study_config import Study
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); std is None below two values."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def paired_deltas(arm: dict[int, float], control: dict[int, float]) -> dict[int, float]:
+    """Per seed, arm minus control, on the seeds both have (same seed = same data order)."""
+    return {s: arm[s] - control[s] for s in sorted(arm) if s in control}
+
+
+@dataclass
+class ArmRow:
+    arm: str
+    knn: dict[int, float] = field(default_factory=dict)  # seed -> kNN top-1
+    linear: dict[int, float] = field(default_factory=dict)  # seed -> linear top-1
+    deltas: dict[int, float] = field(default_factory=dict)  # seed -> kNN delta vs control
+    train_seconds: list[float] = field(default_factory=list)
+    synth: dict | None = None
+    shard_set: str = ""
+    uses_generated: bool = True
+    x: float | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.knn)
+
+    @property
+    def positive(self) -> int:
+        return sum(d > 0 for d in self.deltas.values())
+
+    def meets(self, bar: float) -> bool:
+        mean, _ = mean_std(list(self.deltas.values()))
+        return bool(self.deltas) and mean >= bar and self.positive == len(self.deltas)
+
+
+def _lookup(recipe: dict, dotted: str):
+    value = recipe
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def uses_generated(recipe: dict) -> bool:
+    """Whether an arm reads generated views at all (else its shard set's synthesis cost is not its cost).
+    A recipe without gen_prob gets gcl-train's default, which is not 0: counted as using them."""
+    members = recipe.get("members")
+    if isinstance(members, list):
+        return any(m != "orig" for m in members)
+    return recipe.get("gen_prob", 1) > 0
+
+
+def load_results(study: Study) -> tuple[list[dict], list[str]]:
+    """Current results of the study's arms and seeds, and the names of stale ones (left out)."""
+    results, stale = [], []
+    for arm in study.arms:
+        for seed in study.seeds:
+            path = study.result_path(arm, seed)
+            if not path.is_file():
+                continue
+            record = json.loads(path.read_text())
+            if record.get("digest") == study.digest(arm):
+                results.append(record)
+            else:
+                stale.append(study.run_name(arm, seed))
+    return results, stale
+
+
+def summarize(study: Study, results: list[dict]) -> list[ArmRow]:
+    rows = {a: ArmRow(a, shard_set=study.arms[a].shards, uses_generated=uses_generated(study.merged[a]),
+                      x=study.arms[a].x if study.arms[a].x is not None else
+                      (_lookup(study.merged[a], study.plot_x) if study.plot_x else None)) for a in study.arms}
+    for r in results:
+        row = rows[r["arm"]]
+        row.knn[r["seed"]] = r["knn_top1"]
+        if "linear_top1" in r:
+            row.linear[r["seed"]] = r["linear_top1"]
+        row.train_seconds.append(r["train"]["seconds"])
+        row.synth = r.get("synth")
+    control = rows[study.control].knn
+    for row in rows.values():
+        if row.arm != study.control:
+            row.deltas = paired_deltas(row.knn, control)
+    return list(rows.values())
+
+
+def _pm(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    if mean is None:
+        return "—"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _deltas(row: ArmRow, control: str) -> str:
+    if row.arm == control:
+        return "(control)"
+    if not row.deltas:
+        return "—"
+    mean, _ = mean_std(list(row.deltas.values()))
+    return f"{mean:+.2f} (" + ", ".join(f"s{s} {d:+.2f}" for s, d in row.deltas.items()) + ")"
+
+
+def _synth(row: ArmRow) -> str:
+    if not row.uses_generated:
+        return "none (no generated views)"
+    s = row.synth or {}
+    parts = [row.shard_set]
+    if s.get("seconds") is not None:
+        parts.append(f"{s['seconds']:.0f} s" + (" (last sitting)" if s.get("source") == "throughput" else ""))
+    if s.get("flops_per_image") is not None:
+        parts.append(f"{s['flops_per_image'] / 1e9:.2f} GFLOP/img")
+    return ", ".join(parts)
+
+
+def format_table(study: Study, rows: list[ArmRow]) -> str:
+    head = (f"| arm | n | kNN top-1 | linear top-1 | Δ kNN vs {study.control} (mean; per seed) | positive seeds "
+            "| train min | synth cost |")
+    lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        pos = "—" if r.arm == study.control or not r.deltas else f"{r.positive}/{len(r.deltas)}"
+        minutes, _ = mean_std(r.train_seconds)
+        lines.append(f"| {r.arm} | {r.n} | {_pm(list(r.knn.values()))} | {_pm(list(r.linear.values()))} | "
+                     f"{_deltas(r, study.control)} | {pos} | {'—' if minutes is None else f'{minutes / 60:.1f}'} | "
+                     f"{_synth(r)} |")
+    return "\n".join(lines)
+
+
+def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: list[str]) -> str:
+    ev = study.eval
+    n_bank = results[0]["eval"]["n_bank"] if results else "?"
+    n_test = results[0]["eval"]["n_test"] if results else "?"
+    out = [f"# Study {study.name}", "",
+           f"Seeds {study.seeds}; control `{study.control}`. Each run's last.ckpt (nothing chosen on the test split): "
+           f"kNN k={ev.k}, T={ev.temperature} with {n_bank} bank images ({ev.bank}) and {n_test} test images "
+           f"({ev.test}); linear probe on frozen features{'' if ev.linear else ' (off)'}. Mean ± sample std over "
+           "seeds; Δ is paired by seed (same seed = same data order). Train minutes: wall time per run.", "",
+           format_table(study, rows), ""]
+    if study.bar is not None:
+        winners = [r.arm for r in rows if r.arm != study.control and r.meets(study.bar)]
+        out.append(f"Bar (mean Δ kNN ≥ {study.bar:+.2f} with every seed positive): "
+                   + (", ".join(winners) if winners else "no arm meets it yet") + ".")
+    missing = [study.run_name(r.arm, s) for r in rows for s in study.seeds if s not in r.knn]
+    failed = [study.run_name(a, s) for a in study.arms for s in study.seeds if study.failed_path(a, s).is_file()]
+    for label, names in (("Missing", missing), ("Failed (see runs/*.failed.json)", failed),
+                         ("Stale, left out (arm changed since they ran)", stale)):
+        if names:
+            out.append(f"{label}: {', '.join(names)}.")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def plot_report(study: Study, rows: list[ArmRow], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_x = [r for r in rows if r.x is not None and r.knn]
+    fig, axes = plt.subplots(1, 2 if with_x else 1, figsize=(12 if with_x else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    for i, r in enumerate(rows):
+        for values, marker, colour, dx in ((r.knn, "o", "tab:blue", -0.12), (r.linear, "s", "tab:orange", 0.12)):
+            if values:
+                ax.scatter([i + dx] * len(values), list(values.values()), marker=marker, color=colour, alpha=0.6, s=18)
+                ax.hlines(mean_std(list(values.values()))[0], i + dx - 0.1, i + dx + 0.1, color=colour)
+    ax.set_xticks(range(len(rows)), [r.arm for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{study.name}: kNN (o) and linear (s) per seed; bar = mean")
+    if with_x:
+        ax2 = axes[0][1]
+        for r in with_x:
+            mean, std = mean_std(list(r.knn.values()))
+            ax2.errorbar([r.x], [mean], yerr=[std or 0.0], fmt="o", capsize=3, label=r.arm)
+            ax2.scatter([r.x] * r.n, list(r.knn.values()), color="grey", s=8, alpha=0.5)
+        control = rows[[r.arm for r in rows].index(study.control)]
+        if control.knn:
+            ax2.axhline(mean_std(list(control.knn.values()))[0], color="black", linestyle="--", linewidth=1,
+                        label=f"{study.control} (control)")
+        ax2.set_xlabel(study.plot_label or study.plot_x or "x")
+        ax2.set_ylabel("kNN top-1 (%)")
+        ax2.set_title("kNN top-1 against the arms' x (mean ± std, seeds in grey)")
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(study: Study, log=print) -> tuple[Path, Path] | None:
+    """results.md and results.png in the study folder; None when no run has a result yet."""
+    from gcl.io import write_bytes_atomic
+
+    results, stale = load_results(study)
+    if not results:
+        log("no results yet: nothing to report")
+        return None
+    rows = summarize(study, results)
+    md, png = study.folder / "results.md", study.folder / "results.png"
+    write_bytes_atomic(md, format_report(study, rows, results, stale).encode())
+    plot_report(study, rows, png)
+    log(format_table(study, rows))
+    log(f"wrote {md} and {png}")
+    return md, png

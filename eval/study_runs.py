@@ -1,0 +1,172 @@
+"""The study's subprocess side: gcl-synth for shard sets, gcl-train for runs, and the state of a run
+folder. Apps never import each other, so both tools run as `python -m gcl.<app>.cli` children of
+the same interpreter; their output goes to a log file beside what they make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from gcl.eval.study_config import Study, StudyError
+from gcl.io import write_json_atomic
+from gcl.manifest import ManifestError, load_manifest
+
+SET_STATE = "study-shard-set.json"  # beside a shard set: the options it was made with
+RUN_STATE = "study-run.json"  # in a run folder: the arm digest and each sitting's wall seconds
+TAIL_LINES = 30  # lines of a failed tool's log kept in the failure record
+
+
+def _log_tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last lines of a log, with this machine's folders shortened: a failure record is
+    committed with the study and must not carry local absolute paths."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    tail = "\n".join(text.splitlines()[-lines:])
+    for local, short in ((sys.prefix, "$PREFIX"), (os.getcwd() + os.sep, ""), (os.path.expanduser("~"), "~")):
+        tail = tail.replace(local, short)
+    return tail
+
+
+def _last_error_line(tail: str) -> str:
+    """The line a click tool prints for a user error ('Error: ...'), else the last line."""
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if line.startswith("Error:") or "Error:" in line:
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def run_logged(cmd: list[str], log: Path) -> tuple[int, float]:
+    """Run cmd with stdout+stderr appended to `log`; returns (exit code, wall seconds)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return code, time.time() - t0
+
+
+def synth_args(options: dict) -> list[str]:
+    """A shard set's options as gcl-synth run arguments: `key: value` -> `--key value`
+    (underscores become dashes); true adds a flag, false and null leave the option out; a list
+    repeats the option."""
+    args = []
+    for key, value in options.items():
+        flag = "--" + str(key).replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            for v in value:
+                args += [flag, str(v)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def shard_set_ready(study: Study, set_name: str) -> bool:
+    """A complete manifest made with the options the study file gives now."""
+    state = study.shard_dir(set_name) / SET_STATE
+    try:
+        made_with = json.loads(state.read_text())["options"]
+        manifest = load_manifest(study.manifest_path(set_name))
+    except (FileNotFoundError, KeyError, json.JSONDecodeError, ManifestError):
+        return False
+    return made_with == study.shard_sets[set_name] and bool(manifest.get("complete", True))
+
+
+def make_shard_set(study: Study, set_name: str, log=print) -> Path:
+    """Run (or resume) gcl-synth for one shard set; a failure is a one-line StudyError."""
+    folder = study.shard_dir(set_name)
+    cmd = [sys.executable, "-m", "gcl.synth.cli", "run", "--output", str(folder), "--name", set_name, "--no-progress",
+           *synth_args(study.shard_sets[set_name])]
+    log(f"synthesize shard set {set_name} -> {folder} (log: {folder / 'synth.log'})")
+    code, seconds = run_logged(cmd, folder / "synth.log")
+    if code != 0 or not study.manifest_path(set_name).is_file():
+        reason = _last_error_line(_log_tail(folder / "synth.log"))
+        raise StudyError(f"shard set {set_name}: gcl-synth failed ({reason}); see {folder / 'synth.log'}")
+    write_json_atomic(folder / SET_STATE, {"options": study.shard_sets[set_name]})
+    log(f"  shard set {set_name} ready ({seconds:.0f} s)")
+    return study.manifest_path(set_name)
+
+
+def check_same_inputs(manifests: dict[str, dict]) -> None:
+    """Paired arms must see the same images in the same order for a given seed: every shard set
+    must come from the same input (fingerprint includes --limit) and have the same shard layout
+    (samples per shard), because gcl-train shuffles shards and samples by (seed, epoch)."""
+    seen: dict[tuple, str] = {}
+    for name, m in sorted(manifests.items()):
+        layout = (str((m.get("input") or {}).get("fingerprint")), tuple(int(s["samples"]) for s in m["shards"]))
+        seen.setdefault(layout, name)
+    if len(seen) > 1:
+        names = ", ".join(seen.values())
+        raise StudyError(f"shard sets {names} differ in input images or shard layout (input fingerprint, --limit, "
+                         "--shard-size): arms would not see the same data order; make them from the same input")
+
+
+def run_state(study: Study, arm: str, seed: int) -> dict:
+    """{'digest', 'sittings': [{'seconds', 'code', 'resume'}]} of a run folder, or {} when absent."""
+    try:
+        return json.loads((study.run_dir(arm, seed) / RUN_STATE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def train_status(run_dir: Path) -> str:
+    """'finished' (gcl-train says so), 'partial' (a last.ckpt to resume), or 'none'."""
+    try:
+        if json.loads((run_dir / "run.json").read_text()).get("status") == "finished":
+            return "finished"
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    return "partial" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "none"
+
+
+def check_recipes(paths: list[Path]) -> dict[Path, str]:
+    """gcl-train's own verdict on each merged recipe (python -m gcl.train.check): {path: error}."""
+    proc = subprocess.run([sys.executable, "-m", "gcl.train.check", *map(str, paths)], capture_output=True, text=True)
+    errors = {}
+    for path in paths:
+        prefix = f"error {path}: "
+        errors.update({path: ln[len(prefix):] for ln in proc.stdout.splitlines() if ln.startswith(prefix)})
+    if proc.returncode != 0 and not errors:
+        errors = {paths[0]: f"gcl.train.check failed: {_last_error_line(proc.stderr)}"}
+    return errors
+
+
+def write_recipe(study: Study, arm: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# arm {arm} of study {study.name}: written by gcl-eval study, do not edit\n"
+                    + yaml.safe_dump(study.merged[arm], sort_keys=True))
+    return path
+
+
+def train_run(study: Study, arm: str, seed: int, manifest: Path, resume: bool) -> tuple[int, float, str]:
+    """One gcl-train sitting for (arm, seed); returns (exit code, wall seconds, log tail)."""
+    out = study.run_dir(arm, seed)
+    recipe = write_recipe(study, arm, out / "recipe.yaml")
+    state = run_state(study, arm, seed)
+    if state.get("digest") != study.digest(arm):  # a folder left by an earlier config that never checkpointed
+        state = {"digest": study.digest(arm), "sittings": []}
+    write_json_atomic(out / RUN_STATE, state)  # the digest is on disk before any checkpoint
+    cmd = [sys.executable, "-m", "gcl.train.cli", "--recipe", str(recipe), "--shards", str(manifest),
+           "--output", str(out), "--seed", str(seed)] + (["--resume"] if resume else [])
+    t0, code = time.time(), None
+    try:
+        code, _ = run_logged(cmd, out / "train.log")
+    finally:  # Ctrl-C too: the seconds of an interrupted sitting still count towards the run's cost
+        seconds = time.time() - t0
+        state["sittings"].append({"seconds": round(seconds, 1), "code": code, "resume": resume})
+        write_json_atomic(out / RUN_STATE, state)
+    return code, seconds, _log_tail(out / "train.log")

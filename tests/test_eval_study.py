@@ -1,0 +1,193 @@
+"""gcl-eval study, fast parts: the study file, the statistics and table, run planning, bad input.
+
+The end-to-end study (real gcl-synth and gcl-train subprocesses) is in test_eval_study_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import CIFAR_TEST, CIFAR_TRAIN
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from gcl.eval.cli import main  # noqa: E402
+from gcl.eval.study import forget, plan, plan_run, synth_cost  # noqa: E402
+from gcl.eval.study_config import StudyError, deep_merge, load_study  # noqa: E402
+from gcl.eval.study_report import format_report, mean_std, paired_deltas, summarize, write_report  # noqa: E402
+from gcl.eval.study_runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
+
+BASE = {
+    "name": "unit", "seeds": [0, 1, 2], "control": "ctrl",
+    "eval": {"bank": str(CIFAR_TRAIN), "test": str(CIFAR_TEST)},
+    "shard_sets": {"s": {"generator": "taesd", "limit": 8, "views": 1}},
+    "train": {"epochs": 1, "batch_size": 8},
+    "arms": {"ctrl": {"shards": "s", "gen_prob": 0}, "gen": {"shards": "s", "gen_prob": 0.5, "x": 0.5}},
+}
+
+
+def _study_file(tmp_path: Path, **changes) -> Path:
+    data = json.loads(json.dumps(BASE))
+    data.update(changes)
+    path = tmp_path / "study" / "study.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _result(study, arm, seed, knn, linear=None, seconds=60.0):
+    rec = {"arm": arm, "seed": seed, "digest": study.digest(arm), "knn_top1": knn, "train": {"seconds": seconds},
+           "eval": {"n_bank": 100, "n_test": 50}, "synth": {"seconds": 30.0, "flops_per_image": 2.5e9, "source": "cost"}}
+    if linear is not None:
+        rec["linear_top1"] = linear
+    path = study.result_path(arm, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    return rec
+
+
+def test_statistics_by_hand():
+    mean, std = mean_std([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3) and std == pytest.approx(1.527525, abs=1e-6)  # sample std (n - 1)
+    assert mean_std([5.0]) == (5.0, None) and mean_std([]) == (None, None)
+    deltas = paired_deltas({0: 51.0, 1: 49.5, 2: 50.2}, {0: 50.0, 1: 50.0, 3: 1.0})
+    assert deltas == {0: pytest.approx(1.0), 1: pytest.approx(-0.5)}  # seed 2 has no control, seed 3 no arm
+
+
+def test_table_pairs_by_seed_and_counts_positive(tmp_path):
+    study = load_study(_study_file(tmp_path, bar=1.0))
+    for seed, (c, g) in enumerate([(50.0, 51.5), (52.0, 53.0), (49.0, 50.5)]):
+        _result(study, "ctrl", seed, c, linear=c + 5)
+        _result(study, "gen", seed, g, linear=c + 6, seconds=120.0)
+    rows = {r.arm: r for r in summarize(study, [json.loads(p.read_text()) for p in (study.folder / "runs").glob("*.json")])}
+    assert rows["gen"].deltas == {0: pytest.approx(1.5), 1: pytest.approx(1.0), 2: pytest.approx(1.5)}
+    assert rows["gen"].positive == 3 and rows["gen"].meets(1.0) and not rows["gen"].meets(1.4)
+    assert rows["ctrl"].deltas == {} and not rows["ctrl"].uses_generated and rows["gen"].x == 0.5
+    md, png = write_report(study, log=lambda *_: None)
+    text = md.read_text()
+    gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
+    assert "| 3 | 51.67 ± 1.26 | 56.33 ± 1.53 | +1.33 (s0 +1.50, s1 +1.00, s2 +1.50) | 3/3 | 2.0 |" in gen_line
+    assert "30 s, 2.50 GFLOP/img" in gen_line
+    assert "| ctrl | 3 | 50.33 ± 1.53 |" in text and "none (no generated views)" in text
+    assert "with every seed positive): gen." in text
+    assert png.stat().st_size > 10_000
+
+
+def test_one_negative_seed_fails_the_bar_and_missing_runs_are_listed(tmp_path):
+    study = load_study(_study_file(tmp_path, bar=1.0))
+    for seed, (c, g) in enumerate([(50.0, 53.0), (52.0, 51.9)]):
+        _result(study, "ctrl", seed, c)
+        _result(study, "gen", seed, g)
+    rows = summarize(study, [json.loads(p.read_text()) for p in (study.folder / "runs").glob("*.json")])
+    gen = next(r for r in rows if r.arm == "gen")
+    assert gen.positive == 1 and len(gen.deltas) == 2 and not gen.meets(1.0)  # mean +1.45 but one seed negative
+    text = format_report(study, rows, [], [])
+    assert "no arm meets it yet" in text and "Missing: ctrl-s2, gen-s2." in text
+    assert "| gen | 2 | 52.45 ± 0.78 | — |" in text  # no linear numbers: a dash, not a crash
+
+
+def test_edited_arm_makes_results_stale(tmp_path):
+    path = _study_file(tmp_path)
+    study = load_study(path)
+    _result(study, "gen", 0, 50.0)
+    assert plan_run(study, "gen", 0).action == "done" and plan_run(study, "ctrl", 0).action == "train"
+    arms = dict(BASE["arms"], gen={"shards": "s", "gen_prob": 0.7})
+    edited = load_study(_study_file(tmp_path, arms=arms))
+    assert edited.digest("gen") != study.digest("gen") and edited.digest("ctrl") == study.digest("ctrl")
+    assert plan_run(edited, "gen", 0).action == "stale"
+    r = CliRunner().invoke(main, ["study", str(path), "--seeds", "0"])
+    assert r.exit_code == 1 and "1 run(s) are stale" in r.output and "--rerun-stale" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    shard_opts = dict(BASE["shard_sets"], s={"generator": "taesd", "limit": 8, "views": 2})
+    assert load_study(_study_file(tmp_path, shard_sets=shard_opts)).digest("ctrl") != study.digest("ctrl")
+
+
+def test_run_folder_states_plan_train_resume_evaluate(tmp_path):
+    study = load_study(_study_file(tmp_path))
+    run = study.run_dir("gen", 1)
+    assert plan_run(study, "gen", 1).action == "train"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    (run / RUN_STATE).write_text(json.dumps({"digest": study.digest("gen"), "sittings": []}))
+    (run / "run.json").write_text(json.dumps({"status": "running"}))
+    assert plan_run(study, "gen", 1).action == "resume"  # killed after a checkpoint: continue it
+    (run / "run.json").write_text(json.dumps({"status": "finished"}))
+    assert plan_run(study, "gen", 1).action == "evaluate"  # trained, killed before its result was written
+    (run / RUN_STATE).write_text(json.dumps({"digest": "0" * 64, "sittings": []}))
+    p = plan_run(study, "gen", 1)
+    assert p.action == "stale" and "run folder" in p.why
+    assert forget(study, p).action == "train" and not run.exists()
+    assert [(p.arm, p.seed) for p in plan(study, ["ctrl", "gen"], [0, 1])] == [("ctrl", 0), ("gen", 0), ("ctrl", 1), ("gen", 1)]
+
+
+def test_deep_merge_and_synth_args():
+    base = {"optimizer": {"name": "lars", "lr": 0.4}, "augmentations": [{"crop_size": 32, "min_scale": 0.08}], "epochs": 9}
+    merged = deep_merge(base, {"optimizer": {"lr": 0.1}, "augmentations": {"crop_size": 16}, "members": ["orig", "gen"]})
+    assert merged == {"optimizer": {"name": "lars", "lr": 0.1}, "augmentations": [{"crop_size": 16, "min_scale": 0.08}],
+                      "epochs": 9, "members": ["orig", "gen"]}
+    assert base["optimizer"]["lr"] == 0.4  # the base recipe is not modified
+    assert synth_args({"shard_size": 8, "residual": True, "overwrite_x": False, "model": None, "recipe": "noise"}) == [
+        "--shard-size", "8", "--residual", "--recipe", "noise"]
+
+
+def test_shard_sets_must_share_input_and_layout():
+    m = {"input": {"fingerprint": "abc/limit=8"}, "shards": [{"samples": 4}, {"samples": 4}]}
+    check_same_inputs({"a": m, "b": json.loads(json.dumps(m))})
+    other = {"input": {"fingerprint": "abc/limit=16"}, "shards": [{"samples": 4}, {"samples": 4}]}
+    with pytest.raises(StudyError, match="differ in input images"):
+        check_same_inputs({"a": m, "b": other})
+    with pytest.raises(StudyError, match="shard layout"):
+        check_same_inputs({"a": m, "b": {"input": m["input"], "shards": [{"samples": 8}]}})
+
+
+def test_synth_cost_prefers_the_manifest_cost_block():
+    assert synth_cost({"cost": {"flops_per_image": 1e9, "seconds": 12.0, "images": 8}})["source"] == "cost"
+    old = synth_cost({"throughput": {"seconds": 5.0, "generated_samples": 8}})
+    assert old == {"seconds": 5.0, "flops_per_image": None, "images": 8, "source": "throughput"}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"colour": 1}, "unknown key(s) colour in the study file"),
+    ({"control": "nope"}, "control 'nope' is not an arm"),
+    ({"eval": {"kk": 3}}, "unknown key(s) kk in eval"),
+    ({"seeds": []}, "'seeds' must be a non-empty list"),
+    ({"arms": {"ctrl": {"shards": "missing"}}}, "arms:ctrl needs 'shards: SET'"),
+    ({"arms": {"ctrl": {"shards": "s", "output": "x"}}}, "arms:ctrl sets output"),
+    ({"shard_sets": {"s": {"output": "x"}}}, "shard_sets:s sets output"),
+    ({"train": {"recipe": "cifar10/nope"}}, "recipe 'cifar10/nope' not found"),
+    ({"plot": {"y": "gen_prob"}}, "unknown key(s) y in plot"),
+])
+def test_bad_study_files_are_one_line_errors(tmp_path, change, message):
+    r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path, **change)), "--dry-run"])
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_unreadable_study_file_and_bad_selection(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    for args, message in ((["study", str(bad)], "is not valid YAML"),
+                          (["study", str(tmp_path / "none.yaml")], "study file not found"),
+                          (["study", str(_study_file(tmp_path)), "--only", "zz"], "--only: unknown arm(s) zz"),
+                          (["study", str(_study_file(tmp_path)), "--seeds", "7"], "not in the study's seeds")):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_arm_recipe_typo_is_caught_by_gcl_train_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    arms = dict(BASE["arms"], gen={"shards": "s", "learning_rate": 0.1})
+    r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path, arms=arms)), "--dry-run"])
+    assert r.exit_code == 1 and "arm gen rejected by gcl-train: unknown key(s) learning_rate" in r.output
+    assert not (tmp_path / "out" / "studies" / "unit" / "shards").exists()  # nothing synthesized
+
+
+def test_report_only_needs_results(tmp_path):
+    r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path)), "--report-only"])
+    assert r.exit_code == 1 and "no results" in r.output
