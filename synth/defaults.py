@@ -25,6 +25,15 @@ TAEF2_SHA256 = {
     "taef2_encoder.safetensors": "ed439d4f19057d2a3b8fb43e3caa9aff37f5b9fdbf707cddff57f5a8ae8d5068",
     "taef2_decoder.safetensors": "79b69df8dd742e179d3b929905310a39901a805840f9b2b8968d1bbf5f65d642",
 }
+# Real-ESRGAN x4plus: the official release asset (a .pth whose `params_ema` dict our RRDBNet loads).
+ESRGAN_DIR = "realesrgan-x4plus"
+ESRGAN_FILES = ("RealESRGAN_x4plus.safetensors", "RealESRGAN_x4plus.pth")
+ESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth"
+ESRGAN_PTH_SHA256 = "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"
+# `--generator vqgan` with no --model: aMUSEd-256's f16 VQ-GAN (8192 codes, diffusers VQModel
+# layout in the repository's vqvae/ folder; openMUSE licence, public).
+VQGAN_DEFAULT = "amused/amused-256"
+VQGAN_DEFAULT_SUBFOLDER = "vqvae"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # the checksum the dataset's distributors publish
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -58,6 +67,26 @@ def resolve_taef2(explicit: str | None = None, download_url: str = TAEF2_URL) ->
     target = gcl_home() / "models" / "taef2"
     log.warning("TAEF2 not found locally; downloading to %s", target)
     fetch_taef2(target, download_url)
+    return target
+
+
+def resolve_esrgan(explicit: str | None = None, download_url: str = ESRGAN_URL) -> Path:
+    """--model, then $GCL_HOME/models/realesrgan-x4plus, ../shared/models/..., then the official
+    .pth (sha256-checked) downloaded into $GCL_HOME."""
+    if explicit:
+        return Path(explicit)
+    candidates = [gcl_home() / "models" / ESRGAN_DIR] + [d / "models" / ESRGAN_DIR for d in shared_dirs()]
+    found = _first_existing(c for c in candidates if any((c / n).is_file() for n in ESRGAN_FILES))
+    if found:
+        return found
+    target = gcl_home() / "models" / ESRGAN_DIR
+    log.warning("Real-ESRGAN x4plus not found locally; downloading to %s", target)
+    raw = _download(download_url)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != ESRGAN_PTH_SHA256:
+        raise DownloadError(f"RealESRGAN_x4plus.pth: sha256 {digest[:16]}... does not match {ESRGAN_PTH_SHA256[:16]}...")
+    target.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target / ESRGAN_FILES[1], raw)
     return target
 
 
