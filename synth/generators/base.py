@@ -133,20 +133,20 @@ def from_pretrained_or_explain(cls, model: str, **kwargs):
         ) from None
 
 
-def read_config(model: str, subfolder: str = "") -> dict:
-    """A component's config.json (local directory or cached/reachable hub id) without loading weights."""
+def read_config(model: str, subfolder: str = "", filename: str = "config.json") -> dict:
+    """A component's config file (local directory or cached/reachable hub id) without loading weights."""
     import json
 
     if is_local(model):
-        path = os.path.join(model, subfolder, "config.json")
+        path = os.path.join(model, subfolder, filename)
         if not os.path.isfile(path):
-            raise GeneratorLoadError(f"{model} has no {os.path.join(subfolder, 'config.json')}: not the expected model layout")
+            raise GeneratorLoadError(f"{model} has no {os.path.join(subfolder, filename)}: not the expected model layout")
         with open(path) as fh:
             return json.load(fh)
     from huggingface_hub import hf_hub_download
 
     try:
-        path = hf_hub_download(model, "config.json", subfolder=subfolder or None, local_files_only=not hub_reachable())
+        path = hf_hub_download(model, filename, subfolder=subfolder or None, local_files_only=not hub_reachable())
     except Exception:  # noqa: BLE001 - every hub failure is the same user-fixable problem
         raise GeneratorLoadError(
             f"cannot load hub model {model!r} (hub out of reach and not in the local cache); "

@@ -121,9 +121,12 @@ def weights_file(model: str) -> str:
 
 def load(model: str, device: torch.device, dtype: torch.dtype) -> ESRGANGenerator:
     path = weights_file(model)
-    net = RRDBNet()
+    state = load_state(path)
+    # the block count is read from the keys (x4plus: 23; the anime_6B variant: 6); the rest is fixed
+    blocks = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("body.")), default=-1)
+    net = RRDBNet(blocks=blocks)
     try:
-        net.load_state_dict(load_state(path), strict=True)
+        net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise GeneratorLoadError(f"{os.path.basename(path)} does not match the RRDBNet x4 architecture: "
                                  f"{str(exc).splitlines()[0]}") from None
@@ -131,4 +134,4 @@ def load(model: str, device: torch.device, dtype: torch.dtype) -> ESRGANGenerato
     net.eval().to(device, dtype, memory_format=torch.channels_last)
     return ESRGANGenerator(net, family="esrgan", model_id=KNOWN_WEIGHTS.get(sha, "rrdbnet-x4"), downsample=SCALE, device=device,
                            dtype=dtype, weights_sha256=sha,
-                           extra={"arch": "RRDBNet-x4 (64 feat, 23 blocks, grow 32)", "latent": "conv_first feature map"})
+                           extra={"arch": f"RRDBNet-x4 (64 feat, {blocks} blocks, grow 32)", "latent": "conv_first feature map"})
