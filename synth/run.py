@@ -56,6 +56,7 @@ class RunConfig:
     limit: int | None
     manifest_copy: str | None
     progress: bool = True
+    residual: bool = False  # views are x + G(view) - G(reconstruction)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -70,18 +71,22 @@ def prepare(cfg: RunConfig):
     """Everything that can fail on configuration, before any work: returns (plan, runtime, generator)."""
     from gcl.synth.generators.base import pick_device
 
-    recipe = parse_recipe(cfg.recipe)
+    from gcl.synth.generators import DEFAULT_RECIPES
+    from gcl.synth.worker import recipe_problem
+
+    recipe = parse_recipe(cfg.recipe or DEFAULT_RECIPES.get(cfg.generator, "noise"))
     device = pick_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     generator = load_generator(cfg.generator, cfg.model, str(device), getattr(torch, dtype))
     if cfg.resolution % generator.downsample:
         raise ValueError(f"--resolution {cfg.resolution} must be a multiple of the generator's downsampling ({generator.downsample})")
-    if recipe.needs_codebook and not generator.has_codebook:
-        raise ValueError(f"recipe {recipe.spec!r} uses codebook ops but --generator {cfg.generator} has no codebook")
+    if recipe_problem(generator, recipe):
+        raise ValueError(recipe_problem(generator, recipe))
     inputs = list_inputs(cfg.input)
     name = cfg.name or default_name(cfg)
     options = SynthOptions(cfg.generator, generator.model_id, generator.weights_sha256, recipe.spec, cfg.views,
-                           cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type)
+                           cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type,
+                           cfg.residual)
     plan = make_plan(inputs, cfg.output, name, cfg.shard_size, options, cfg.limit)
     if not plan.tasks:
         raise ValueError(f"no inputs to process in {cfg.input}")
@@ -143,12 +148,15 @@ def execute(cfg: RunConfig) -> dict:
         progress.close()
     seconds = time.perf_counter() - t0
     manifest = build_manifest(plan, inputs, results, failed, seconds, generator)
+    manifest["residual"] = plan.options.residual
+    manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"])
     manifest_path = Path(cfg.output) / f"{plan.name}.manifest.json"
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
         if manifest["throughput"]["generated_samples"] == 0:
             # a re-run that found everything committed keeps the throughput of the run that did the work
             manifest["throughput"] = previous.get("throughput", manifest["throughput"])
+            manifest["cost"] = previous.get("cost", manifest["cost"])
         if "view_stats" in previous:  # measured later by `gcl-synth viewstats`; same plan, same shards
             manifest["view_stats"] = previous["view_stats"]
     path = write_manifest(manifest, manifest_path, cfg.output)
@@ -157,6 +165,16 @@ def execute(cfg: RunConfig) -> dict:
     print(summary_table(plan, results, failed, seconds))
     print(f"manifest: {path}")
     return {"manifest": str(path), "failed": failed, "results": results}
+
+
+def synthesis_cost(generator, plan: Plan, throughput: dict) -> dict:
+    """FLOPs per input image (all K views, counted once on a small batch) and the measured time,
+    so a study can put synthesis cost next to training cost."""
+    from gcl.synth.worker import count_flops
+
+    opts = plan.options
+    flops = count_flops(generator, parse_recipe(opts.recipe), opts.views, opts.resolution, opts.seed, opts.residual)
+    return {"flops_per_image": flops, "seconds": throughput["seconds"], "images": throughput["generated_samples"]}
 
 
 def build_manifest(plan: Plan, inputs, results: dict, failed: dict, seconds: float, generator) -> dict:

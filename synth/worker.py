@@ -79,6 +79,21 @@ def render(generator, z: torch.Tensor, recs: list[dict]) -> torch.Tensor:
     return generator.sample(z, params, gens)
 
 
+FLOP_COUNT_IMAGES = 2  # images in the one batch whose FLOPs are counted (per-image cost is their mean)
+
+
+def count_flops(generator, recipe: Recipe, num_views: int, resolution: int, seed: int, residual: bool = False) -> int:
+    """Model FLOPs per input image for its K views (torch's FlopCounterMode: matmuls and convs),
+    on a fixed grey batch whose keys draw the recipe's values like real keys do."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images = [np.full((resolution, resolution, 3), 128, np.uint8)] * FLOP_COUNT_IMAGES
+    keys = [f"flop-count-{i}" for i in range(FLOP_COUNT_IMAGES)]
+    with FlopCounterMode(display=False) as counter:
+        generate_views(generator, images, keys, recipe, num_views, seed, residual)
+    return int(counter.get_total_flops() // FLOP_COUNT_IMAGES)
+
+
 def recipe_problem(generator, recipe: Recipe) -> str | None:
     """Why this recipe cannot run on this generator (one line), or None."""
     if recipe.needs_codebook and not generator.has_codebook:
