@@ -111,6 +111,24 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     return _HUB_REACHABLE["ok"]
 
 
+def hub_cached(model: str) -> bool:
+    """Whether the local hub cache holds anything of this repository (checked without diffusers)."""
+    from huggingface_hub import constants
+
+    return os.path.isdir(os.path.join(constants.HF_HUB_CACHE, "models--" + model.replace("/", "--")))
+
+
+def check_hub_model(model: str) -> None:
+    """Fail in < 2 s, before any heavy import, when a hub id can be neither downloaded nor found
+    in the cache: the alternative is a ~23 s retry loop and a misleading message."""
+    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+    if not is_local(model) and looks_like_hub_id and not hub_cached(model) and not hub_reachable():
+        raise GeneratorLoadError(
+            f"cannot load hub model {model!r} (hub out of reach and not in the local cache); "
+            f"download it elsewhere and pass --model DIR (its local directory)"
+        )
+
+
 def from_pretrained_or_explain(cls, model: str, **kwargs):
     """`cls.from_pretrained(model)` with a one-line error that says what to do when it fails.
     A hub id with the hub out of reach is looked up in the local cache only (fails in < 2 s)."""
