@@ -111,6 +111,10 @@ def load_state(path: str) -> dict:
 
 
 def weights_file(model: str) -> str:
+    if model in KNOWN_WEIGHTS.values() and not os.path.exists(model):
+        from gcl.synth.defaults import resolve_esrgan  # the name a manifest records: resolve it again (dask workers)
+
+        model = str(resolve_esrgan())
     if os.path.isfile(model):
         return model
     for name in (ESRGAN_FILE, OFFICIAL_FILE):
