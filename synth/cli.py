@@ -54,8 +54,13 @@ def run(generator, model, input_, output, name, views, resolution, shard_size, b
         recipe, residual, seed, image_format, quality, device, dtype, overwrite, retries, max_error_rate, limit,
         manifest_copy, no_progress):
     """Synthesize view families for every input image into WebDataset shards."""
+    from gcl.synth.defaults import DownloadError, check_default_model, resolve_cifar10
+
+    try:  # before torch and diffusers load: an unreachable hub model fails in ~1 s, not after the imports
+        check_default_model(generator, model)
+    except DownloadError as exc:
+        _fail(exc)
     from gcl.synth.augment import RecipeError
-    from gcl.synth.defaults import DownloadError, resolve_cifar10
     from gcl.synth.generators import GeneratorLoadError
     from gcl.inputs import InputError
     from gcl.synth.plan import PlanMismatch

@@ -43,6 +43,10 @@ class DownloadError(RuntimeError):
     pass
 
 
+class HubUnavailable(DownloadError):
+    """A hub id with the hub out of reach and nothing in the local cache (one line, names --model DIR)."""
+
+
 def gcl_home() -> Path:
     return Path(os.environ.get("GCL_HOME", Path.home() / ".cache" / "gcl"))
 
@@ -88,6 +92,62 @@ def resolve_esrgan(explicit: str | None = None, download_url: str = ESRGAN_URL) 
     target.mkdir(parents=True, exist_ok=True)
     _write_atomic(target / ESRGAN_FILES[1], raw)
     return target
+
+
+HUB_HOST = "huggingface.co"
+HUB_PROBE_TIMEOUT_S = 1.5  # a reachable hub answers a TCP connect well within this; offline must fail in < 2 s
+_HUB_REACHABLE: dict = {}  # probed once per process
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connect to the hub, bounded in time (DNS included, via a daemon thread): without it
+    an offline from_pretrained retries for ~23 s before failing with a misleading message."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    if "ok" not in _HUB_REACHABLE:
+        import socket
+        import threading
+
+        result = {"ok": False}
+
+        def probe():
+            try:
+                socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+                result["ok"] = True
+            except OSError:
+                pass
+
+        t = threading.Thread(target=probe, daemon=True)
+        t.start()
+        t.join(timeout)
+        _HUB_REACHABLE["ok"] = result["ok"]
+    return _HUB_REACHABLE["ok"]
+
+
+def hub_cached(model: str) -> bool:
+    """Whether the local hub cache holds anything of this repository (checked without diffusers)."""
+    from huggingface_hub import constants
+
+    return os.path.isdir(os.path.join(constants.HF_HUB_CACHE, "models--" + model.replace("/", "--")))
+
+
+def check_hub_model(model: str) -> None:
+    """Fail in < 2 s, before any heavy import (this module does not import torch), when a hub id
+    can be neither downloaded nor found in the cache: the alternative is a ~23 s retry loop and
+    a misleading message."""
+    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+    if not os.path.exists(model) and looks_like_hub_id and not hub_cached(model) and not hub_reachable():
+        raise HubUnavailable(
+            f"cannot load hub model {model!r} (hub out of reach and not in the local cache); "
+            f"download it elsewhere and pass --model DIR (its local directory)"
+        )
+
+
+def check_default_model(family: str, model: str | None) -> None:
+    """The hub check for what `--generator FAMILY [--model M]` will load (the vqgan default included)."""
+    target = model if model is not None else (VQGAN_DEFAULT if family == "vqgan" else None)
+    if target is not None:
+        check_hub_model(target)
 
 
 def fetch_taef2(target: Path, url_template: str = TAEF2_URL) -> None:

@@ -6,7 +6,8 @@ import importlib
 
 import torch
 
-from gcl.synth.generators.base import Generator, GeneratorLoadError, check_hub_model, pick_device
+from gcl.synth.defaults import HubUnavailable, check_hub_model
+from gcl.synth.generators.base import Generator, GeneratorLoadError, pick_device
 
 # family name -> module with load(model, device, dtype): autoencoders (taesd, vqgan), a GAN
 # (esrgan), diffusion (SDEdit img2img) and image transformers (maskgit, mae).
@@ -32,7 +33,10 @@ def load_generator(family: str, model: str | None, device: str = "cpu", dtype: t
         raise GeneratorLoadError(f"unknown generator {family!r}; choose one of {', '.join(sorted(FAMILIES))}")
     if model is None:
         model = default_model(family)
-    check_hub_model(model)
+    try:
+        check_hub_model(model)
+    except HubUnavailable as exc:
+        raise GeneratorLoadError(str(exc)) from None
     module = importlib.import_module(FAMILIES[family])
     gen = module.load(model, pick_device(device), dtype)
     return gen

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gcl.synth.defaults import hub_reachable  # torch-free, shared with the CLI's early check
+
 
 class GeneratorLoadError(RuntimeError):
     """The model cannot be loaded; the message says what to pass instead (one line)."""
@@ -79,54 +81,6 @@ def state_dict_sha256(*modules: torch.nn.Module) -> str:
 
 def is_local(model: str) -> bool:
     return os.path.exists(model)
-
-
-HUB_HOST = "huggingface.co"
-HUB_PROBE_TIMEOUT_S = 1.5  # a reachable hub answers a TCP connect well within this; offline must fail in < 2 s
-_HUB_REACHABLE: dict = {}  # probed once per process
-
-
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """One TCP connect to the hub, bounded in time (DNS included, via a daemon thread): without it
-    an offline from_pretrained retries for ~23 s before failing with a misleading message."""
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        return False
-    if "ok" not in _HUB_REACHABLE:
-        import socket
-        import threading
-
-        result = {"ok": False}
-
-        def probe():
-            try:
-                socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
-                result["ok"] = True
-            except OSError:
-                pass
-
-        t = threading.Thread(target=probe, daemon=True)
-        t.start()
-        t.join(timeout)
-        _HUB_REACHABLE["ok"] = result["ok"]
-    return _HUB_REACHABLE["ok"]
-
-
-def hub_cached(model: str) -> bool:
-    """Whether the local hub cache holds anything of this repository (checked without diffusers)."""
-    from huggingface_hub import constants
-
-    return os.path.isdir(os.path.join(constants.HF_HUB_CACHE, "models--" + model.replace("/", "--")))
-
-
-def check_hub_model(model: str) -> None:
-    """Fail in < 2 s, before any heavy import, when a hub id can be neither downloaded nor found
-    in the cache: the alternative is a ~23 s retry loop and a misleading message."""
-    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
-    if not is_local(model) and looks_like_hub_id and not hub_cached(model) and not hub_reachable():
-        raise GeneratorLoadError(
-            f"cannot load hub model {model!r} (hub out of reach and not in the local cache); "
-            f"download it elsewhere and pass --model DIR (its local directory)"
-        )
 
 
 def from_pretrained_or_explain(cls, model: str, **kwargs):
