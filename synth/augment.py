@@ -41,7 +41,9 @@ PRESETS = {
     # MAE: the model was trained at 75% masking; 25-75% spans mild to strong re-imagination.
     "remask": "remask(ratio=0.25..0.75)",
     # ESRGAN: noise on the first feature map, relative to its std (see generators/esrgan.py).
-    "esrgan": "noise(strength=0.1..0.5)",
+    # Measured on CIFAR-10 at 64 px: a view is 29 dB from the plain 4x reconstruction at 0.25
+    # and 20 dB at 1.0 (the reconstruction itself is ~23 dB from the input).
+    "esrgan": "noise(strength=0.25..1.0)",
 }
 DEFAULT_RECIPE = PRESETS["noise"]
 

@@ -70,7 +70,7 @@ def test_family_default_recipe(tmp_path, small_esrgan, cifar_test_npz):
     assert synth(["--generator", "esrgan", "--model", small_esrgan, "--input", cifar_test_npz, "--limit", 2,
                   "--resolution", 32, "--views", 1, "--output", out]).exit_code == 0
     (mpath,) = out.glob("*.manifest.json")
-    assert json.loads(mpath.read_text())["recipe"]["spec"] == "noise(strength=0.1..0.5)"
+    assert json.loads(mpath.read_text())["recipe"]["spec"] == "noise(strength=0.25..1.0)"
 
 
 @pytest.mark.parametrize("extra, msg", [
