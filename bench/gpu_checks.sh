@@ -8,9 +8,14 @@ mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1
 PY=.venv/bin/python
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-# 1. synthesis: TAEF2 fp16 model-only vs pipeline vs naive, RSS, and the aMUSEd VQ-GAN f16 FLOP floor
-timeout 300 $PY bench/synth_throughput.py --images 2048 --naive-images 256 --rss-sizes 2000 --batch-size 128 \
+# 1. synthesis: TAEF2 and ESRGAN fp16 model-only vs pipeline (TAEF2 also naive, RSS)
+timeout 240 $PY bench/synth_throughput.py --families taesd,esrgan --images 2048 --esrgan-images 512 \
+  --naive-images 256 --rss-sizes 2000 --batch-size 128 \
   --json "$OUT/synth_gpu.json" > "$OUT/synth_gpu.txt" 2>&1; echo "synth rc=$?" >> "$OUT/status.txt"
+# 1b. every family at full size (random init), 256 px fp16: images/s, FLOPs/image, share of the fp16 peak
+#     (SD-2.1 UNet + TAESD, aMUSEd-256 transformer + VQ-GAN, ViT-MAE base, ESRGAN, the aMUSEd VQ-GAN)
+timeout 300 $PY bench/synth_throughput.py --families "" --random-families all --resolution 256 --batch-size 32 \
+  --iters 3 --json "$OUT/families_gpu.json" > "$OUT/families_gpu.txt" 2>&1; echo "families rc=$?" >> "$OUT/status.txt"
 # 2. a short bf16-mixed training run on freshly synthesized shards (GPU synth, GPU train)
 timeout 200 .venv/bin/gcl-synth run --no-progress --limit 2048 --output "$OUT/shards" --batch-size 128 \
   > "$OUT/synth_run.txt" 2>&1; echo "synth-run rc=$?" >> "$OUT/status.txt"

@@ -1,14 +1,16 @@
-"""Synthesis throughput, measured in one run so that the ratios are fair on a noisy machine.
+"""Synthesis throughput of every generator family, measured in one run so that ratios are fair.
 
-    python bench/synth_throughput.py                     # CPU, TAEF2, 64 px, K=2
-    python bench/synth_throughput.py --rss-sizes 2000,10000
+    python bench/synth_throughput.py                               # CPU: TAEF2 and ESRGAN, 64 px, K=2
+    python bench/synth_throughput.py --random-families all --smoke # toy configs of every family (CPU check)
+    python bench/synth_throughput.py --families "" --random-families all --resolution 256   # GPU (gpu_checks.sh)
 
-Prints: model-only img/s (encode + augment + decode on preloaded tensors, same batch and size),
-end-to-end pipeline img/s (`gcl-synth run` in a subprocess, read from its manifest), a naive
-loop (one image at a time: decode -> model -> encode -> write, in series), their ratios, and
-the pipeline's peak RSS for each dataset size (it must stay flat). On a GPU it also runs a
-full-size random-init VQGAN f16 (the aMUSEd VQ-GAN config, 256 px, fp16) against its FLOP floor.
-Targets (CPU, TAEF2, 64 px, K=2): pipeline >= 0.90 x model-only, >= 3 x naive; RSS < 4 GiB.
+Real families (--families; the real weights from GCL_HOME / ../shared): model-only img/s
+(encode + augment + decode/sampler on preloaded tensors, same batch, size and recipe) against
+the end-to-end pipeline (`gcl-synth run` in a subprocess, read from its manifest), their ratio
+(target >= 0.90), and for TAEF2 a naive one-image loop and the pipeline's peak RSS per dataset
+size. Random families (--random-families): full-size random-init configs of each family
+(bench/family_configs.py; --smoke: toy sizes) with images/s, FLOPs per image (FlopCounterMode)
+and, on a known GPU, the share of its fp16 dense FLOP peak.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gcl.synth.augment import parse_recipe
-from gcl.synth.defaults import resolve_cifar10, resolve_taef2
-from gcl.synth.generators import load_generator
+from gcl.synth.defaults import resolve_cifar10, resolve_esrgan, resolve_taef2
+from gcl.synth.generators import DEFAULT_RECIPES, load_generator
 from gcl.inputs import list_inputs, load_rgb, resize_center_crop
 from gcl.shards import Sample, ShardWriter, encode_image, sample_key
-from gcl.synth.worker import generate_views
+from gcl.synth.worker import count_flops, generate_views
+from family_configs import BUILDERS  # noqa: E402 - bench/ is on sys.path above
 
-AMUSED_VQ_GFLOPS = 694.0  # encode + decode per 256 px image (issue figure)
-H100_H200_FP16_DENSE_TFLOPS = 989.0  # tensor-core peak without sparsity
+FP16_DENSE_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # tensor-core peaks without sparsity
+REAL_MODELS = {"taesd": resolve_taef2, "esrgan": resolve_esrgan}
 
 
 def model_only(gen, images, keys, recipe, views, batch, seed=0):
@@ -57,9 +61,9 @@ def naive(gen, items, resolution, recipe, views, out_path, seed=0):
     return len(items) / (time.perf_counter() - t)
 
 
-def pipeline(npz, model, n, resolution, views, batch, out_dir, device="cpu", extra=()):
+def pipeline(npz, model, n, resolution, views, batch, out_dir, device="cpu", extra=(), family="taesd"):
     """Run gcl-synth in a child; returns (img/s from its manifest, child's peak RSS in MiB)."""
-    cmd = [sys.executable, "-m", "gcl.synth.cli", "run", "--no-progress", "--input", str(npz), "--model", str(model),
+    cmd = [sys.executable, "-m", "gcl.synth.cli", "run", "--no-progress", "--generator", family, "--input", str(npz), "--model", str(model),
            "--output", str(out_dir), "--limit", str(n), "--resolution", str(resolution), "--views", str(views),
            "--batch-size", str(batch), "--device", device, "--shard-size", "1000", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -70,69 +74,95 @@ def pipeline(npz, model, n, resolution, views, batch, out_dir, device="cpu", ext
     return json.loads(mpath.read_text())["throughput"]["images_per_s"], usage.ru_maxrss / 1024
 
 
-def amused_vqgan_gpu(out: dict, batch: int = 32, iters: int = 10) -> None:
-    from diffusers import VQModel
+def gpu_peak_flops() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((tf * 1e12 for key, tf in FP16_DENSE_PEAK_TFLOPS.items() if key in name), None)
 
-    from gcl.synth.generators.vqgan import VQGANGenerator
 
-    torch.manual_seed(0)
-    vq = VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 5,
-                 up_block_types=("UpDecoderBlock2D",) * 5, block_out_channels=(128, 256, 256, 512, 768),
-                 layers_per_block=2, latent_channels=64, num_vq_embeddings=8192, vq_embed_dim=64,
-                 norm_num_groups=32, mid_block_add_attention=False, lookup_from_codebook=True, force_upcast=False)
-    with tempfile.TemporaryDirectory() as d:
-        vq.save_pretrained(d)
-        gen = load_generator("vqgan", d, "cuda", torch.float16)
-        assert isinstance(gen, VQGANGenerator)
-        x = torch.rand(batch, 3, 256, 256, device="cuda")
-        with torch.inference_mode():
-            for _ in range(2):
-                gen.decode(gen.encode(x))
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            for _ in range(iters):
-                gen.decode(gen.encode(x))
-            torch.cuda.synchronize()
-        ips = batch * iters / (time.perf_counter() - t)
-        floor = H100_H200_FP16_DENSE_TFLOPS * 1e3 / AMUSED_VQ_GFLOPS
-        out["gpu_vqgan_f16"] = {"model_only_img_s": round(ips, 1), "flop_floor_img_s": round(floor, 1),
-                                "fraction_of_floor": round(ips / floor, 3), "gpu": torch.cuda.get_device_name()}
+def real_family(family, npz, items, args, tmp, device) -> dict:
+    """Model-only bound and the end-to-end pipeline of one real model, back to back."""
+    model = REAL_MODELS[family]()
+    n = args.images if family == "taesd" else args.esrgan_images
+    gen = load_generator(family, str(model), device, torch.float16 if device == "cuda" else torch.float32)
+    recipe = parse_recipe(DEFAULT_RECIPES[family])
+    images = [resize_center_crop(load_rgb(it)[0], args.resolution) for it in items[:n]]
+    keys = [sample_key(it.source) for it in items[:n]]
+    res = {"images": n, "model_only_img_s": round(model_only(gen, images, keys, recipe, args.views, args.batch_size), 3)}
+    res["pipeline_img_s"], _ = pipeline(npz, model, n, args.resolution, args.views, args.batch_size,
+                                        Path(tmp) / f"p-{family}", device, family=family)
+    res["pipeline_vs_model_only"] = round(res["pipeline_img_s"] / res["model_only_img_s"], 3)
+    res["flops_per_image"] = count_flops(gen, recipe, args.views, args.resolution, 0)
+    if family == "taesd":
+        res["naive_img_s"] = round(naive(gen, items[: args.naive_images], args.resolution, recipe, args.views,
+                                         Path(tmp) / "naive.tar"), 3)
+        res["pipeline_vs_naive"] = round(res["pipeline_img_s"] / res["naive_img_s"], 3)
+        for size in filter(None, args.rss_sizes.split(",")):
+            _, rss = pipeline(npz, model, int(size), args.resolution, args.views, args.batch_size,
+                              Path(tmp) / f"rss{size}", device)
+            res[f"peak_rss_mib_{size}"] = round(rss, 1)
+    return res
+
+
+def random_family(family, full, device, dtype, resolution, batch, iters, tmp) -> dict:
+    """images/s (one view per image, the family's default recipe) and FLOPs of a random-init model."""
+    from family_configs import build
+
+    root = build(family, Path(tmp) / f"rand-{family}", full)
+    gen = load_generator(family, str(root), device, dtype)
+    recipe = parse_recipe(DEFAULT_RECIPES[family])
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(batch, resolution, resolution, 3, generator=g) * 255).to(torch.uint8).numpy()
+    images, keys = list(x), [f"bench-{i}" for i in range(batch)]
+    generate_views(gen, images, keys, recipe, 1, 0)  # warm-up (kernels, allocator)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for i in range(iters):
+        generate_views(gen, images, keys, recipe, 1, i)
+    sync()
+    ips = batch * iters / (time.perf_counter() - t)
+    flops = count_flops(gen, recipe, 1, resolution, 0)
+    res = {"img_s": round(ips, 2), "gflops_per_image": round(flops / 1e9, 2), "arch": gen.extra.get("arch", "")}
+    peak = gpu_peak_flops() if device == "cuda" else None
+    if peak:
+        res["share_of_fp16_peak"] = round(flops * ips / peak, 4)
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=256, help="images for the model-only / pipeline / naive comparison")
+    ap.add_argument("--families", default="taesd,esrgan", help="real models to measure ('' to skip)")
+    ap.add_argument("--random-families", default="", help="random-init families ('all' or a list; '' to skip)")
+    ap.add_argument("--smoke", action="store_true", help="toy sizes of the random families (a CPU check of this script)")
+    ap.add_argument("--images", type=int, default=256, help="TAEF2 images for model-only / pipeline")
+    ap.add_argument("--esrgan-images", type=int, default=64, help="ESRGAN images (about 8x slower per image)")
     ap.add_argument("--naive-images", type=int, default=64, help="the naive loop is slow: fewer images suffice")
     ap.add_argument("--rss-sizes", default="2000,10000", help="dataset sizes for the peak-RSS check ('' to skip)")
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--views", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=5, help="timed batches per random family")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
-    npz, model = resolve_cifar10("train"), resolve_taef2()
     torch.set_num_threads(os.cpu_count() or 1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    gen = load_generator("taesd", str(model), device, torch.float16 if device == "cuda" else torch.float32)
-    recipe = parse_recipe("noise")
-    items = list_inputs(npz).items
-    images = [resize_center_crop(load_rgb(it)[0], args.resolution) for it in items[: args.images]]
-    keys = [sample_key(it.source) for it in items[: args.images]]
-    res = {"device": device, "threads": torch.get_num_threads(), "resolution": args.resolution, "views": args.views,
-           "batch": args.batch_size}
+    res = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "threads": torch.get_num_threads(),
+           "resolution": args.resolution, "views": args.views, "batch": args.batch_size}
     with tempfile.TemporaryDirectory() as tmp:
-        res["model_only_img_s"] = round(model_only(gen, images, keys, recipe, args.views, args.batch_size), 3)
-        res["pipeline_img_s"], _ = pipeline(npz, model, args.images, args.resolution, args.views, args.batch_size,
-                                            Path(tmp) / "p", device)
-        res["naive_img_s"] = round(naive(gen, items[: args.naive_images], args.resolution, recipe, args.views, Path(tmp) / "naive.tar"), 3)
-        res["pipeline_vs_model_only"] = round(res["pipeline_img_s"] / res["model_only_img_s"], 3)
-        res["pipeline_vs_naive"] = round(res["pipeline_img_s"] / res["naive_img_s"], 3)
-        for n in filter(None, args.rss_sizes.split(",")):
-            _, rss = pipeline(npz, model, int(n), args.resolution, args.views, args.batch_size, Path(tmp) / f"rss{n}", device)
-            res[f"peak_rss_mib_{n}"] = round(rss, 1)
-    if torch.cuda.is_available():
-        amused_vqgan_gpu(res)
-    for k, v in res.items():
-        print(f"{k:28s} {v}")
+        families = [f for f in args.families.split(",") if f]
+        if families:
+            npz = resolve_cifar10("train")
+            items = list_inputs(npz).items
+            for fam in families:
+                res[fam] = real_family(fam, npz, items, args, tmp, device)
+        randoms = list(BUILDERS) if args.random_families == "all" else [f for f in args.random_families.split(",") if f]
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        for fam in randoms:
+            res[f"random_{fam}" + ("_smoke" if args.smoke else "")] = random_family(
+                fam, not args.smoke, device, dtype, args.resolution, args.batch_size, args.iters, tmp)
+    print(json.dumps(res, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
 

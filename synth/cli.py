@@ -28,8 +28,8 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--generator", default="taesd", show_default=True, help="Generator family: taesd, vqgan.")
-@click.option("--model", default=None, help="Hub id or local directory (default for taesd: TAEF2 from GCL_HOME, ../shared, or download).")
+@click.option("--generator", default="taesd", show_default=True, help="Generator family: taesd, vqgan, esrgan, diffusion, maskgit, mae.")
+@click.option("--model", default=None, help="Hub id or local directory (defaults: taesd TAEF2, esrgan Real-ESRGAN x4plus, from GCL_HOME, ../shared or download; vqgan amused/amused-256's VQ-GAN).")
 @click.option("--input", "input_", default=None, help="ImageFolder, flat folder, or .npz with 'images' (default: CIFAR-10 train).")
 @click.option("--output", default="out/synth", show_default=True, help="Folder for shards, stats and the manifest.")
 @click.option("--name", default=None, help="Shard name prefix (default: <input>_<generator>_k<views>_r<resolution>).")
@@ -39,7 +39,8 @@ def main(verbose: bool) -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Images per model call.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Parallel shard workers (dask LocalCluster processes when > 1).")
 @click.option("--scheduler", default=None, help="Address of an existing dask scheduler to submit shards to.")
-@click.option("--recipe", default="noise", show_default=True, help="Latent recipe: preset (noise, mask, mix, tokens) or spec like 'noise(strength=0.2..0.6); mask(ratio=0.1..0.3)'.")
+@click.option("--recipe", default=None, help="Latent recipe: preset (noise, mask, mix, tokens, sdedit, resample, remask, esrgan) or spec like 'noise(strength=0.2..0.6); mask(ratio=0.1..0.3)' (default: the generator's preset).")
+@click.option("--residual", is_flag=True, help="Residual views: x + G(view) - G(reconstruction), so a zero perturbation gives the input itself.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Global seed; each view is seeded from (seed, key, view).")
 @click.option("--image-format", default="jpg", show_default=True, type=click.Choice(IMAGE_FORMATS))
 @click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG/WebP quality (95: artefacts well below the generator's own error).")
@@ -56,10 +57,13 @@ def main(verbose: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def run(input_, no_progress, **options):
     """Synthesize view families for every input image into WebDataset shards."""
-    from gcl.synth.defaults import resolve_cifar10
-    from gcl.synth.run import RunConfig, execute
+    from gcl.synth.defaults import check_default_model, resolve_cifar10
 
     try:
+        # before torch and diffusers load: an unreachable hub model fails in ~1 s, not after the imports
+        check_default_model(options["generator"], options["model"])
+        from gcl.synth.run import RunConfig, execute
+
         input_path = str(resolve_cifar10("train")) if input_ is None else input_
         result = execute(RunConfig(input=input_path, progress=not no_progress, **options))
     except UserError as exc:

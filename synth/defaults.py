@@ -27,6 +27,15 @@ TAEF2_SHA256 = {
     "taef2_encoder.safetensors": "ed439d4f19057d2a3b8fb43e3caa9aff37f5b9fdbf707cddff57f5a8ae8d5068",
     "taef2_decoder.safetensors": "79b69df8dd742e179d3b929905310a39901a805840f9b2b8968d1bbf5f65d642",
 }
+# Real-ESRGAN x4plus: the official release asset (a .pth whose `params_ema` dict our RRDBNet loads).
+ESRGAN_DIR = "realesrgan-x4plus"
+ESRGAN_FILES = ("RealESRGAN_x4plus.safetensors", "RealESRGAN_x4plus.pth")
+ESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth"
+ESRGAN_PTH_SHA256 = "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"
+# `--generator vqgan` with no --model: aMUSEd-256's f16 VQ-GAN (8192 codes, diffusers VQModel
+# layout in the repository's vqvae/ folder; openMUSE licence, public).
+VQGAN_DEFAULT = "amused/amused-256"
+VQGAN_DEFAULT_SUBFOLDER = "vqvae"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # the checksum the dataset's distributors publish
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -34,6 +43,10 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 class DownloadError(UserError):
     pass
+
+
+class HubUnavailable(DownloadError):
+    """A hub id with the hub out of reach and nothing in the local cache (one line, names --model DIR)."""
 
 
 def gcl_home() -> Path:
@@ -61,6 +74,82 @@ def resolve_taef2(explicit: str | None = None, download_url: str = TAEF2_URL) ->
     log.warning("TAEF2 not found locally; downloading to %s", target)
     fetch_taef2(target, download_url)
     return target
+
+
+def resolve_esrgan(explicit: str | None = None, download_url: str = ESRGAN_URL) -> Path:
+    """--model, then $GCL_HOME/models/realesrgan-x4plus, ../shared/models/..., then the official
+    .pth (sha256-checked) downloaded into $GCL_HOME."""
+    if explicit:
+        return Path(explicit)
+    candidates = [gcl_home() / "models" / ESRGAN_DIR] + [d / "models" / ESRGAN_DIR for d in shared_dirs()]
+    found = _first_existing(c for c in candidates if any((c / n).is_file() for n in ESRGAN_FILES))
+    if found:
+        return found
+    target = gcl_home() / "models" / ESRGAN_DIR
+    log.warning("Real-ESRGAN x4plus not found locally; downloading to %s", target)
+    raw = _download(download_url)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != ESRGAN_PTH_SHA256:
+        raise DownloadError(f"RealESRGAN_x4plus.pth: sha256 {digest[:16]}... does not match {ESRGAN_PTH_SHA256[:16]}...")
+    target.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target / ESRGAN_FILES[1], raw)
+    return target
+
+
+HUB_HOST = "huggingface.co"
+HUB_PROBE_TIMEOUT_S = 1.5  # a reachable hub answers a TCP connect well within this; offline must fail in < 2 s
+_HUB_REACHABLE: dict = {}  # probed once per process
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connect to the hub, bounded in time (DNS included, via a daemon thread): without it
+    an offline from_pretrained retries for ~23 s before failing with a misleading message."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    if "ok" not in _HUB_REACHABLE:
+        import socket
+        import threading
+
+        result = {"ok": False}
+
+        def probe():
+            try:
+                socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+                result["ok"] = True
+            except OSError:
+                pass
+
+        t = threading.Thread(target=probe, daemon=True)
+        t.start()
+        t.join(timeout)
+        _HUB_REACHABLE["ok"] = result["ok"]
+    return _HUB_REACHABLE["ok"]
+
+
+def hub_cached(model: str) -> bool:
+    """Whether the local hub cache holds anything of this repository (checked without diffusers)."""
+    from huggingface_hub import constants
+
+    return os.path.isdir(os.path.join(constants.HF_HUB_CACHE, "models--" + model.replace("/", "--")))
+
+
+def check_hub_model(model: str) -> None:
+    """Fail in < 2 s, before any heavy import (this module does not import torch), when a hub id
+    can be neither downloaded nor found in the cache: the alternative is a ~23 s retry loop and
+    a misleading message."""
+    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+    if not os.path.exists(model) and looks_like_hub_id and not hub_cached(model) and not hub_reachable():
+        raise HubUnavailable(
+            f"cannot load hub model {model!r} (hub out of reach and not in the local cache); "
+            f"download it elsewhere and pass --model DIR (its local directory)"
+        )
+
+
+def check_default_model(family: str, model: str | None) -> None:
+    """The hub check for what `--generator FAMILY [--model M]` will load (the vqgan default included)."""
+    target = model if model is not None else (VQGAN_DEFAULT if family == "vqgan" else None)
+    if target is not None:
+        check_hub_model(target)
 
 
 def fetch_taef2(target: Path, url_template: str = TAEF2_URL) -> None:

@@ -34,6 +34,7 @@ class SynthOptions:
     batch_size: int  # batch composition decides mix partners and float summation order
     dtype: str
     device_type: str  # "cpu" / "cuda": bytes are reproducible on the same kind of device
+    residual: bool = False  # views are x + G(view) - G(reconstruction) (see worker.generate_views)
 
 
 @dataclass

@@ -60,6 +60,7 @@ class RunConfig:
     manifest_copy: str | None
     reference: str | None = None  # a published manifest: report whether these shards match it
     progress: bool = True
+    residual: bool = False  # views are x + G(view) - G(reconstruction)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -74,18 +75,22 @@ def prepare(cfg: RunConfig):
     """Everything that can fail on configuration, before any work: returns (plan, runtime, generator)."""
     from gcl.synth.generators.base import pick_device
 
-    recipe = parse_recipe(cfg.recipe)
+    from gcl.synth.generators import DEFAULT_RECIPES
+    from gcl.synth.worker import recipe_problem
+
+    recipe = parse_recipe(cfg.recipe or DEFAULT_RECIPES.get(cfg.generator, "noise"))
     device = pick_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     generator = load_generator(cfg.generator, cfg.model, str(device), getattr(torch, dtype))
     if cfg.resolution % generator.downsample:
         raise UserError(f"--resolution {cfg.resolution} must be a multiple of the generator's downsampling ({generator.downsample})")
-    if recipe.needs_codebook and not generator.has_codebook:
-        raise UserError(f"recipe {recipe.spec!r} uses codebook ops but --generator {cfg.generator} has no codebook")
+    if recipe_problem(generator, recipe):
+        raise UserError(recipe_problem(generator, recipe))
     inputs = list_inputs(cfg.input)
     name = cfg.name or default_name(cfg)
     options = SynthOptions(generator.id, generator.weights_sha256, recipe.spec, cfg.views,
-                           cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type)
+                           cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type,
+                           cfg.residual)
     plan = make_plan(inputs, cfg.output, name, cfg.shard_size, options, cfg.limit)
     if not plan.tasks:
         raise UserError(f"no inputs to process in {cfg.input}")
@@ -152,12 +157,15 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
         progress.close()
     seconds = time.perf_counter() - t0
     manifest = build_manifest(plan, inputs, results, failed, seconds, generator)
+    manifest["residual"] = plan.options.residual
+    manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"])
     manifest_path = Path(cfg.output) / f"{plan.name}.manifest.json"
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
         if manifest["throughput"]["generated_samples"] == 0:
             # a re-run that found everything committed keeps the throughput of the run that did the work
             manifest["throughput"] = previous.get("throughput", manifest["throughput"])
+            manifest["cost"] = previous.get("cost", manifest["cost"])
         if "view_stats" in previous:  # measured later by `gcl-synth viewstats`; same plan, same shards
             manifest["view_stats"] = previous["view_stats"]
     path = write_manifest(manifest, manifest_path, cfg.output)
@@ -170,6 +178,16 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
         match, lines = compare_to_reference(manifest, load_manifest(cfg.reference))
         print(f"reference {cfg.reference}: {'MATCH' if match else 'MISMATCH'}: " + "\n  ".join(lines))
     return {"manifest": str(path), "failed": failed, "results": results, "reference_match": match}
+
+
+def synthesis_cost(generator, plan: Plan, throughput: dict) -> dict:
+    """FLOPs per input image (all K views, counted once on a small batch) and the measured time,
+    so a study can put synthesis cost next to training cost."""
+    from gcl.synth.worker import count_flops
+
+    opts = plan.options
+    flops = count_flops(generator, parse_recipe(opts.recipe), opts.views, opts.resolution, opts.seed, opts.residual)
+    return {"flops_per_image": flops, "seconds": throughput["seconds"], "images": throughput["generated_samples"]}
 
 
 def build_manifest(plan: Plan, inputs, results: dict, failed: dict, seconds: float, generator) -> dict:

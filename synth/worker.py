@@ -38,23 +38,72 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-@torch.inference_mode()
-def generate_views(generator, images: list[np.ndarray], keys: list[str], recipe: Recipe, num_views: int, seed: int):
-    """Run one batch through encoder -> augmenter -> decoder.
+SAMPLER_SEED_OFFSET = 1  # a view's sampler stream is seeded view_seed + 1: independent of the latent ops' draws
 
+
+@torch.inference_mode()
+def generate_views(generator, images: list[np.ndarray], keys: list[str], recipe: Recipe, num_views: int, seed: int,
+                   residual: bool = False):
+    """Run one batch through encoder -> augmenter -> decoder (or the generator's sampler).
+
+    residual=True returns x + G(view) - G(plain reconstruction): only the generator's change
+    enters, so a view with zero perturbation (strength 0, ratio 0, no noise) is the input itself.
     Returns (views, records): views[i] is a list of K uint8 HWC arrays, records[i] the K view
     records (ops, drawn values, seed) for image i.
     """
-    latents = generator.encode(to_tensor(images))
+    x = to_tensor(images)
+    latents = generator.encode(x)
+    base = generator.decode(latents).float().cpu() if residual else None
     views = [[] for _ in images]
     records = [[] for _ in images]
     for v in range(num_views):
         z, recs = augment_latents(generator, latents, keys, recipe, v, seed)
-        out = to_uint8(generator.decode(z))
+        out = render(generator, z, recs)
+        if residual:
+            out = x + out.float().cpu() - base
+        out = to_uint8(out)
         for i in range(len(images)):
             views[i].append(out[i])
             records[i].append(recs[i])
     return views, records
+
+
+def render(generator, z: torch.Tensor, recs: list[dict]) -> torch.Tensor:
+    """Plain decode, or the generator's sampler with each image's drawn op values and own RNG."""
+    if generator.view_op is None:
+        return generator.decode(z)
+    params = []
+    for r in recs:
+        op = next((o for o in r["ops"] if o["op"] == generator.view_op), None)
+        params.append(None if op is None else {k: v for k, v in op.items() if k != "op"})
+    gens = [torch.Generator().manual_seed((r["seed"] + SAMPLER_SEED_OFFSET) & ((1 << 63) - 1)) for r in recs]
+    return generator.sample(z, params, gens)
+
+
+FLOP_COUNT_IMAGES = 2  # images in the one batch whose FLOPs are counted (per-image cost is their mean)
+
+
+def count_flops(generator, recipe: Recipe, num_views: int, resolution: int, seed: int, residual: bool = False) -> int:
+    """Model FLOPs per input image for its K views (torch's FlopCounterMode: matmuls and convs),
+    on a fixed grey batch whose keys draw the recipe's values like real keys do."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images = [np.full((resolution, resolution, 3), 128, np.uint8)] * FLOP_COUNT_IMAGES
+    keys = [f"flop-count-{i}" for i in range(FLOP_COUNT_IMAGES)]
+    with FlopCounterMode(display=False) as counter:
+        generate_views(generator, images, keys, recipe, num_views, seed, residual)
+    return int(counter.get_total_flops() // FLOP_COUNT_IMAGES)
+
+
+def recipe_problem(generator, recipe: Recipe) -> str | None:
+    """Why this recipe cannot run on this generator (one line), or None."""
+    if recipe.needs_codebook and not generator.has_codebook:
+        return f"recipe {recipe.spec!r} uses codebook ops but --generator {generator.family} has no codebook"
+    if recipe.view_op is not None and recipe.view_op != generator.view_op:
+        from gcl.synth.augment import GENERATOR_OPS
+
+        return f"recipe op {recipe.view_op} needs --generator {GENERATOR_OPS[recipe.view_op]}, not {generator.family}"
+    return None
 
 
 def _load_one(item: InputItem, resolution: int):
@@ -101,7 +150,8 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
                             skipped.append({"source": item.source, "error": err})
                 if good:
                     keys = [sample_key(it.source) for it, _ in good]
-                    views, records = generate_views(generator, [a for _, a in good], keys, recipe, options.views, options.seed)
+                    views, records = generate_views(generator, [a for _, a in good], keys, recipe, options.views, options.seed,
+                                                    options.residual)
                     if pending_write is not None:
                         pending_write.result()  # keep tar order; surface write errors
                     pending_write = encoder_pool.submit(_write_batch, writer, sketch, good, keys, views, records, options, class_names)
@@ -139,7 +189,8 @@ def _write_batch(writer: ShardWriter, sketch: PixelSketch, good, keys, views, re
             images[view_member(v)] = encode_image(view, fmt, q)
         meta = {
             "source": item.source, "resolution": options.resolution, "generator": options.generator,
-            "weights_sha256": options.weights_sha256, "recipe": options.recipe, "seed": options.seed, "views": recs,
+            "weights_sha256": options.weights_sha256, "recipe": options.recipe, "seed": options.seed,
+            "residual": options.residual, "views": recs,
         }
         if item.label is not None:
             meta["label"] = item.label

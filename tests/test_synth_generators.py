@@ -69,5 +69,5 @@ def test_autoencodertiny_dir_loads(tmp_path):
 
 
 def test_hub_id_offline_gives_actionable_error():
-    with pytest.raises(GeneratorLoadError, match="--model PATH"):
+    with pytest.raises(GeneratorLoadError, match="--model DIR"):
         load_generator("vqgan", "someone/not-cached-vqgan")

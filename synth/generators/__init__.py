@@ -6,25 +6,52 @@ import importlib
 
 import torch
 
+from gcl.synth.defaults import HubUnavailable, check_hub_model
 from gcl.synth.generators.base import Generator, GeneratorLoadError, pick_device
 
-# family name -> module with load(model, device, dtype); diffusion (img2img) and image-transformer
-# (MaskGIT/MAE) families register here as their modules land.
-FAMILIES = {"taesd": "gcl.synth.generators.taesd", "vqgan": "gcl.synth.generators.vqgan"}
+# family name -> module with load(model, device, dtype): autoencoders (taesd, vqgan), a GAN
+# (esrgan), diffusion (SDEdit img2img) and image transformers (maskgit, mae).
+FAMILIES = {
+    "taesd": "gcl.synth.generators.taesd",
+    "vqgan": "gcl.synth.generators.vqgan",
+    "esrgan": "gcl.synth.generators.esrgan",
+    "diffusion": "gcl.synth.generators.diffusion",
+    "maskgit": "gcl.synth.generators.maskgit",
+    "mae": "gcl.synth.generators.mae",
+}
+# The recipe (preset name or spec) a family runs when --recipe is not given.
+DEFAULT_RECIPES = {"taesd": "noise", "vqgan": "noise", "esrgan": "esrgan", "diffusion": "sdedit",
+                   "maskgit": "resample", "mae": "remask"}
+# Families with no default model: the user names one (a hub id or a local directory).
+NEEDS_MODEL = {"diffusion": "a diffusers UNet2DModel or Stable Diffusion layout (unet/, scheduler/[, vae/, text_encoder/])",
+               "maskgit": "an aMUSEd layout (vqvae/, transformer/, text_encoder/, tokenizer/)",
+               "mae": "a transformers ViTMAEForPreTraining directory, e.g. facebook/vit-mae-base"}
 
 
 def load_generator(family: str, model: str | None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Generator:
     if family not in FAMILIES:
         raise GeneratorLoadError(f"unknown generator {family!r}; choose one of {', '.join(sorted(FAMILIES))}")
     if model is None:
-        if family != "taesd":
-            raise GeneratorLoadError(f"--generator {family} needs --model (a hub id or a local directory)")
-        from gcl.synth.defaults import resolve_taef2
-
-        model = str(resolve_taef2())
+        model = default_model(family)
+    try:
+        check_hub_model(model)
+    except HubUnavailable as exc:
+        raise GeneratorLoadError(str(exc)) from None
     module = importlib.import_module(FAMILIES[family])
     gen = module.load(model, pick_device(device), dtype)
     return gen
 
 
-__all__ = ["FAMILIES", "Generator", "GeneratorLoadError", "load_generator"]
+def default_model(family: str) -> str:
+    from gcl.synth import defaults
+
+    if family == "taesd":
+        return str(defaults.resolve_taef2())
+    if family == "esrgan":
+        return str(defaults.resolve_esrgan())
+    if family == "vqgan":
+        return defaults.VQGAN_DEFAULT
+    raise GeneratorLoadError(f"--generator {family} needs --model DIR or a hub id: {NEEDS_MODEL[family]}")
+
+
+__all__ = ["DEFAULT_RECIPES", "FAMILIES", "Generator", "GeneratorLoadError", "load_generator"]

@@ -4,8 +4,15 @@ A generator is the image<->latent pair of a pretrained generative model:
     encode(x)  x: (B, 3, H, W) float in [0, 1]  ->  latent z (B, C, h, w)
     decode(z)  -> (B, 3, H, W) float in [0, 1] (clamped)
 Families with a discrete codebook (VQGAN, image transformers) also expose tokens/embed/codebook
-so that token-level augmentations can act on indices. Diffusion (img2img/SDEdit) and MaskGIT /
-MAE families plug in behind the same two calls: their `decode` is where the new detail is made.
+so that token-level augmentations can act on indices.
+
+Families whose decoder is itself a random process (diffusion SDEdit, MaskGIT resampling, MAE
+re-masking) name the recipe op they consume in `view_op` and implement
+    sample(z, params, gens) -> (B, 3, H, W) in [0, 1]
+where params[i] holds image i's drawn values of that op (None: op skipped, plain decode) and
+gens[i] is image i's own CPU torch.Generator, so a view never depends on its batch neighbours.
+`decode(z)` is always the strength-0 output (the plain reconstruction), which residual views
+subtract. Autoencoders and ESRGAN have no view op: their `sample` is `decode`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from dataclasses import dataclass, field
 import torch
 
 from gcl.errors import UserError
+from gcl.synth.defaults import hub_reachable  # torch-free, shared with the CLI's early check
+
 
 
 class GeneratorLoadError(UserError):
@@ -43,13 +52,20 @@ class Generator:
     @property
     def hub_id(self) -> str | None:
         """The hub name the weights came from (a public name, not a local path), if any."""
-        return None if is_local(self.model_id) else self.model_id
+        return self.model_id if "/" in self.model_id and not is_local(self.model_id) else None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    # The recipe op whose drawn values `sample` consumes (e.g. "sdedit"); None for plain decoders.
+    view_op = None
+
+    def sample(self, z: torch.Tensor, params: list, gens: list) -> torch.Tensor:
+        """Decode with per-image view parameters; plain decoders ignore them."""
+        return self.decode(z)
 
     # Token interface, only for has_codebook=True families.
     def tokens(self, z: torch.Tensor) -> torch.Tensor:
@@ -77,11 +93,14 @@ def is_local(model: str) -> bool:
 
 
 def from_pretrained_or_explain(cls, model: str, **kwargs):
-    """`cls.from_pretrained(model)` with a one-line error that says what to do when it fails."""
+    """`cls.from_pretrained(model)` with a one-line error that says what to do when it fails.
+    A hub id with the hub out of reach is looked up in the local cache only (fails in < 2 s)."""
     if not is_local(model) and ("/" not in model or model.startswith((".", "/"))):
         raise GeneratorLoadError(f"model {model!r} is neither a local directory nor a hub id (owner/name)")
     import warnings
 
+    if not is_local(model) and not hub_reachable():
+        kwargs["local_files_only"] = True
     try:
         with warnings.catch_warnings():  # hub client deprecation chatter is not the user's business
             warnings.simplefilter("ignore")
@@ -89,12 +108,33 @@ def from_pretrained_or_explain(cls, model: str, **kwargs):
     except (OSError, ValueError, EnvironmentError) as exc:
         if is_local(model):
             raise GeneratorLoadError(f"cannot load {cls.__name__} from {model}: {str(exc).splitlines()[0]}") from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        hint = "" if offline else " (set HF_HUB_OFFLINE=1 to fail fast without network)"
         raise GeneratorLoadError(
-            f"cannot load hub model {model!r} (no network or not in the local cache){hint}; "
-            f"download it elsewhere and pass --model PATH to its local directory"
+            f"cannot load hub model {model!r} (hub out of reach and not in the local cache); "
+            f"download it elsewhere and pass --model DIR (its local directory)"
         ) from None
+
+
+def read_config(model: str, subfolder: str = "", filename: str = "config.json") -> dict:
+    """A component's config file (local directory or cached/reachable hub id) without loading weights."""
+    import json
+
+    if is_local(model):
+        path = os.path.join(model, subfolder, filename)
+        if not os.path.isfile(path):
+            raise GeneratorLoadError(f"{model} has no {os.path.join(subfolder, filename)}: not the expected model layout")
+        with open(path) as fh:
+            return json.load(fh)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(model, filename, subfolder=subfolder or None, local_files_only=not hub_reachable())
+    except Exception:  # noqa: BLE001 - every hub failure is the same user-fixable problem
+        raise GeneratorLoadError(
+            f"cannot load hub model {model!r} (hub out of reach and not in the local cache); "
+            f"download it elsewhere and pass --model DIR (its local directory)"
+        ) from None
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def pick_device(device: str) -> torch.device:

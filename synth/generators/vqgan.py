@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from gcl.synth.generators.base import Generator, channels_last, from_pretrained_or_explain, state_dict_sha256
+import os
+
+from gcl.synth.generators.base import Generator, channels_last, from_pretrained_or_explain, is_local, state_dict_sha256
+
+VQ_SUBFOLDER = "vqvae"  # where an aMUSEd-layout repository keeps its VQ-GAN
 
 
 class VQGANGenerator(Generator):
@@ -37,10 +41,20 @@ class VQGANGenerator(Generator):
         return self.codebook()[idx].permute(0, 3, 1, 2).contiguous()
 
 
+def vq_location(model: str, default_hub_id: str) -> dict:
+    """A bare VQModel directory, or the vqvae/ folder of an aMUSEd-layout one (the default model)."""
+    if is_local(model):
+        bare = os.path.isfile(os.path.join(model, "config.json"))
+        return {} if bare or not os.path.isdir(os.path.join(model, VQ_SUBFOLDER)) else {"subfolder": VQ_SUBFOLDER}
+    return {"subfolder": VQ_SUBFOLDER} if model == default_hub_id else {}
+
+
 def load(model: str, device: torch.device, dtype: torch.dtype) -> VQGANGenerator:
     from diffusers import VQModel
 
-    vq = from_pretrained_or_explain(VQModel, model).eval().to(device, dtype, memory_format=torch.channels_last)
+    from gcl.synth.defaults import VQGAN_DEFAULT
+
+    vq = from_pretrained_or_explain(VQModel, model, **vq_location(model, VQGAN_DEFAULT)).eval().to(device, dtype, memory_format=torch.channels_last)
     downsample = 2 ** (len(vq.config.block_out_channels) - 1)
     return VQGANGenerator(
         vq, family="vqgan", model_id=str(model), downsample=downsample, device=device, dtype=dtype,
