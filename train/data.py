@@ -1,8 +1,12 @@
-"""Shards -> view families -> chosen views -> handcrafted augmentation -> batches.
+"""Shards -> view families -> chosen members, decoded to uint8 tensors -> batches.
+
+The workers only read and decode; handcrafted augmentation runs on the whole batch in the training
+process (train/augment.py, called by methods/base.py), where the model is.
 
 Order of work per epoch (all of it a function of seed + epoch, so a resumed run sees the same
 data): shard order shuffled by (seed, epoch), shards split by rank then by worker, a sample
-shuffle buffer, and only then decoding - of the chosen members only. Each worker yields small
+shuffle buffer, and only then decoding - of the chosen members only, at the shard resolution
+(`Source.size`; other sizes are resized and centre-cropped to it). Each worker yields small
 uint8 chunks; the main process cuts them into exact batches and ends the epoch after
 `steps_per_epoch` batches, so every rank takes the same number of steps (DDP needs that).
 """
@@ -18,11 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from gcl.inputs import InputError, list_inputs, load_rgb
+from gcl.inputs import InputError, list_inputs, load_rgb, resize_center_crop
 from gcl.manifest import ManifestError, is_url, load_manifest, shard_urls, verify_manifest
-from gcl.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
-from gcl.train.augment import ViewAugmenter
-from gcl.train.config import TrainConfig, default_workers
+from gcl.shards import ORIG, ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
+from gcl.train.config import TrainConfig, default_workers, resolution
 from gcl.train.epochs import DataError, EpochLoader
 from gcl.train.pairing import PairingError, check_family, choose_members
 
@@ -38,6 +41,7 @@ class Source:
     has_orig: bool = True
     class_names: list[str] | None = None
     description: str = ""
+    size: int = 32  # side of the square uint8 images the workers hand over (the shard resolution)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -51,17 +55,33 @@ def _expand(spec: str) -> list[str]:
     return list(braceexpand.braceexpand(spec))
 
 
-def _count_local_tar(path: str) -> tuple[int, list[str]]:
-    """Samples in a local shard without a manifest, and the first family's member names."""
-    count, first = 0, []
+def _count_local_tar(path: str) -> tuple[int, list[str], int]:
+    """Samples in a local shard without a manifest, the first family's member names and the
+    shorter side of its first image (the shard resolution)."""
+    count, first, size = 0, [], 0
     try:
         for raw in read_shard(path):
             if count == 0:
                 first = [k.partition(".")[0] for k in raw if not k.startswith("__")]
+            size = size or _image_side(raw)
             count += 1
     except (OSError, ShardReadError) as exc:
         raise DataError(f"cannot read shard {path}: {exc}; re-run gcl-synth or drop it from --shards") from None
-    return count, first
+    return count, first, size
+
+
+def _image_side(raw: dict) -> int:
+    """Shorter side of a family's first decodable member; 0 when none decodes (counted later)."""
+    try:
+        images, _, _ = parse_family(raw)
+    except ValueError:
+        return 0
+    for data in images.values():
+        try:
+            return min(decode_image(data).size)
+        except Exception:  # noqa: BLE001 - a corrupt member: try the next one
+            continue
+    return 0
 
 
 def resolve_source(cfg: TrainConfig) -> Source:
@@ -70,9 +90,11 @@ def resolve_source(cfg: TrainConfig) -> Source:
             inputs = list_inputs(cfg.input)
         except InputError as exc:
             raise DataError(str(exc)) from None
+        first = next((a for a, err in map(load_rgb, inputs.items[:16]) if err is None), None)
+        size = min(first.shape[:2]) if first is not None else resolution(cfg)
         return Source("input", inputs.items, [1] * len(inputs.items), 0, True, inputs.class_names,
-                      cfg.input)
-    urls, counts, views, names, descr = [], [], None, None, []
+                      cfg.input, size)
+    urls, counts, views, names, descr, size = [], [], None, None, [], 0
     for spec in cfg.shards:
         if spec.endswith(".json"):
             try:
@@ -89,13 +111,15 @@ def resolve_source(cfg: TrainConfig) -> Source:
             counts += [int(s["samples"]) for s in manifest["shards"]]
             views = int(manifest.get("views", 0)) if views is None else min(views, int(manifest.get("views", 0)))
             names = names or manifest.get("class_names")
+            size = size or int(manifest.get("resolution") or 0)
             descr.append(spec)
             continue
         for url in _expand(spec):
             if is_url(url):
                 raise DataError(f"{url}: remote shards need their manifest (epoch length comes from its "
                                 "sample counts); pass --shards MANIFEST.json")
-            n, first = _count_local_tar(url) if os.path.exists(url) else (None, None)
+            n, first, tar_size = _count_local_tar(url) if os.path.exists(url) else (None, None, 0)
+            size = size or tar_size
             if n is None:
                 raise DataError(f"shard file missing: {url}; check the path or pattern given to --shards")
             urls.append(url)
@@ -107,7 +131,7 @@ def resolve_source(cfg: TrainConfig) -> Source:
     if missing:
         raise DataError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
                         "copy them next to the manifest or re-run gcl-synth")
-    return Source("shards", urls, counts, views or 0, True, names, " ".join(descr))
+    return Source("shards", urls, counts, views or 0, True, names, " ".join(descr), size or resolution(cfg))
 
 
 def check_source(source: Source, cfg: TrainConfig, world: int) -> int:
@@ -130,14 +154,14 @@ def check_source(source: Source, cfg: TrainConfig, world: int) -> int:
 
 
 class FamilyStream(IterableDataset):
-    """One rank's stream for one (epoch, pass): chunks of augmented views, labels and keys."""
+    """One rank's stream for one (epoch, pass): chunks of decoded uint8 members (N, V, 3, S, S),
+    which of them are generated views (N, V), labels and keys."""
 
     def __init__(self, source: Source, cfg: TrainConfig):
         self.source, self.seed = source, cfg.seed
         self.gen_prob, self.pairing = cfg.gen_prob, cfg.pairing
         self.count = cfg.family_views or 2
         self.buffer = cfg.shuffle_buffer
-        self.augment = ViewAugmenter(cfg.augmentations)
         self.epoch = self.pass_ = self.rank = 0
         self.world = 1
 
@@ -153,20 +177,26 @@ class FamilyStream(IterableDataset):
         mine = self.rank_units()[worker::nw]
         self.skipped = 0
         raw = self._shard_samples(mine, worker) if self.source.kind == "shards" else self._input_samples(mine)
-        views, labels, keys = [], [], []
+        batch = []
         for sample in raw:
-            views.append(sample[0])
-            labels.append(sample[1])
-            keys.append(sample[2])
-            if len(keys) == CHUNK:
-                yield self._chunk(views, labels, keys, worker)
-                views, labels, keys = [], [], []
-        if keys:
-            yield self._chunk(views, labels, keys, worker)
+            batch.append(sample)
+            if len(batch) == CHUNK:
+                yield self._chunk(batch, worker)
+                batch = []
+        if batch:
+            yield self._chunk(batch, worker)
 
-    def _chunk(self, views, labels, keys, worker):
-        return {"views": torch.stack(views), "label": torch.tensor(labels, dtype=torch.long), "key": keys,
+    def _chunk(self, samples, worker):
+        views, generated, labels, keys = zip(*samples)
+        return {"views": torch.stack(views), "generated": torch.stack(generated),
+                "label": torch.tensor(labels, dtype=torch.long), "key": list(keys),
                 "skipped": self.skipped, "worker": worker}
+
+    def _to_tensor(self, arr: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (3, S, S) uint8 at the source's size."""
+        if arr.shape[:2] != (self.source.size, self.source.size):
+            arr = resize_center_crop(arr, self.source.size)
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
 
     def _tar_error(self, exc: Exception) -> bool:
         self.skipped += 1
@@ -202,24 +232,24 @@ class FamilyStream(IterableDataset):
             images, _, label = parse_family(raw)
             rng = random.Random(f"{self.seed}:{self.epoch}:{self.pass_}:{key}")
             chosen = choose_members(rng, self.source.num_views, self.gen_prob, self.pairing, self.count)
-            decoded = {m: decode_image(images[m]) for m in set(chosen)}  # decode only what is used
+            # decode only what is used
+            decoded = {m: self._to_tensor(np.asarray(decode_image(images[m]))) for m in set(chosen)}
         except Exception:  # noqa: BLE001 - a corrupt family is counted and skipped, never fatal
             self.skipped += 1
             return None
-        return self.augment([decoded[m] for m in chosen]), -1 if label is None else label, key
+        generated = torch.tensor([m != ORIG for m in chosen])
+        return torch.stack([decoded[m] for m in chosen]), generated, -1 if label is None else label, key
 
     def _input_samples(self, mine):
-        from PIL import Image
-
-        perm = list(mine)
-        for i in perm:
+        for i in mine:
             item = self.source.units[i]
             arr, err = load_rgb(item)
             if err is not None:
                 self.skipped += 1
                 continue
-            img = Image.fromarray(arr)
-            yield self.augment([img] * self.count), -1 if item.label is None else item.label, item.source
+            img = self._to_tensor(arr)
+            yield (img.expand(self.count, *img.shape), torch.zeros(self.count, dtype=torch.bool),
+                   -1 if item.label is None else item.label, item.source)
 
 
 def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Source]:

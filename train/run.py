@@ -91,7 +91,8 @@ def _merge_metrics(out: Path) -> None:
         prev.unlink()
 
 
-def train(cfg: TrainConfig, resume: bool, record_keys: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callbacks: tuple = ()) -> dict:
+    """Run (or --resume) one training run; extra_callbacks: e.g. bench/train_speed.py's step timer."""
     out = Path(cfg.output)
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
@@ -130,6 +131,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False) -> dict:
                                          save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False))
     if record_keys:
         callbacks.append(KeyRecorder(out / "keys"))
+    callbacks += list(extra_callbacks)
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if world > 1 else "auto", precision=_precision(cfg),

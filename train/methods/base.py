@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from gcl.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_predict
 from gcl.backbones import CKPT_INFO_KEY, build_backbone
-from gcl.train.config import ConfigError
+from gcl.train.augment import augment_seed, augment_views
+from gcl.train.config import AugConfig, ConfigError
 
 
 class BaseMethod(L.LightningModule):
@@ -43,6 +44,9 @@ class BaseMethod(L.LightningModule):
         self.total_steps = cfg["epochs"] * steps_per_epoch
         self.eval_bank = None  # (uint8 images NCHW, labels) set by the cli when online eval is on
         self.train_loader = None  # EpochLoader, for the corrupt-sample count
+        self.augs = [AugConfig(**a) for a in cfg["augmentations"]]
+        gen_aug = cfg.get("gen_augmentations")
+        self.gen_aug = AugConfig(**gen_aug) if gen_aug else None
         self.build_heads()
 
     # -- subclass API ---------------------------------------------------------------------
@@ -54,10 +58,19 @@ class BaseMethod(L.LightningModule):
 
     # -- training -------------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float().div_(255.0) - self.mean) / self.std
+        """uint8 images (0-255) or augmented floats (0-1) -> normalized floats."""
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x
+        return (x - self.mean) / self.std
+
+    def augment(self, batch: dict) -> list[torch.Tensor]:
+        """The handcrafted views of this step, drawn from (seed, epoch, step, rank): a resumed or
+        repeated run draws the same crops, flips and colours."""
+        gen = torch.Generator().manual_seed(
+            augment_seed(self.cfg["seed"], self.current_epoch, self.global_step, self.global_rank))
+        return augment_views(batch["views"], batch.get("generated"), self.augs, self.gen_aug, gen)
 
     def training_step(self, batch, batch_idx):
-        views = [self.normalize(v) for v in batch["views"]]
+        views = [self.normalize(v) for v in self.augment(batch)]
         out = self.views_loss(views, batch)
         loss = out["loss"]
         bs = views[0].shape[0]
