@@ -87,7 +87,9 @@ class TrainConfig:
     num_workers: int = -1  # -1: one per CPU core, at most 8
     # online evaluation
     eval_train: str | None = None  # labelled set for the kNN bank (npz / ImageFolder / shards)
-    eval_test: str | None = None  # labelled queries for kNN and the online linear probe
+    # labelled queries held out of the training data: the only metric that selects best.ckpt
+    eval_val: str | None = None
+    eval_test: str | None = None  # labelled queries, reported (test_*) but never used to select
     eval_every: int = 1  # epochs
     eval_limit: int = 10000  # images per eval set; CIFAR's 50k bank costs more than it tells
     # run
@@ -197,8 +199,23 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"unknown optimizer {cfg.optimizer.name!r}; choose sgd, lars or adamw")
     if len({a.crop_size for a in cfg.augmentations}) != 1:
         raise ConfigError("all augmentation entries need the same crop_size")
-    if cfg.eval_train and not cfg.eval_test or cfg.eval_test and not cfg.eval_train:
-        raise ConfigError("online evaluation needs both --eval-train (kNN bank) and --eval-test (queries)")
+    _validate_eval(cfg)
+
+
+def _validate_eval(cfg: TrainConfig) -> None:
+    queries = [p for p in (cfg.eval_val, cfg.eval_test) if p]
+    if bool(cfg.eval_train) != bool(queries):
+        raise ConfigError("online evaluation needs --eval-train (kNN bank) and --eval-val and/or --eval-test (queries)")
+    same = lambda a, b: bool(a and b) and os.path.realpath(a) == os.path.realpath(b)  # noqa: E731
+    if same(cfg.eval_val, cfg.eval_test):
+        raise ConfigError("--eval-val and --eval-test are the same data: checkpoint selection must not see the "
+                          "test set; hold a validation split out of the training data")
+    if same(cfg.eval_val, cfg.eval_train):
+        raise ConfigError("--eval-val is the kNN bank (--eval-train): every query would find itself; "
+                          "use a separate held-out split")
+    for path in (cfg.input, *cfg.shards):
+        if same(cfg.eval_val, path) or same(cfg.eval_test, path):
+            raise ConfigError(f"{path} is both training data and an evaluation query set; hold the queries out")
 
 
 def resolution(cfg: TrainConfig) -> int:

@@ -259,21 +259,3 @@ def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Sourc
     if source.kind == "shards":
         nw = min(nw, max(1, len(source.units) // world))  # a worker without a shard would idle
     return EpochLoader(FamilyStream(source, cfg), cfg.batch_size, steps, nw), source
-
-
-def load_eval_sets(cfg: TrainConfig, resolution: int):
-    """(bank images, bank labels, test images, test labels, num_classes) as uint8 NCHW tensors."""
-    from gcl.eval.data import load_labelled
-
-    sets = []
-    for path in (cfg.eval_train, cfg.eval_test):
-        try:
-            s = load_labelled(path, resolution=resolution, limit=cfg.eval_limit or None)
-        except (InputError, ManifestError, OSError) as exc:
-            raise DataError(f"online eval set {path}: {exc}") from None
-        if len(s.labels) == 0:
-            raise DataError(f"online eval set {path} is empty")
-        sets.append((torch.from_numpy(np.ascontiguousarray(s.images)).permute(0, 3, 1, 2).contiguous(),
-                     torch.from_numpy(s.labels).long()))
-    num_classes = int(max(sets[0][1].max(), sets[1][1].max())) + 1
-    return sets[0][0], sets[0][1], sets[1][0], sets[1][1], num_classes

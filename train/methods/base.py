@@ -42,7 +42,8 @@ class BaseMethod(L.LightningModule):
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
         self.steps_per_epoch, self.world_size = steps_per_epoch, world_size
         self.total_steps = cfg["epochs"] * steps_per_epoch
-        self.eval_bank = None  # (uint8 images NCHW, labels) set by the cli when online eval is on
+        self.eval_bank = None  # (uint8 images NCHW, labels): see set_eval
+        self.eval_names: list[str] = []  # query sets, one val dataloader each, e.g. ["val", "test"]
         self.train_loader = None  # EpochLoader, for the corrupt-sample count
         self.augs = [AugConfig(**a) for a in cfg["augmentations"]]
         gen_aug = cfg.get("gen_augmentations")
@@ -155,29 +156,40 @@ class BaseMethod(L.LightningModule):
             out.append(self.backbone(self.normalize(x_uint8[i:i + batch].to(self.device))).float())
         return torch.cat(out)
 
+    def set_eval(self, bank: tuple[torch.Tensor, torch.Tensor], names: list[str]) -> None:
+        """The kNN bank (uint8 NCHW images, labels) and the names of the query sets ("val",
+        "test"), in the order of the validation dataloaders; metrics are logged as NAME_knn_top1."""
+        self.eval_bank, self.eval_names = bank, list(names)
+
     def on_validation_epoch_start(self):
         # Every rank embeds the whole bank (<= eval_limit images): simpler than gathering slices
         # of unequal size, and cheap next to an epoch of training.
         x, y = self.eval_bank
         self._bank = (self.features(x), y.to(self.device))
-        self._counts = torch.zeros(3, device=self.device)  # knn correct, linear correct, total
+        # per query set: knn correct, linear correct, total
+        self._counts = torch.zeros(len(self.eval_names), 3, device=self.device)
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
         x, y = batch
         f = self.backbone(self.normalize(x)).float()
         n_cls = int(self._bank[1].max()) + 1 if self.classifier is None else self.classifier.out_features
         scores = knn_predict(self._bank[0], self._bank[1], f, n_cls, k=DEFAULT_K, temperature=DEFAULT_TEMPERATURE)
-        self._counts[0] += (scores.argmax(1) == y).sum()
+        counts = self._counts[dataloader_idx]
+        counts[0] += (scores.argmax(1) == y).sum()
         if self.classifier is not None:
-            self._counts[1] += (self.classifier(f).argmax(1) == y).sum()
-        self._counts[2] += y.numel()
+            counts[1] += (self.classifier(f).argmax(1) == y).sum()
+        counts[2] += y.numel()
 
     def on_validation_epoch_end(self):
         counts = self.trainer.strategy.reduce(self._counts, reduce_op="sum")
-        total = max(1.0, counts[2].item())
-        self.log("knn_top1", 100.0 * counts[0].item() / total, prog_bar=True, sync_dist=False)
-        if self.classifier is not None:
-            self.log("linear_top1", 100.0 * counts[1].item() / total, sync_dist=False)
+        for name, c in zip(self.eval_names, counts):
+            total = max(1.0, c[2].item())
+            # add_dataloader_idx=False: names are already unique (val_*, test_*)
+            self.log(f"{name}_knn_top1", 100.0 * c[0].item() / total, prog_bar=True, sync_dist=False,
+                     add_dataloader_idx=False)
+            if self.classifier is not None:
+                self.log(f"{name}_linear_top1", 100.0 * c[1].item() / total, sync_dist=False,
+                         add_dataloader_idx=False)
         self._bank = None
 
     # -- checkpoint contract (gcl.backbones.load_backbone) --------------------------
