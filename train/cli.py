@@ -23,6 +23,9 @@ from gcl.train.config import METHODS, PAIRINGS, ConfigError, load_config
 @click.option("--gen-prob", type=float, help="Probability that each chosen view is a generated one (0: handcrafted baseline).")
 @click.option("--pairing", type=click.Choice(PAIRINGS), help="Which members make a pair.")
 @click.option("--family-views", type=int, help="M >= 2 members per family for the multi-positive loss (--method supcon).")
+@click.option("--members", help="Exact member types per family, in order: orig | gen (distinct generated views) | "
+              "gen? (generated with --gen-prob, else orig); e.g. orig,orig,gen with --method supcon, and its "
+              "control orig,orig,orig.")
 @click.option("--eval-train", help="Labelled kNN bank for online evaluation (npz / ImageFolder / labelled shards).")
 @click.option("--eval-val", help="Labelled validation queries held out of the training data: their kNN accuracy "
               "(val_knn_top1) selects checkpoints/best.ckpt. Without it there is only last.ckpt.")

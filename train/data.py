@@ -25,7 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from gcl.inputs import InputError, list_inputs, load_rgb, resize_center_crop
 from gcl.manifest import ManifestError, is_url, load_manifest, shard_urls, verify_manifest
 from gcl.shards import ORIG, ShardReadError, decode_image, family_members, iter_samples, parse_family, read_shard
-from gcl.train.config import TrainConfig, default_workers, resolution
+from gcl.train.config import TrainConfig, default_workers, family_count, resolution
 from gcl.train.epochs import DataError, EpochLoader
 from gcl.train.pairing import PairingError, check_family, choose_members
 
@@ -138,9 +138,8 @@ def check_source(source: Source, cfg: TrainConfig, world: int) -> int:
     """Validate against the run and return steps per epoch (the same on every rank)."""
     if source.total == 0:
         raise DataError(f"{source.description}: empty dataset (0 samples); check --shards / --input")
-    count = cfg.family_views or 2
     try:
-        check_family(source.num_views, source.has_orig, cfg.gen_prob, cfg.pairing, count)
+        check_family(source.num_views, source.has_orig, cfg.gen_prob, cfg.pairing, family_count(cfg), cfg.members)
     except PairingError as exc:
         raise DataError(str(exc)) from None
     if source.kind == "shards" and len(source.units) < world:
@@ -160,7 +159,7 @@ class FamilyStream(IterableDataset):
     def __init__(self, source: Source, cfg: TrainConfig):
         self.source, self.seed = source, cfg.seed
         self.gen_prob, self.pairing = cfg.gen_prob, cfg.pairing
-        self.count = cfg.family_views or 2
+        self.count, self.members = family_count(cfg), list(cfg.members)
         self.buffer = cfg.shuffle_buffer
         self.epoch = self.pass_ = self.rank = 0
         self.world = 1
@@ -231,7 +230,7 @@ class FamilyStream(IterableDataset):
         try:
             images, _, label = parse_family(raw)
             rng = random.Random(f"{self.seed}:{self.epoch}:{self.pass_}:{key}")
-            chosen = choose_members(rng, self.source.num_views, self.gen_prob, self.pairing, self.count)
+            chosen = choose_members(rng, self.source.num_views, self.gen_prob, self.pairing, self.count, self.members)
             # decode only what is used
             decoded = {m: self._to_tensor(np.asarray(decode_image(images[m]))) for m in set(chosen)}
         except Exception:  # noqa: BLE001 - a corrupt family is counted and skipped, never fatal
