@@ -1,6 +1,7 @@
 """Benchmark (not a test): is a 5k-image, 20-epoch SimCLR run <= 10 minutes on this machine?
 
     .venv/bin/python bench/train_speed.py [--backbone resnet20] [--steps 6] [--images 5000]
+    .venv/bin/python bench/train_speed.py --compare resnet18,resnet20,resnet32   # step-only table
 
 Runs gcl-train's real pipeline (train/run.py: loader workers decode, batched augmentation and the
 step in the training process) on the first N CIFAR-10 train images (a temporary npz, --input),
@@ -24,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from gcl.train.augment import augment_views
+from gcl.train.methods import get_method
 from gcl.train.config import load_config
 from gcl.train.data import build_train_loader
 from gcl.train.run import train
@@ -71,6 +73,32 @@ def augment_rate(cfg, batch: int) -> float:
     return 3 * batch / (time.perf_counter() - t)
 
 
+def step_table(names: list[str], recipe: str, batch: int, steps: int) -> None:
+    """SimCLR step (2 views, batch, 32 px, fp32) per backbone on fixed random inputs: the model's
+    cost alone, no data or augmentation; projected minutes for 5k x 20 epochs from it."""
+    for name in names:
+        cfg = load_config(recipe, {"input": "x", "gen_prob": 0.0, "backbone": name, "batch_size": batch})
+        torch.manual_seed(0)
+        model = get_method("simclr")(cfg.to_dict(), steps_per_epoch=100)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = [torch.rand(batch, 3, 32, 32) for _ in range(2)]
+
+        def one():
+            out = model.views_loss([model.normalize(v) for v in x], {})
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+
+        one()
+        t = time.perf_counter()
+        for _ in range(steps):
+            one()
+        sps = steps * batch / (time.perf_counter() - t)
+        params = sum(p.numel() for p in model.backbone.parameters()) / 1e6
+        print(f"{name:15s} {params:6.2f}M params  {sps:8.1f} samples/s  -> {5000 * 20 / sps / 60:6.1f} min for "
+              f"5k x 20 epochs (step only; load avg {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbone", default="resnet20")
@@ -79,7 +107,11 @@ def main():
     ap.add_argument("--epochs", type=int, default=20, help="projected run length")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per bench epoch (2 bench epochs)")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--compare", help="comma-separated backbones: print the step-only table and stop")
     args = ap.parse_args()
+    if args.compare:
+        step_table(args.compare.split(","), args.recipe, args.batch_size, max(2, args.steps // 2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         with np.load(CIFAR) as z:
             np.savez(Path(tmp) / "c5k.npz", images=z["images"][:args.images], labels=z["labels"][:args.images])

