@@ -3,9 +3,11 @@
     .venv/bin/python bench/train_loader.py [--shards MANIFEST] [--images 4096] [--batch-size 256]
 
 Without --shards it writes a shard set from CIFAR-10 train images (generated views stand in as
-re-encoded copies: the loader's work - read, pick, decode, augment - is the same as for real
+re-encoded copies: the loader's work - read, pick, decode to uint8 - is the same as for real
 views) and an ImageFolder of the very same JPEG bytes. All loaders use gcl-train's own pipeline
 (train/data.py) with the default worker count; the step is SimCLR + ResNet-18 at 32 px, fp32.
+Handcrafted augmentation is no longer loader work (it runs batched in the training step, see
+bench/train_speed.py), so the loader numbers here are read + pick + decode only.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def main():
                 rates[k].append(sps)
         med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
         shard_sps, shard0_sps, folder_sps = med["shard"], med["shard0"], med.get("folder")
-        print(f"shard loader      : {shard_sps:8.1f} samples/s  ({nw} workers, gen-prob 0.5, 2 views, handcrafted aug)")
+        print(f"shard loader      : {shard_sps:8.1f} samples/s  ({nw} workers, gen-prob 0.5, 2 views, decode only)")
         print(f"shard loader p=0  : {shard0_sps:8.1f} samples/s  (one decode per family, like ImageFolder)")
         if folder_sps:
             print(f"ImageFolder loader: {folder_sps:8.1f} samples/s  (same images, same pipeline)")

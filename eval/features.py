@@ -42,21 +42,26 @@ class Encoder:
     info: dict = field(default_factory=dict)
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
+def resolve_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
     """A .ckpt file as given, or the checkpoint a run folder points to.
 
-    In a run folder we take, in order: checkpoints/best.ckpt, checkpoints/last.ckpt, then the
-    newest *.ckpt anywhere under the folder (Lightning's ModelCheckpoint names vary by config).
+    In a run folder we take checkpoints/last.ckpt (the run's final state: what a reported number
+    must come from, since best.ckpt was chosen on a metric); which="best" asks for best.ckpt
+    (selected on held-out validation queries, never on the test set) and fails if it is missing.
+    Without either, the newest *.ckpt anywhere under the folder.
     """
     p = Path(path)
     if p.is_file():
         return p
     if not p.is_dir():
         raise EncoderError(f"checkpoint not found: {p}")
-    for name in ("best.ckpt", "last.ckpt"):
-        for cand in (p / "checkpoints" / name, p / name):
-            if cand.is_file():
-                return cand
+    if which not in ("last", "best"):
+        raise EncoderError(f"unknown checkpoint choice {which!r}; use 'last' or 'best'")
+    for cand in (p / "checkpoints" / f"{which}.ckpt", p / f"{which}.ckpt"):
+        if cand.is_file():
+            return cand
+    if which == "best":
+        raise EncoderError(f"{p} has no best.ckpt (a run selects one only with --eval-val); use its last.ckpt")
     found = sorted(p.rglob("*.ckpt"), key=lambda q: q.stat().st_mtime)
     if not found:
         raise EncoderError(f"no .ckpt file under run folder {p}")

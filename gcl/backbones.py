@@ -1,12 +1,17 @@
-"""Backbones (torchvision ResNets, a timm ViT): built the same way by gcl-train and by gcl-eval
-(through gcl.checkpoint), so a checkpoint's state dict always fits the module it is loaded into.
+"""Backbones (torchvision ResNets, small CIFAR ResNets, a timm ViT): built the same way by gcl-train
+and by gcl-eval (through gcl.checkpoint), so a checkpoint's state dict always fits its module.
 """
 
 from __future__ import annotations
 
 import torch.nn as nn
 
-BACKBONES = ("resnet18", "resnet50", "vit_tiny", "vit_small")
+from gcl.cifar_resnet import CIFAR_DEPTHS, NARROW_RESNET18, cifar_resnet, narrow_resnet18
+
+# resnet20/32/56: He et al.'s CIFAR ResNets (64-d features), the fast choices on a few CPU cores;
+# resnet18_w0.5 / _w0.25: ResNet-18 with channels halved / quartered (256 / 128-d features).
+BACKBONES = ("resnet18", "resnet18_w0.5", "resnet18_w0.25", "resnet20", "resnet32", "resnet56",
+             "resnet50", "vit_tiny", "vit_small")
 
 
 def build_backbone(name: str, cifar_stem: bool, resolution: int | None = None) -> tuple[nn.Module, int]:
@@ -16,6 +21,12 @@ def build_backbone(name: str, cifar_stem: bool, resolution: int | None = None) -
     solo-learn / SimCLR's CIFAR variant), otherwise 32 px images shrink to 1x1 after the stem.
     ViTs get 4 px patches instead of 16 px so a 32 px image still has 64 tokens.
     """
+    if name in CIFAR_DEPTHS:
+        net = cifar_resnet(name)  # designed for 32 px: its stem is always the small one
+        return net, net.feat_dim
+    if name in NARROW_RESNET18:
+        net = narrow_resnet18(name, small_stem=cifar_stem)
+        return net, net.feat_dim
     if name in ("resnet18", "resnet50"):
         import torchvision
 

@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 
 from gcl.errors import UserError
 from gcl.manifest import ManifestError, load_manifest
-from gcl.shards import ShardReadError, family_members, iter_samples, parse_family
+from gcl.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family
 
 REMOTE_SCHEMES = ("http://", "https://")  # the only schemes a manifest may name
 
@@ -50,6 +50,7 @@ class ShardSet:
     labelled: bool | None  # None: unknown (plain tars without a manifest)
     class_names: list[str] | None
     description: str  # the spec(s), for messages
+    resolution: int = 0  # side of the stored images (manifest, or the first image of a plain tar); 0: unknown
     claims: list[ShardClaim] = field(default_factory=list)  # parallel to urls (manifest only)
     manifests: list[dict] = field(default_factory=list)
 
@@ -83,7 +84,8 @@ def open_shard_set(specs: str | list[str], base: str | None = None, require_file
     parts = [_open_one(s, base, require_files) for s in specs]
     out = ShardSet([], [], min(p.num_views for p in parts), all(p.has_orig for p in parts),
                    None if any(p.labelled is None for p in parts) else all(p.labelled for p in parts),
-                   next((p.class_names for p in parts if p.class_names), None), " ".join(specs))
+                   next((p.class_names for p in parts if p.class_names), None), " ".join(specs),
+                   next((p.resolution for p in parts if p.resolution), 0))
     for p in parts:
         out.urls += p.urls
         out.counts += p.counts
@@ -99,15 +101,16 @@ def _open_one(spec: str, base: str | None, require_files: bool) -> ShardSet:
         raise ShardSetError(f"{spec}: remote shards need their manifest (epoch length comes from its sample counts); "
                             "pass the manifest .json")
     paths = _local_paths(spec)
-    counts, views, has_orig, labelled = [], None, True, True
+    counts, views, has_orig, labelled, side = [], None, True, True, 0
     for path in paths:
         n, first = _scan_tar(path)
+        side = side or first.get("side", 0)
         counts.append(n)
         orig, gen = family_members(first.get("members", []))
         views = len(gen) if views is None else min(views, len(gen))
         has_orig &= bool(orig)
         labelled &= first.get("labelled", False)
-    return ShardSet(paths, counts, views or 0, has_orig, labelled, None, spec)
+    return ShardSet(paths, counts, views or 0, has_orig, labelled, None, spec, side)
 
 
 def _local_paths(spec: str) -> list[str]:
@@ -135,11 +138,22 @@ def _scan_tar(path: str) -> tuple[int, dict]:
             for raw in iter_samples(fh):
                 if count == 0:
                     first = {"members": [k.partition(".")[0] for k in raw if not k.startswith("__") and k not in ("json", "cls")],
-                             "labelled": "cls" in raw}
+                             "labelled": "cls" in raw, "side": _first_image_side(raw)}
                 count += 1
     except (OSError, ShardReadError) as exc:
         raise ShardSetError(f"cannot read shard {path}: {exc}; re-run gcl-synth or drop it") from None
     return count, first
+
+
+def _first_image_side(raw: dict) -> int:
+    """Shorter side of a family's first decodable member (0 when none decodes: counted later)."""
+    images, _, _ = parse_family(raw)
+    for data in images.values():
+        try:
+            return min(decode_image(data).size)
+        except Exception:  # noqa: BLE001 - a corrupt member: try the next one
+            continue
+    return 0
 
 
 def _from_manifest(path: str, base_override: str | None, require_files: bool) -> ShardSet:
@@ -166,7 +180,8 @@ def _from_manifest(path: str, base_override: str | None, require_files: bool) ->
         raise ShardSetError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
                             "copy them next to the manifest's base or re-run gcl-synth")
     return ShardSet(urls, counts, int(manifest.get("views", 0)), bool(manifest.get("has_orig", True)),
-                    bool(manifest.get("labelled", False)), manifest.get("class_names"), path, claims, [manifest])
+                    bool(manifest.get("labelled", False)), manifest.get("class_names"), path,
+                    int(manifest.get("resolution") or 0), claims, [manifest])
 
 
 def _checked_base(base, manifest_path: str) -> str:

@@ -69,7 +69,9 @@ def _epoch_keys(loader, epoch):
     loader.trainer = T
     keys = []
     for b in loader:
-        assert len(b["views"]) == 2 and b["views"][0].shape == (8, 3, 16, 16) and b["views"][0].dtype == torch.uint8
+        # members arrive decoded at the shard resolution (32 px), not yet augmented to the 16 px crop
+        assert len(b["views"]) == 2 and b["views"][0].shape == (8, 3, 32, 32) and b["views"][0].dtype == torch.uint8
+        assert b["generated"].shape == (8, 2) and b["generated"].dtype == torch.bool
         keys += b["key"]
     return keys
 

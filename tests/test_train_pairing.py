@@ -60,7 +60,33 @@ def test_family_members_distinct_and_errors():
     with pytest.raises(PairingError, match="K=0"):
         check_family(0, True, 0.5, "any", 2)
     check_family(0, True, 0.0, "any", 2)  # handcrafted baseline on K=0 shards is fine
-    with pytest.raises(PairingError, match="more members"):
+    with pytest.raises(PairingError, match="would repeat"):
         check_family(2, True, 0.5, "any", 4)
+    with pytest.raises(PairingError, match="would repeat"):  # the example: K=2, 3 generated
+        check_family(2, True, 1.0, "any", 3)
+    with pytest.raises(PairingError, match="would repeat"):  # K=1: two 'any' views could both be generated
+        check_family(1, True, 0.5, "any", 2)
+    check_family(1, True, 0.5, "orig+gen", 2)
+    check_family(2, True, 0.0, "any", 5)  # handcrafted only: any number of orig copies
+    with pytest.raises(PairingError, match="repeat"):  # never samples with replacement, even unchecked
+        choose_members(random.Random(0), 1, 1.0, "any", 2)
     with pytest.raises(PairingError, match="gen\\+gen"):
         check_family(1, True, 0.5, "gen+gen", 2)
+
+
+def test_member_specs_counts_and_types():
+    rng = random.Random(2)
+    for _ in range(200):
+        fam = choose_members(rng, 2, 0.5, members=["orig", "orig", "gen"])
+        assert fam[:2] == ["orig", "orig"] and fam[2] in ("view0", "view1")
+        fam = choose_members(rng, 2, 0.5, members=["gen", "orig", "gen"])
+        assert fam[1] == "orig" and {fam[0], fam[2]} == {"view0", "view1"}  # distinct generated views
+        assert choose_members(rng, 0, 0.9, members=["orig", "orig", "orig"]) == ["orig"] * 3
+    maybe = [choose_members(rng, 3, 0.3, members=["orig", "gen?"])[1] != "orig" for _ in range(N)]
+    assert _within_binomial(sum(maybe) / N, 0.3, N)
+    check_family(2, True, 0.5, "any", 3, members=["orig", "gen", "gen"])
+    check_family(0, True, 0.5, "any", 3, members=["orig", "orig", "orig"])  # the control needs no K
+    with pytest.raises(PairingError, match="only 2"):
+        check_family(2, True, 0.5, "any", 3, members=["gen", "gen", "gen"])
+    with pytest.raises(PairingError, match="K=0"):
+        check_family(0, True, 0.5, "any", 2, members=["orig", "gen"])

@@ -37,7 +37,7 @@ def test_taef2_shards_one_epoch_logs_loss_and_knn(tmp_path):
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     losses = [float(x["train_loss"]) for x in rows if x["train_loss"]]
-    knn = [float(x["knn_top1"]) for x in rows if x["knn_top1"]]
+    knn = [float(x["test_knn_top1"]) for x in rows if x["test_knn_top1"]]
     assert losses and all(np.isfinite(losses)) and knn and 0 < knn[-1] <= 100
     info = json.loads((out / "run.json").read_text())
     assert info["num_views_in_shards"] == 2 and info["train_samples"] == 128 and info["global_step"] == 4

@@ -36,18 +36,28 @@ def _rows(run: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _val_split(tmp_path) -> str:
+    """64 CIFAR-10 train images: held out of the fixture shards (made from test images)."""
+    import numpy as np
+
+    with np.load(CIFAR_TEST.with_name("cifar10_train.npz")) as z:
+        np.savez(tmp_path / "val.npz", images=z["images"][-64:], labels=z["labels"][-64:])
+    return str(tmp_path / "val.npz")
+
+
 def test_short_run_logs_and_resume_continues(tmp_path):
     m = make_shards(tmp_path / "s", n=64, per_shard=16)
     out = tmp_path / "run"
     args = ["--shards", str(m), "--method", "simclr", "--backbone", "resnet18", "--batch-size", "16",
             "--gen-prob", "0.5", "--output", str(out), "--recipe", _recipe(tmp_path),
-            "--eval-train", str(CIFAR_TEST), "--eval-test", str(CIFAR_TEST)]
+            "--eval-train", str(CIFAR_TEST), "--eval-val", _val_split(tmp_path), "--eval-test", str(CIFAR_TEST)]
     r = CliRunner().invoke(main, args + ["--epochs", "1"])
     assert r.exit_code == 0, r.output
     rows = _rows(out)
-    assert any(row["train_loss"] for row in rows) and any(row["knn_top1"] for row in rows)
-    knn = [float(row["knn_top1"]) for row in rows if row["knn_top1"]]
-    assert 0.0 <= knn[0] <= 100.0 and any(row["linear_top1"] for row in rows)
+    assert any(row["train_loss"] for row in rows) and any(row["test_knn_top1"] for row in rows)
+    knn = [float(row["test_knn_top1"]) for row in rows if row["test_knn_top1"]]
+    val = [float(row["val_knn_top1"]) for row in rows if row["val_knn_top1"]]
+    assert 0.0 <= knn[0] <= 100.0 and 0.0 <= val[0] <= 100.0 and any(row["test_linear_top1"] for row in rows)
     info = json.loads((out / "run.json").read_text())
     assert info["global_step"] == 4 and info["gen_prob"] == 0.5 and info["method"] == "simclr"
     assert (out / "checkpoints" / "last.ckpt").exists() and (out / "checkpoints" / "best.ckpt").exists()
@@ -66,7 +76,27 @@ def test_short_run_logs_and_resume_continues(tmp_path):
     info = json.loads((out / "run.json").read_text())
     assert info["global_step"] == 8 and info["epochs_done"] == 2
     rows = _rows(out)
-    assert {row["epoch"] for row in rows if row["knn_top1"]} == {"0", "1"}  # history kept across resume
+    assert {row["epoch"] for row in rows if row["test_knn_top1"]} == {"0", "1"}  # history kept across resume
+    from gcl.eval.features import resolve_checkpoint
+
+    assert resolve_checkpoint(out).name == "last.ckpt"  # gcl-eval reports the last state by default
+    assert resolve_checkpoint(out, which="best").name == "best.ckpt"
+
+
+def test_best_checkpoint_only_from_validation(tmp_path):
+    m = make_shards(tmp_path / "s", n=32, per_shard=16)
+    base = ["--shards", str(m), "--batch-size", "16", "--gen-prob", "0.5", "--recipe", _recipe(tmp_path),
+            "--backbone", "resnet20", "--epochs", "1", "--eval-train", str(CIFAR_TEST)]
+    r = CliRunner().invoke(main, base + ["--eval-test", str(CIFAR_TEST), "--output", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "a" / "checkpoints" / "best.ckpt").exists()  # test queries never select
+    assert (tmp_path / "a" / "checkpoints" / "last.ckpt").exists()
+    val = _val_split(tmp_path)
+    for extra, msg in ((["--eval-val", val, "--eval-test", val], "must not see the test set"),
+                       (["--eval-val", str(CIFAR_TEST)], "every query would find itself"),
+                       (["--eval-val", str(m)], "both training data and an evaluation")):
+        r = CliRunner().invoke(main, base + extra + ["--output", str(tmp_path / "b")])
+        assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -99,7 +129,7 @@ def test_bundled_recipes_load():
     assert {"simclr", "byol", "mocov2plus", "barlow_twins", "vicreg", "simsiam", "supcon"} <= set(names)
     for n in names:
         cfg = load_config(f"cifar10/{n}", {"shards": ("x.json",), "opt_lr": 0.5})
-        assert cfg.method == n and cfg.optimizer.lr == 0.5  # CLI value overrides the recipe
+        assert cfg.method == n.removesuffix("_study") and cfg.optimizer.lr == 0.5  # CLI value overrides the recipe
     assert load_config("recipes/cifar10/byol.yaml", {"shards": ("x",)}).augmentations[1].solarization_prob == 0.2
 
 

@@ -26,8 +26,13 @@ from gcl.train.config import METHODS, PAIRINGS, load_config
 @click.option("--gen-prob", type=float, help="Probability that each chosen view is a generated one (0: handcrafted baseline).")
 @click.option("--pairing", type=click.Choice(PAIRINGS), help="Which members make a pair.")
 @click.option("--family-views", type=int, help="M >= 2 members per family for the multi-positive loss (--method supcon).")
+@click.option("--members", help="Exact member types per family, in order: orig | gen (distinct generated views) | "
+              "gen? (generated with --gen-prob, else orig); e.g. orig,orig,gen with --method supcon, and its "
+              "control orig,orig,orig.")
 @click.option("--eval-train", help="Labelled kNN bank for online evaluation (npz / ImageFolder / labelled shards).")
-@click.option("--eval-test", help="Labelled queries for online kNN and linear-probe accuracy.")
+@click.option("--eval-val", help="Labelled validation queries held out of the training data: their kNN accuracy "
+              "(val_knn_top1) selects checkpoints/best.ckpt. Without it there is only last.ckpt.")
+@click.option("--eval-test", help="Labelled test queries: kNN / linear accuracy logged as test_*, never used to select.")
 @click.option("--eval-every", type=int, help="Evaluate every N epochs.")
 @click.option("--eval-limit", type=int, help="At most this many images per eval set (0: all).")
 @click.option("--output", help="Run folder: metrics.csv, run.json, checkpoints/, tb/.")
@@ -63,7 +68,7 @@ def main(recipe, resume, record_keys, input_, shards, **options):
                                    "re-run with --resume") from None
     if info.get("status") == "finished":
         m = info.get("final_metrics", {})
-        parts = [f"{k}={m[k]:.2f}" for k in ("train_loss", "knn_top1", "linear_top1") if k in m]
+        parts = [f"{k}={m[k]:.2f}" for k in ("train_loss", "val_knn_top1", "test_knn_top1", "test_linear_top1") if k in m]
         click.echo(f"done: {info['global_step']} steps, {' '.join(parts)} -> {cfg.output}")
 
 

@@ -74,6 +74,9 @@ class TrainConfig:
     scheduler: SchedConfig = field(default_factory=SchedConfig)
     # One entry: the same augmentation for every view; two: asymmetric (BYOL-style) per view.
     augmentations: list[AugConfig] = field(default_factory=lambda: [AugConfig()])
+    # Optional: the augmentation of members that are generated views (e.g. weaker than the
+    # default on originals); None: generated members get the default entry like any member.
+    gen_augmentations: AugConfig | None = None
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)  # CIFAR-10 statistics
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
     epochs: int = 100
@@ -86,11 +89,17 @@ class TrainConfig:
     gen_prob: float = 0.5  # per chosen view: probability that it is a generated one
     pairing: str = "any"
     family_views: int = 0  # >=2: feed M members per family to the multi-positive loss (supcon)
+    # Exact member types per family, in order (train/pairing.py): orig | gen | gen?; e.g.
+    # [orig, orig, gen] (extra generated positive) vs [orig, orig, orig] (its control). Empty:
+    # built from pairing and family_views.
+    members: list[str] = field(default_factory=list)
     shuffle_buffer: int = 2000  # samples per worker; ~10 shards of 200 mixed
     num_workers: int = -1  # -1: one per CPU core, at most 8
     # online evaluation
     eval_train: str | None = None  # labelled set for the kNN bank (npz / ImageFolder / shards)
-    eval_test: str | None = None  # labelled queries for kNN and the online linear probe
+    # labelled queries held out of the training data: the only metric that selects best.ckpt
+    eval_val: str | None = None
+    eval_test: str | None = None  # labelled queries, reported (test_*) but never used to select
     eval_every: int = 1  # epochs
     eval_limit: int = 10000  # images per eval set; CIFAR's 50k bank costs more than it tells
     # run
@@ -133,12 +142,27 @@ def _build(cls, data: dict, where: str):
             if not isinstance(value, list) or not 1 <= len(value) <= 2:
                 raise ConfigError(f"'augmentations' in {where} must be one mapping or a list of two")
             value = [_build(AugConfig, v, f"{where}:augmentations[{i}]") for i, v in enumerate(value)]
+        elif cls is TrainConfig and key == "gen_augmentations" and value is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"'gen_augmentations' in {where} must be one mapping of augmentation fields")
+            value = _build(AugConfig, value, f"{where}:gen_augmentations")
+        elif cls is TrainConfig and key == "members":
+            value = parse_members(value)
         elif isinstance(value, list) and key in ("mean", "std", "betas"):
             value = tuple(value)
         elif cls is TrainConfig and key == "shards" and isinstance(value, str):
             value = [value]
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def parse_members(value) -> list[str]:
+    """'orig,orig,gen' or a list -> token list (validated later)."""
+    if isinstance(value, str):
+        value = [t.strip() for t in value.split(",") if t.strip()]
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ConfigError("'members' must be a list such as [orig, orig, gen] or a string 'orig,orig,gen'")
+    return value
 
 
 def resolve_recipe(spec: str) -> Path:
@@ -173,6 +197,8 @@ def load_config(recipe: str | None, overrides: dict) -> TrainConfig:
     for key, value in overrides.items():
         if value is None or value == ():
             continue
+        if key == "members":
+            value = parse_members(value)
         target, attr = (cfg.optimizer, key[4:]) if key.startswith("opt_") else (cfg, key)
         setattr(target, attr, list(value) if isinstance(value, tuple) and key == "shards" else value)
     validate(cfg)
@@ -188,20 +214,59 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--gen-prob must be in [0, 1], got {cfg.gen_prob}")
     if bool(cfg.shards) == bool(cfg.input):
         raise ConfigError("give exactly one of --shards (gcl-synth shards) or --input (npz / ImageFolder)")
-    if cfg.input and cfg.gen_prob > 0:
+    if cfg.input and cfg.gen_prob > 0 and (not cfg.members or "gen?" in cfg.members):
         raise ConfigError("--input has no generated views; use --gen-prob 0 or train on --shards")
     if cfg.family_views and cfg.family_views < 2:
         raise ConfigError("--family-views needs at least 2 members per family")
-    if cfg.family_views > 2 and cfg.method != "supcon":
-        raise ConfigError("--family-views > 2 needs the multi-positive loss: add --method supcon")
+    _validate_members(cfg)
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise ConfigError("--epochs must be >= 1 and --batch-size >= 2")
     if cfg.optimizer.name not in ("sgd", "lars", "adamw"):
         raise ConfigError(f"unknown optimizer {cfg.optimizer.name!r}; choose sgd, lars or adamw")
-    if len({a.crop_size for a in cfg.augmentations}) != 1:
-        raise ConfigError("all augmentation entries need the same crop_size")
-    if cfg.eval_train and not cfg.eval_test or cfg.eval_test and not cfg.eval_train:
-        raise ConfigError("online evaluation needs both --eval-train (kNN bank) and --eval-test (queries)")
+    crops = {a.crop_size for a in cfg.augmentations + ([cfg.gen_augmentations] if cfg.gen_augmentations else [])}
+    if len(crops) != 1:
+        raise ConfigError("all augmentation entries (gen_augmentations too) need the same crop_size")
+    _validate_eval(cfg)
+
+
+def _validate_members(cfg: TrainConfig) -> None:
+    from gcl.train.pairing import TOKENS
+
+    m = cfg.members
+    bad = sorted(set(m) - set(TOKENS))
+    if bad:
+        raise ConfigError(f"unknown member type(s) {', '.join(bad)} in --members; use {', '.join(TOKENS)}")
+    if m and len(m) < 2:
+        raise ConfigError("--members needs at least 2 members per family")
+    if m and cfg.pairing != "any":
+        raise ConfigError("--members gives the member types itself; drop --pairing")
+    if m and cfg.family_views and cfg.family_views != len(m):
+        raise ConfigError(f"--family-views {cfg.family_views} disagrees with {len(m)} --members; drop --family-views")
+    if family_count(cfg) > 2 and cfg.method != "supcon":
+        raise ConfigError(f"{family_count(cfg)} members per family need the multi-positive loss: add --method supcon")
+    if cfg.input and any(t == "gen" for t in m):
+        raise ConfigError("--input has no generated views; use only 'orig' in --members or train on --shards")
+
+
+def family_count(cfg: TrainConfig) -> int:
+    """Members chosen per family (views per sample in a batch)."""
+    return len(cfg.members) or cfg.family_views or 2
+
+
+def _validate_eval(cfg: TrainConfig) -> None:
+    queries = [p for p in (cfg.eval_val, cfg.eval_test) if p]
+    if bool(cfg.eval_train) != bool(queries):
+        raise ConfigError("online evaluation needs --eval-train (kNN bank) and --eval-val and/or --eval-test (queries)")
+    same = lambda a, b: bool(a and b) and os.path.realpath(a) == os.path.realpath(b)  # noqa: E731
+    if same(cfg.eval_val, cfg.eval_test):
+        raise ConfigError("--eval-val and --eval-test are the same data: checkpoint selection must not see the "
+                          "test set; hold a validation split out of the training data")
+    if same(cfg.eval_val, cfg.eval_train):
+        raise ConfigError("--eval-val is the kNN bank (--eval-train): every query would find itself; "
+                          "use a separate held-out split")
+    for path in (cfg.input, *cfg.shards):
+        if same(cfg.eval_val, path) or same(cfg.eval_test, path):
+            raise ConfigError(f"{path} is both training data and an evaluation query set; hold the queries out")
 
 
 def resolution(cfg: TrainConfig) -> int:

@@ -1,8 +1,12 @@
-"""Shards -> view families -> chosen views -> handcrafted augmentation -> batches.
+"""Shards -> view families -> chosen members, decoded to uint8 tensors -> batches.
+
+The workers only read and decode; handcrafted augmentation runs on the whole batch in the training
+process (train/augment.py, called by methods/base.py), where the model is.
 
 Order of work per epoch (all of it a function of seed + epoch, so a resumed run sees the same
 data): shard order shuffled by (seed, epoch), shards split by rank then by worker, a sample
-shuffle buffer, and only then decoding - of the chosen members only. Each worker yields small
+shuffle buffer, and only then decoding - of the chosen members only, at the shard resolution
+(`Source.size`; other sizes are resized and centre-cropped to it). Each worker yields small
 uint8 chunks; the main process cuts them into exact batches and ends the epoch after
 `steps_per_epoch` batches, so every rank takes the same number of steps (DDP needs that).
 """
@@ -18,13 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from gcl.inputs import InputError, list_inputs, load_rgb
 from gcl.errors import UserError
-from gcl.manifest import ManifestError
-from gcl.shards import ShardReadError, decode_image, iter_samples, parse_family
+from gcl.inputs import InputError, list_inputs, load_rgb, resize_center_crop
+from gcl.shards import ORIG, ShardReadError, decode_image, iter_samples, parse_family
 from gcl.shardset import open_shard_set, require_valid
-from gcl.train.augment import ViewAugmenter
-from gcl.train.config import TrainConfig, default_workers
+from gcl.train.config import TrainConfig, default_workers, family_count, resolution
 from gcl.train.epochs import DataError, EpochLoader
 from gcl.train.pairing import PairingError, check_family, choose_members
 
@@ -40,6 +42,7 @@ class Source:
     has_orig: bool = True
     class_names: list[str] | None = None
     description: str = ""
+    size: int = 32  # side of the square uint8 images the workers hand over (the shard resolution)
 
     @property
     def total(self) -> int:
@@ -52,7 +55,10 @@ def resolve_source(cfg: TrainConfig) -> Source:
             inputs = list_inputs(cfg.input)
         except InputError as exc:
             raise DataError(str(exc)) from None
-        return Source("input", inputs.items, [1] * len(inputs.items), 0, True, inputs.class_names, cfg.input)
+        first = next((a for a, err in map(load_rgb, inputs.items[:16]) if err is None), None)
+        size = min(first.shape[:2]) if first is not None else resolution(cfg)
+        return Source("input", inputs.items, [1] * len(inputs.items), 0, True, inputs.class_names,
+                      cfg.input, size)
     try:
         shard_set = open_shard_set(list(cfg.shards), base=cfg.shards_base)
         if cfg.verify:
@@ -60,16 +66,15 @@ def resolve_source(cfg: TrainConfig) -> Source:
     except UserError as exc:
         raise DataError(str(exc)) from None
     return Source("shards", shard_set.urls, shard_set.counts, shard_set.num_views, shard_set.has_orig,
-                  shard_set.class_names, shard_set.description)
+                  shard_set.class_names, shard_set.description, shard_set.resolution or resolution(cfg))
 
 
 def check_source(source: Source, cfg: TrainConfig, world: int) -> int:
     """Validate against the run and return steps per epoch (the same on every rank)."""
     if source.total == 0:
         raise DataError(f"{source.description}: empty dataset (0 samples); check --shards / --input")
-    count = cfg.family_views or 2
     try:
-        check_family(source.num_views, source.has_orig, cfg.gen_prob, cfg.pairing, count)
+        check_family(source.num_views, source.has_orig, cfg.gen_prob, cfg.pairing, family_count(cfg), cfg.members)
     except PairingError as exc:
         raise DataError(str(exc)) from None
     if source.kind == "shards" and len(source.units) < world:
@@ -83,14 +88,14 @@ def check_source(source: Source, cfg: TrainConfig, world: int) -> int:
 
 
 class FamilyStream(IterableDataset):
-    """One rank's stream for one (epoch, pass): chunks of augmented views, labels and keys."""
+    """One rank's stream for one (epoch, pass): chunks of decoded uint8 members (N, V, 3, S, S),
+    which of them are generated views (N, V), labels and keys."""
 
     def __init__(self, source: Source, cfg: TrainConfig):
         self.source, self.seed = source, cfg.seed
         self.gen_prob, self.pairing = cfg.gen_prob, cfg.pairing
-        self.count = cfg.family_views or 2
+        self.count, self.members = family_count(cfg), list(cfg.members)
         self.buffer = cfg.shuffle_buffer
-        self.augment = ViewAugmenter(cfg.augmentations)
         self.epoch = self.pass_ = self.rank = 0
         self.world = 1
 
@@ -106,20 +111,26 @@ class FamilyStream(IterableDataset):
         mine = self.rank_units()[worker::nw]
         self.skipped = 0
         raw = self._shard_samples(mine, worker) if self.source.kind == "shards" else self._input_samples(mine)
-        views, labels, keys = [], [], []
+        batch = []
         for sample in raw:
-            views.append(sample[0])
-            labels.append(sample[1])
-            keys.append(sample[2])
-            if len(keys) == CHUNK:
-                yield self._chunk(views, labels, keys, worker)
-                views, labels, keys = [], [], []
-        if keys:
-            yield self._chunk(views, labels, keys, worker)
+            batch.append(sample)
+            if len(batch) == CHUNK:
+                yield self._chunk(batch, worker)
+                batch = []
+        if batch:
+            yield self._chunk(batch, worker)
 
-    def _chunk(self, views, labels, keys, worker):
-        return {"views": torch.stack(views), "label": torch.tensor(labels, dtype=torch.long), "key": keys,
+    def _chunk(self, samples, worker):
+        views, generated, labels, keys = zip(*samples)
+        return {"views": torch.stack(views), "generated": torch.stack(generated),
+                "label": torch.tensor(labels, dtype=torch.long), "key": list(keys),
                 "skipped": self.skipped, "worker": worker}
+
+    def _to_tensor(self, arr: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (3, S, S) uint8 at the source's size."""
+        if arr.shape[:2] != (self.source.size, self.source.size):
+            arr = resize_center_crop(arr, self.source.size)
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
 
     def _tar_error(self, exc: Exception) -> bool:
         self.skipped += 1
@@ -154,25 +165,25 @@ class FamilyStream(IterableDataset):
         try:
             images, _, label = parse_family(raw)
             rng = random.Random(f"{self.seed}:{self.epoch}:{self.pass_}:{key}")
-            chosen = choose_members(rng, self.source.num_views, self.gen_prob, self.pairing, self.count)
-            decoded = {m: decode_image(images[m]) for m in set(chosen)}  # decode only what is used
+            chosen = choose_members(rng, self.source.num_views, self.gen_prob, self.pairing, self.count, self.members)
+            # decode only what is used
+            decoded = {m: self._to_tensor(np.asarray(decode_image(images[m]))) for m in set(chosen)}
         except Exception:  # noqa: BLE001 - a corrupt family is counted and skipped, never fatal
             self.skipped += 1
             return None
-        return self.augment([decoded[m] for m in chosen]), -1 if label is None else label, key
+        generated = torch.tensor([m != ORIG for m in chosen])
+        return torch.stack([decoded[m] for m in chosen]), generated, -1 if label is None else label, key
 
     def _input_samples(self, mine):
-        from PIL import Image
-
-        perm = list(mine)
-        for i in perm:
+        for i in mine:
             item = self.source.units[i]
             arr, err = load_rgb(item)
             if err is not None:
                 self.skipped += 1
                 continue
-            img = Image.fromarray(arr)
-            yield self.augment([img] * self.count), -1 if item.label is None else item.label, item.source
+            img = self._to_tensor(arr)
+            yield (img.expand(self.count, *img.shape), torch.zeros(self.count, dtype=torch.bool),
+                   -1 if item.label is None else item.label, item.source)
 
 
 def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Source]:
@@ -182,21 +193,3 @@ def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Sourc
     if source.kind == "shards":
         nw = min(nw, max(1, len(source.units) // world))  # a worker without a shard would idle
     return EpochLoader(FamilyStream(source, cfg), cfg.batch_size, steps, nw), source
-
-
-def load_eval_sets(cfg: TrainConfig, resolution: int):
-    """(bank images, bank labels, test images, test labels, num_classes) as uint8 NCHW tensors."""
-    from gcl.labelled import load_labelled
-
-    sets = []
-    for path in (cfg.eval_train, cfg.eval_test):
-        try:
-            s = load_labelled(path, resolution=resolution, limit=cfg.eval_limit or None)
-        except (InputError, ManifestError, OSError) as exc:
-            raise DataError(f"online eval set {path}: {exc}") from None
-        if len(s.labels) == 0:
-            raise DataError(f"online eval set {path} is empty")
-        sets.append((torch.from_numpy(np.ascontiguousarray(s.images)).permute(0, 3, 1, 2).contiguous(),
-                     torch.from_numpy(s.labels).long()))
-    num_classes = int(max(sets[0][1].max(), sets[1][1].max())) + 1
-    return sets[0][0], sets[0][1], sets[1][0], sets[1][1], num_classes

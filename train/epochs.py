@@ -66,20 +66,24 @@ class EpochLoader:
 
 
 def _take(chunks: list[dict], n: int) -> tuple[dict, list[dict]]:
-    views, labels, keys, rest, need = [], [], [], [], n
+    views, generated, labels, keys, rest, need = [], [], [], [], [], n
     for c in chunks:
         if need == 0:
             rest.append(c)
             continue
         k = min(need, len(c["key"]))
         views.append(c["views"][:k])
+        generated.append(c["generated"][:k])
         labels.append(c["label"][:k])
         keys += c["key"][:k]
         if k < len(c["key"]):
-            rest.append({**c, "views": c["views"][k:], "label": c["label"][k:], "key": c["key"][k:]})
+            rest.append({**c, "views": c["views"][k:], "generated": c["generated"][k:], "label": c["label"][k:],
+                         "key": c["key"][k:]})
         need -= k
     v = torch.cat(views)
-    return {"views": [v[:, i] for i in range(v.shape[1])], "label": torch.cat(labels), "key": keys}, rest
+    # views: one uint8 (B, 3, S, S) per member position, not yet augmented (methods/base.py does it)
+    return {"views": [v[:, i].contiguous() for i in range(v.shape[1])], "generated": torch.cat(generated),
+            "label": torch.cat(labels), "key": keys}, rest
 
 
 def _worker_init(_):

@@ -13,7 +13,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from gcl.io import write_json_atomic
 from gcl.train.config import ConfigError, TrainConfig, resolution
-from gcl.train.data import build_train_loader, load_eval_sets
+from gcl.train.data import build_train_loader
+from gcl.train.evalsets import load_eval_sets
 from gcl.train.methods import get_method
 
 
@@ -95,7 +96,8 @@ def _merge_metrics(out: Path) -> None:
         prev.unlink()
 
 
-def train(cfg: TrainConfig, resume: bool, record_keys: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callbacks: tuple = ()) -> dict:
+    """Run (or --resume) one training run; extra_callbacks: e.g. bench/train_speed.py's step timer."""
     out = Path(cfg.output)
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
@@ -109,13 +111,16 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False) -> dict:
     num_classes, eval_sets = len(source.class_names or []), None
     if cfg.eval_train:
         eval_sets = load_eval_sets(cfg, res)
-        num_classes = max(num_classes, eval_sets[4])
+        num_classes = max(num_classes, eval_sets.num_classes)
+    queries = eval_sets.queries if eval_sets else {}
     model = get_method(cfg.method)(cfg.to_dict(), loader.steps, num_classes, world)
     model.train_loader = loader
     val = None
-    if eval_sets:
-        model.eval_bank = (eval_sets[0], eval_sets[1])
-        val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(eval_sets[2], eval_sets[3]), batch_size=512)
+    if queries:
+        # one loader per query set, in the order of model.eval_names ("val" first when given)
+        model.set_eval((eval_sets.bank.images, eval_sets.bank.labels), list(queries))
+        val = [torch.utils.data.DataLoader(torch.utils.data.TensorDataset(q.images, q.labels), batch_size=512)
+               for q in queries.values()]
 
     rank_zero = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
     if resume and rank_zero:
@@ -129,17 +134,20 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False) -> dict:
         write_json_atomic(out / "run.json", info)
 
     callbacks = [SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
-    if val is not None:
-        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="knn_top1", mode="max",
-                                         save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False))
+    if "val" in queries:
+        # best.ckpt is chosen on held-out validation queries only; test_* metrics are never monitored
+        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_knn_top1",
+                                         mode="max", save_top_k=1, auto_insert_metric_name=False,
+                                         enable_version_counter=False))
     if record_keys:
         callbacks.append(KeyRecorder(out / "keys"))
+    callbacks += list(extra_callbacks)
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if world > 1 else "auto", precision=_precision(cfg),
         logger=[CSVLogger(save_dir=str(out), name="", version=""), TensorBoardLogger(save_dir=str(out), name="tb", version="")],
         callbacks=callbacks, check_val_every_n_epoch=cfg.eval_every, num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing=val is not None,
+        log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing="val" in queries,
         default_root_dir=str(out),
     )
     loader.trainer = trainer
