@@ -18,6 +18,7 @@ from pathlib import Path
 from gcl.eval.results import load_results
 
 PLOT_METRICS = ("knn_top1", "linear_top1")
+ONLINE_PREFIXES = ("test_", "val_", "")  # first present wins, per row
 
 
 @dataclass
@@ -52,7 +53,9 @@ def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
             if ep is None:
                 continue
             for m in PLOT_METRICS:
-                v = _num(row.get(m))
+                # gcl-train logs test_* (reported, never monitored) and val_* (selects best.ckpt);
+                # older runs logged the bare name. Show the test curve when there is one.
+                v = next((x for x in (_num(row.get(p + m)) for p in ONLINE_PREFIXES) if x is not None), None)
                 if v is not None:
                     curves.setdefault(m, {})[ep] = v
     return {m: sorted(d.items()) for m, d in curves.items()}
