@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -96,3 +95,15 @@ def test_vqgan_as_typed_offline_fails_fast_in_one_line(tmp_path, cifar_test_npz)
     seconds, message = proc.stdout.strip().splitlines()
     assert float(seconds) < 2.0, seconds  # import time excluded: the load itself must not hang
     assert "--model DIR" in message and "amused/amused-256" in message
+
+
+def test_cli_vqgan_as_typed_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    t = time.time()
+    res = synth(["--generator", "vqgan", "--output", tmp_path / "o"])
+    assert res.exit_code != 0 and "--model DIR" in res.output and "amused/amused-256" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert time.time() - t < 2.0

@@ -20,7 +20,7 @@ def test_check_accepts_bundled_recipes_and_names_each_problem(tmp_path, capsys):
     assert "unknown backbone 'resnet99'" in check_recipe(_recipe(tmp_path, "b", {"backbone": "resnet99"}))
     msg = check_recipe(_recipe(tmp_path, "c", {"method": "supcon", "method_kwargs": {"tau": 1}}))
     assert "unknown method_kwargs tau for supcon" in msg
-    assert "--family-views > 2 needs" in check_recipe(_recipe(tmp_path, "d", {"family_views": 3}))
+    assert "need the multi-positive loss: add --method supcon" in check_recipe(_recipe(tmp_path, "d", {"family_views": 3}))
     good = str(RECIPES_DIR / "cifar10" / "simclr.yaml")
     assert main([good, _recipe(tmp_path, "e", {"epochs": 0})]) == 1
     out = capsys.readouterr().out.splitlines()

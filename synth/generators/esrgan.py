@@ -3,8 +3,10 @@
 GCL reading: encoder = antialiased (area) downsampling by 4, then the network's first
 convolution; the latent is that first feature map (64 channels at 1/4 size), where the
 existing ops (noise, mask, mix) act; decoder = the rest of the GAN, which invents the detail
-the small image lacks. Noise on the small RGB image itself would be cleaned away: Real-ESRGAN
-was trained to remove exactly that degradation, so its views would barely differ.
+the small image lacks. (Noise on the small RGB image instead changes the output more at the
+same std-relative strength: 23.8 vs 28.2 dB from the plain reconstruction at 0.25, 17.7 vs
+20.4 dB at 1.0, on 8 CIFAR-10 images at 64 px; the feature map is the latent here so that mask
+and mix act on features, as with the other families.)
 
 The network is built here from ../shared/models/realesrgan-x4plus/README.md (the layout of
 basicsr's RRDBNet, whose key names the official RealESRGAN_x4plus.pth `params_ema` shares) and
