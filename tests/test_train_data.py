@@ -48,6 +48,7 @@ def make_shards(folder: Path, n: int = 96, per_shard: int = 24, views: int = 2, 
 
 from gcl.train.config import AugConfig, TrainConfig  # noqa: E402
 from gcl.train.data import DataError, build_train_loader  # noqa: E402
+from gcl.train.epochs import LoaderPosition  # noqa: E402
 
 
 def _cfg(**kw):
@@ -57,16 +58,7 @@ def _cfg(**kw):
 
 
 def _epoch_keys(loader, epoch):
-    class T:  # the three things EpochLoader reads from a Lightning trainer
-        current_epoch, global_rank, world_size = epoch, 0, 1
-
-        class fit_loop:
-            class epoch_loop:
-                class batch_progress:
-                    class current:
-                        completed = 0
-
-    loader.trainer = T
+    loader.start_epoch(LoaderPosition(epoch=epoch))  # what train/run.py's LoaderDriver does each epoch
     keys = []
     for b in loader:
         # members arrive decoded at the shard resolution (32 px), not yet augmented to the 16 px crop
@@ -96,7 +88,7 @@ def test_brace_pattern_list_and_corrupt_samples_counted(tmp_path):
 
 
 def _epoch_keys_any(loader):
-    loader.trainer = None
+    loader.start_epoch(LoaderPosition())
     return [k for b in loader for k in b["key"]]
 
 
@@ -155,3 +147,22 @@ def test_pipe_only_when_typed_and_moved_shards(tmp_path):
     (tmp_path / "s").rename(moved)
     loader, _ = build_train_loader(_cfg(shards=[str(moved / "fix.manifest.json")], batch_size=8), world=1)
     assert len(set(_epoch_keys_any(loader))) == 48
+
+
+def test_mid_epoch_resume_skips_the_batches_already_trained(tmp_path):
+    """LoaderDriver hands the loader Lightning's restored batch count once, at the start of training;
+    the loader then yields exactly the rest of that epoch, in the same order."""
+    from types import SimpleNamespace
+
+    from gcl.train.run import LoaderDriver
+
+    m = make_shards(tmp_path / "s", n=96, per_shard=24)
+    loader, _ = build_train_loader(_cfg(shards=[str(m)]), world=1)
+    full = [b["key"] for b in (loader.start_epoch(LoaderPosition(epoch=1)), loader)[1]]
+    progress = SimpleNamespace(current=SimpleNamespace(completed=5))
+    trainer = SimpleNamespace(current_epoch=1, global_rank=0, world_size=1,
+                              fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+    LoaderDriver(loader).on_train_start(trainer, None)
+    assert [b["key"] for b in loader] == full[5:]
+    LoaderDriver(loader).on_train_epoch_start(trainer, None)  # a new epoch starts from its first batch
+    assert [b["key"] for b in loader] == full

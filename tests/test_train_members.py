@@ -18,8 +18,7 @@ from gcl.train.methods import get_method  # noqa: E402
 
 
 def _batches(loader):
-    loader.trainer = None
-    return list(loader)
+    return list(loader)  # a fresh loader starts at LoaderPosition() (epoch 0, rank 0 of 1)
 
 
 def test_members_choose_exact_types_and_distinct_generated_views(tmp_path):

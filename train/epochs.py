@@ -1,31 +1,48 @@
-"""Epoch batching: exactly `steps` batches per epoch from FamilyStream's worker chunks, with the
-epoch / rank / mid-epoch position taken from the Lightning trainer (what --resume relies on)."""
+"""Epoch batching: exactly `steps` batches per epoch from a family stream's worker chunks.
+
+The loader owns its position (epoch, rank, world size, batches to skip when resuming mid-epoch)
+as a LoaderPosition; whoever drives training hands it a new one before each epoch
+(train/run.py does it from Lightning's hooks), and the stream sees it when iteration starts.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from gcl.errors import UserError
-
-if TYPE_CHECKING:  # only for the annotation: data.py imports this module
-    from gcl.train.data import FamilyStream
 
 
 class DataError(UserError):
     """Unusable training data: the message says what to do (one line)."""
 
 
+@dataclass(frozen=True)
+class LoaderPosition:
+    epoch: int = 0
+    rank: int = 0
+    world: int = 1
+    skip_batches: int = 0  # > 0 only when resuming in the middle of an epoch
+
+
 class EpochLoader:
     """Exactly `steps` batches per epoch from worker chunks; wraps around (next pass) if a rank's
-    share runs short, like DistributedSampler's padding. Lightning sees a sized iterable."""
+    share runs short, like DistributedSampler's padding. Lightning sees a sized iterable.
 
-    def __init__(self, dataset: "FamilyStream", batch_size: int, steps: int, num_workers: int):
+    dataset: an IterableDataset with `epoch`, `rank`, `world` and `pass_` attributes that its
+    workers read (train.data.FamilyStream), yielding chunk dicts.
+    """
+
+    def __init__(self, dataset: IterableDataset, batch_size: int, steps: int, num_workers: int):
         self.stream, self.batch_size, self.steps, self.num_workers = dataset, batch_size, steps, num_workers
-        self.trainer = None  # bound by cli: epoch, rank and mid-epoch resume position come from it
+        self.position = LoaderPosition()
         self.skipped = 0
+
+    def start_epoch(self, position: LoaderPosition) -> None:
+        """Where the next iteration starts (read lazily, when the first batch is requested)."""
+        self.position = position
 
     def __len__(self) -> int:
         return self.steps
@@ -36,13 +53,8 @@ class EpochLoader:
                           worker_init_fn=_worker_init, persistent_workers=False)
 
     def __iter__(self):
-        t = self.trainer
-        ds = self.stream
-        if t is not None:
-            ds.epoch, ds.rank, ds.world = t.current_epoch, t.global_rank, t.world_size
-            skip = t.fit_loop.epoch_loop.batch_progress.current.completed  # >0 only when resuming mid-epoch
-        else:
-            skip = 0
+        ds, pos = self.stream, self.position
+        ds.epoch, ds.rank, ds.world, skip = pos.epoch, pos.rank, pos.world, pos.skip_batches
         ds.pass_ = 0
         pending, produced, per_worker_skip = [], 0, {}
         while produced < self.steps:

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from gcl.io import write_json_atomic
 from gcl.train.config import ConfigError, TrainConfig, resolution
 from gcl.train.data import build_train_loader
+from gcl.train.epochs import EpochLoader, LoaderPosition
 from gcl.train.evalsets import load_eval_sets
 from gcl.train.methods import get_method
 
@@ -42,6 +43,29 @@ class SafeLastCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._save(trainer)
+
+
+class LoaderDriver(Callback):
+    """The one place that reads Lightning's loop state for the data: it hands the loader its
+    position before each epoch (and the mid-epoch resume point once, at the start of training),
+    and logs the loader's count of corrupt samples it skipped."""
+
+    def __init__(self, loader: EpochLoader):
+        self.loader = loader
+
+    def on_train_start(self, trainer, pl_module):
+        # after a checkpoint is restored: >0 batches done only when resuming in the middle of an epoch
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        self._hand_over(trainer, done if done < self.loader.steps else 0)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._hand_over(trainer, 0)  # not called when Lightning restarts mid-epoch: on_train_start's value stands
+
+    def _hand_over(self, trainer, skip: int) -> None:
+        self.loader.start_epoch(LoaderPosition(trainer.current_epoch, trainer.global_rank, trainer.world_size, skip))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.log("skipped_samples", float(self.loader.skipped), batch_size=len(batch["key"]))
 
 
 class KeyRecorder(Callback):
@@ -114,7 +138,6 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         num_classes = max(num_classes, eval_sets.num_classes)
     queries = eval_sets.queries if eval_sets else {}
     model = get_method(cfg.method)(cfg.to_dict(), loader.steps, num_classes, world)
-    model.train_loader = loader
     val = None
     if queries:
         # one loader per query set, in the order of model.eval_names ("val" first when given)
@@ -133,7 +156,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "run.json", info)
 
-    callbacks = [SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
+    callbacks = [LoaderDriver(loader), SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
     if "val" in queries:
         # best.ckpt is chosen on held-out validation queries only; test_* metrics are never monitored
         callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_knn_top1",
@@ -150,7 +173,6 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing="val" in queries,
         default_root_dir=str(out),
     )
-    loader.trainer = trainer
     try:
         trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None,
                     weights_only=True)  # resume reads plain tensors/dicts only, never pickled code

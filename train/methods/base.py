@@ -48,7 +48,6 @@ class BaseMethod(L.LightningModule):
         self.total_steps = cfg["epochs"] * steps_per_epoch
         self.eval_bank = None  # (uint8 images NCHW, labels): see set_eval
         self.eval_names: list[str] = []  # query sets, one val dataloader each, e.g. ["val", "test"]
-        self.train_loader = None  # EpochLoader, for the corrupt-sample count
         self.augs = [AugConfig(**a) for a in cfg["augmentations"]]
         gen_aug = cfg.get("gen_augmentations")
         self.gen_aug = AugConfig(**gen_aug) if gen_aug else None
@@ -94,8 +93,6 @@ class BaseMethod(L.LightningModule):
             self.log("train_acc1", (logits.argmax(1) == y).float().mean() * 100, batch_size=bs)
             loss = loss + ce
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
-        if self.train_loader is not None:
-            self.log("skipped_samples", float(self.train_loader.skipped), batch_size=bs)
         return loss
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
