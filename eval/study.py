@@ -237,6 +237,7 @@ def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, d
         log(f"{step} {name}: {p.action} (log: {run_dir / 'train.log'})")
         code, seconds, tail = train_run(study, p.arm, p.seed, study.manifest_path(set_name), p.action == "resume")
         if code != 0 or train_status(run_dir) != "finished":
+            study.failed_path(p.arm, p.seed).parent.mkdir(parents=True, exist_ok=True)  # the first run may fail
             write_json_atomic(study.failed_path(p.arm, p.seed), {
                 "arm": p.arm, "seed": p.seed, "digest": study.digest(p.arm), "exit_code": code,
                 "seconds": round(seconds, 1), "log": (run_dir / "train.log").as_posix(), "log_tail": tail})
