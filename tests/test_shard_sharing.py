@@ -275,3 +275,24 @@ def test_train_on_read_only_output_is_one_line(read_only_folder, tmp_path):
                   "--output", read_only_folder / "run"])
     assert res.exit_code != 0 and "cannot write" in res.output and "Read-only file system" in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_readme_main_command_reproduces_the_published_demo_and_leaves_the_tree_clean(tmp_path):
+    """The README's main job, run as written (only --output moved to a temp folder): it reports a
+    match with manifests/cifar10-taef2-demo.json and writes nothing under the repository."""
+    import re
+    import shlex
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    command = re.search(r"\.venv/bin/gcl-synth run ([^\n`]+)", readme).group(1)
+    args = shlex.split(command)
+    assert "--reference" in args and "--manifest" not in args
+    args[args.index("--output") + 1] = str(tmp_path / "demo")
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    res = subprocess.run([sys.executable, "-m", "gcl.synth.cli", "run", "--no-progress", *args], cwd=repo,
+                         capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert res.returncode == 0 and "MATCH: 1/1 shards byte-identical" in res.stdout, res.stdout[-1500:] + res.stderr[-1500:]
+    after = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    assert after == before
