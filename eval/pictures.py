@@ -19,6 +19,7 @@ import click
 
 from gcl.eval.sheet import read_families
 from gcl.io import write_bytes_atomic
+from gcl.shardset import OutputLayout
 
 # 8 rows of 1 + 4 views at 128 px is ~700 x 1500 px: one screen, readable without zooming.
 DEFAULT_ROWS = 8
@@ -103,7 +104,7 @@ def synthesize(out_dir: str, **options) -> str:
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
         raise click.ClickException(lines[-1].removeprefix("Error: ") if lines else "gcl-synth run failed")
-    return os.path.join(out_dir, "preview.manifest.json")
+    return OutputLayout(out_dir, "preview").manifest
 
 
 @click.command("viewstats")

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from gcl.errors import UserError
+from gcl.shardset import OutputLayout
 
 STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "bar"}
 EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size"}
@@ -92,7 +93,7 @@ class Study:
         return self.output / "shards" / set_name
 
     def manifest_path(self, set_name: str) -> Path:
-        return self.shard_dir(set_name) / f"{set_name}.manifest.json"
+        return Path(OutputLayout(str(self.shard_dir(set_name)), set_name).manifest)
 
     def digest(self, arm: str) -> str:
         """What a result depends on besides the seed: the merged recipe and its shard set's options."""

@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 
 from gcl.errors import UserError
 from gcl.manifest import ManifestError, load_manifest
-from gcl.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family
+from gcl.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, shard_name, stats_name
 
 REMOTE_SCHEMES = ("http://", "https://")  # the only schemes a manifest may name
 
@@ -303,3 +303,37 @@ def require_valid(ss: ShardSet, hash_bytes: bool = True) -> None:
         raise ShardSetError(f"{first.url}: {first.problem} ({bad} of {len(ss.urls)} shards fail the manifest's claims); "
                             "re-run gcl-synth for them, or pass --no-verify to train anyway")
 
+
+
+# ---------------------------------------------------------------- an output folder's file names
+@dataclass(frozen=True)
+class OutputLayout:
+    """The one owner of the file names in a shard-set folder (gcl-synth writes them, the study
+    runner, status and the tests find them): shards and their stats, the manifest, the plan, the
+    writer's lock, and the temporary names of unfinished writes."""
+
+    folder: str
+    name: str  # the shard-name prefix
+
+    def tar(self, index: int) -> str:
+        return os.path.join(self.folder, shard_name(self.name, index))
+
+    def stats(self, index: int) -> str:
+        return os.path.join(self.folder, stats_name(self.name, index))
+
+    def unfinished(self, index: int | None = None) -> list[str]:
+        """Temporary files of writes that never committed (a killed run leaves them)."""
+        pattern = f"{self.name}-{'*' if index is None else f'{index:06d}'}.*.tmp-*"
+        return sorted(glob.glob(os.path.join(glob.escape(self.folder), pattern)))
+
+    @property
+    def manifest(self) -> str:
+        return os.path.join(self.folder, f"{self.name}.manifest.json")
+
+    @property
+    def plan(self) -> str:
+        return os.path.join(self.folder, "plan.json")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.folder, ".gcl-synth.lock")

@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 
 from gcl.errors import UserError
-
-LOCK_FILE = ".gcl-synth.lock"
-
+from gcl.shardset import OutputLayout
 
 class OutputBusy(UserError):
     """Another live process holds the output folder."""
@@ -30,7 +28,7 @@ class OutputBusy(UserError):
 
 class OutputLock:
     def __init__(self, folder: str | os.PathLike):
-        self.path = Path(folder) / LOCK_FILE
+        self.path = Path(OutputLayout(str(folder), "").lock)
         self._fd: int | None = None
 
     def __enter__(self) -> "OutputLock":

@@ -5,6 +5,7 @@ refused, so two different experiments can never be mixed in one shard set.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -14,9 +15,8 @@ from pathlib import Path
 from gcl.errors import UserError
 from gcl.inputs import InputItem, InputSet
 from gcl.io import write_json_atomic
-from gcl.shards import shard_name, stats_name
+from gcl.shardset import OutputLayout
 
-PLAN_FILE = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ class ShardTask:
 
     @property
     def tar_path(self) -> str:
-        return os.path.join(self.out_dir, shard_name(self.name, self.index))
+        return OutputLayout(self.out_dir, self.name).tar(self.index)
 
     @property
     def stats_path(self) -> str:
-        return os.path.join(self.out_dir, stats_name(self.name, self.index))
+        return OutputLayout(self.out_dir, self.name).stats(self.index)
 
 
 @dataclass
@@ -94,7 +94,7 @@ def make_plan(inputs: InputSet, out_dir: str, name: str, shard_size: int, option
 def check_or_write_plan(plan: Plan, overwrite: bool) -> None:
     """First run writes plan.json; a re-run must match it (resume) unless --overwrite."""
     out = Path(plan.out_dir)
-    path = out / PLAN_FILE
+    path = Path(OutputLayout(plan.out_dir, plan.name).plan)
     if path.exists():
         old = json.loads(path.read_text())
         if old.get("fingerprint") != plan.fingerprint:
@@ -106,14 +106,14 @@ def check_or_write_plan(plan: Plan, overwrite: bool) -> None:
                     f"{out} holds shards of another plan (changed: {', '.join(changed) or 'shard layout'}); "
                     f"use another --output or pass --overwrite to replace them"
                 )
-            clear_output(out, old.get("name", plan.name))
+            clear_output(OutputLayout(plan.out_dir, old.get("name", plan.name)))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, plan.to_json())
 
 
-def clear_output(out: Path, name: str) -> None:
-    for p in out.glob(f"{name}-*"):
+def clear_output(layout: OutputLayout) -> None:
+    """--overwrite: every shard, stats file, temp file and the manifest of the old plan."""
+    for p in Path(layout.folder).glob(f"{glob.escape(layout.name)}-*"):
         p.unlink()
-    for p in out.glob(f"{name}.manifest.json"):
-        p.unlink()
-    (out / PLAN_FILE).unlink(missing_ok=True)
+    Path(layout.manifest).unlink(missing_ok=True)
+    Path(layout.plan).unlink(missing_ok=True)

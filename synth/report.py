@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from gcl.shards import stats_name
+from gcl.shardset import OutputLayout
 
 
 class Progress:
@@ -51,23 +51,24 @@ def summary_table(plan, results: dict, failed: dict, seconds: float) -> str:
 def shard_status(out_dir: str) -> dict:
     """done / pending / failed(unfinished tmp) shards of an output folder, from plan.json + stats files."""
     out = Path(out_dir)
-    plan_path = out / "plan.json"
+    plan_path = Path(OutputLayout(out_dir, "").plan)
     if not plan_path.exists():
         raise FileNotFoundError(f"{out} has no plan.json: not a gcl-synth output folder")
     plan = json.loads(plan_path.read_text())
     name, n = plan["name"], plan["num_shards"]
+    layout = OutputLayout(out_dir, name)
     done, pending, partial = [], [], []
     samples = 0
     for i in range(n):
-        st = out / stats_name(name, i)
+        st = Path(layout.stats(i))
         if st.exists():
             done.append(i)
             samples += json.loads(st.read_text())["samples"]
         else:
             pending.append(i)
-            if any(out.glob(f"{name}-{i:06d}.tar.tmp-*")):
+            if layout.unfinished(i):
                 partial.append(i)
-    manifest = out / f"{name}.manifest.json"
+    manifest = Path(layout.manifest)
     failed = json.loads(manifest.read_text()).get("failed", {}) if manifest.exists() else {}
     return {"name": name, "shards": n, "done": done, "pending": pending, "partial": partial,
             "failed": {int(k): v for k, v in failed.items() if int(k) in pending}, "samples": samples}

@@ -19,6 +19,7 @@ from gcl.errors import UserError
 from gcl.synth.augment import parse_recipe
 from gcl.synth.distribute import Runtime, run_dask, run_local, threads_per_worker, _GENERATORS
 from gcl.synth.generators import load_generator
+from gcl.shardset import OutputLayout
 from gcl.synth.lock import OutputLock
 from gcl.inputs import list_inputs
 from gcl.manifest import load_manifest, write_manifest
@@ -113,8 +114,9 @@ def execute(cfg: RunConfig) -> dict:
 
 def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) -> dict:
     check_or_write_plan(plan, cfg.overwrite)
-    for stale in Path(cfg.output).glob(f"{plan.name}-*.tmp-*"):  # left by a killed run: never committed
-        stale.unlink(missing_ok=True)
+    layout = OutputLayout(cfg.output, plan.name)
+    for stale in layout.unfinished():  # left by a killed run: never committed
+        Path(stale).unlink(missing_ok=True)
     _GENERATORS[(rt.family, rt.model, rt.device, rt.dtype)] = generator  # reuse in-process
     results: dict[int, dict] = {}
     failed: dict[int, str] = {}
@@ -159,7 +161,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     manifest = build_manifest(plan, inputs, results, failed, seconds, generator)
     manifest["residual"] = plan.options.residual
     manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"])
-    manifest_path = Path(cfg.output) / f"{plan.name}.manifest.json"
+    manifest_path = Path(layout.manifest)
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
         if manifest["throughput"]["generated_samples"] == 0:
