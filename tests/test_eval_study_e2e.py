@@ -59,7 +59,7 @@ def test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale(tmp_pa
     monkeypatch.chdir(tmp_path)  # study paths are relative to the current folder, as from the repo root
     (tmp_path / "data").symlink_to(SHARED / "data")
     (tmp_path / "models").symlink_to(SHARED / "models")
-    arms = {"hand": {"shards": "t", "gen_prob": 0}, "gen": {"shards": "t", "gen_prob": 0.5}}
+    arms = {"hand": {"shards": "t", "gen_prob": 0}, "gen": {"shards": "t", "gen_prob": 0.5, "pairing": "orig+gen"}}  # K=1: one generated member at most
     path = _write(tmp_path / "studies" / "tiny" / "study.yaml", arms)
     folder = path.parent
 
