@@ -107,7 +107,7 @@ def test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale(tmp_pa
     del arms["broken"]
 
     # an edited arm: its results are stale, refused until --rerun-stale replaces them
-    arms["gen"] = {"shards": "t", "gen_prob": 0.6}
+    arms["gen"] = {"shards": "t", "gen_prob": 0.6, "pairing": "orig+gen"}
     _write(path, arms)
     r = _study([str(path)])
     assert r.exit_code == 1 and "2 run(s) are stale" in r.output and "gen-s0, gen-s1" in r.output, r.output
