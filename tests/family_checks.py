@@ -73,3 +73,12 @@ def check_distance_grows(gen, template: str, size: int, strengths=(0.2, 0.5, 1.0
     dist = [np.abs(views(gen, imgs, template, s, k=2, residual=residual)[0].astype(float) - x).mean() for s in strengths]
     assert all(a < b for a, b in zip(dist, dist[1:])), dist
     return dist
+
+
+# The properties every generator family must have (issue #7), by name for parametrized tests.
+FAMILY_CHECKS = {
+    "shapes_and_determinism": check_shapes_and_determinism,
+    "batch_order_invariance": check_batch_order_invariance,
+    "strength_zero_is_reconstruction": check_strength_zero_is_reconstruction,
+    "distance_grows": check_distance_grows,
+}

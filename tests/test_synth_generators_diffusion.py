@@ -68,12 +68,7 @@ def latent_gen(latent_dir):
     return load_generator("diffusion", str(latent_dir))
 
 
-CHECKS = {
-    "shapes_and_determinism": fc.check_shapes_and_determinism,
-    "batch_order_invariance": fc.check_batch_order_invariance,
-    "strength_zero_is_reconstruction": fc.check_strength_zero_is_reconstruction,
-    "distance_grows": fc.check_distance_grows,
-}
+CHECKS = fc.FAMILY_CHECKS  # the four properties, run for every family
 
 
 @pytest.mark.parametrize("check", list(CHECKS))

@@ -12,12 +12,7 @@ from gcl.synth.generators import GeneratorLoadError, load_generator
 from gcl.synth.generators.esrgan import ESRGAN_FILE, RRDBNet
 
 NOISE = "noise(strength={s})"
-CHECKS = {
-    "shapes_and_determinism": fc.check_shapes_and_determinism,
-    "batch_order_invariance": fc.check_batch_order_invariance,
-    "strength_zero_is_reconstruction": fc.check_strength_zero_is_reconstruction,
-    "distance_grows": fc.check_distance_grows,
-}
+CHECKS = fc.FAMILY_CHECKS  # the four properties, run for every family
 
 
 @pytest.fixture(scope="module")

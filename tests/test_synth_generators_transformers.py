@@ -14,12 +14,7 @@ from gcl.synth.generators import load_generator
 
 RESAMPLE = "resample(ratio={s}, steps=3)"
 REMASK = "remask(ratio={s})"
-CHECKS = {
-    "shapes_and_determinism": fc.check_shapes_and_determinism,
-    "batch_order_invariance": fc.check_batch_order_invariance,
-    "strength_zero_is_reconstruction": fc.check_strength_zero_is_reconstruction,
-    "distance_grows": fc.check_distance_grows,
-}
+CHECKS = fc.FAMILY_CHECKS  # the four properties, run for every family
 
 
 def _tiny_clip(root):
