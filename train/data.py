@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from gcl.errors import UserError
-from gcl.inputs import InputError, list_inputs, load_rgb, resize_center_crop
+from gcl.inputs import InputError, InputSet, list_inputs, load_rgb, resize_center_crop
 from gcl.shards import ORIG, ShardReadError, decode_image, iter_samples, parse_family
-from gcl.shardset import open_shard_set, require_valid
+from gcl.shardset import ShardSet, open_shard_set, require_valid
 from gcl.train.config import TrainConfig, default_workers, family_count, resolution
 from gcl.train.epochs import DataError, EpochLoader
 from gcl.train.pairing import PairingError, check_family, choose_members
@@ -35,18 +35,33 @@ CHUNK = 32  # samples per worker->main transfer: amortises IPC, small enough to 
 
 @dataclass
 class Source:
-    kind: str  # "shards" | "input"
-    units: list  # shard urls, or InputItems for a plain input
-    counts: list[int]  # samples per unit
-    num_views: int = 0
-    has_orig: bool = True
-    class_names: list[str] | None = None
-    description: str = ""
-    size: int = 32  # side of the square uint8 images the workers hand over (the shard resolution)
+    """What the loader reads: the core's ShardSet, or a plain --input's images (each a one-image unit).
+    Exactly one of the two is set; nothing here copies their fields."""
+
+    shard_set: ShardSet | None  # --shards
+    inputs: InputSet | None  # --input (an image folder or npz, no generated views)
+    size: int  # side of the square uint8 images the workers hand over (the shard resolution)
+
+    @property
+    def units(self) -> list:
+        """Shard URLs, or InputItems: what the loader splits over ranks and workers."""
+        return self.shard_set.urls if self.shard_set else self.inputs.items
+
+    @property
+    def counts(self) -> list[int]:
+        return self.shard_set.counts if self.shard_set else [1] * len(self.inputs.items)
 
     @property
     def total(self) -> int:
         return int(sum(self.counts))
+
+    @property
+    def num_views(self) -> int:
+        return self.shard_set.num_views if self.shard_set else 0
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.shard_set.class_names if self.shard_set else self.inputs.class_names
 
 
 def resolve_source(cfg: TrainConfig) -> Source:
@@ -56,28 +71,27 @@ def resolve_source(cfg: TrainConfig) -> Source:
         except InputError as exc:
             raise DataError(str(exc)) from None
         first = next((a for a, err in map(load_rgb, inputs.items[:16]) if err is None), None)
-        size = min(first.shape[:2]) if first is not None else resolution(cfg)
-        return Source("input", inputs.items, [1] * len(inputs.items), 0, True, inputs.class_names,
-                      cfg.input, size)
+        return Source(None, inputs, min(first.shape[:2]) if first is not None else resolution(cfg))
     try:
         shard_set = open_shard_set(list(cfg.shards), base=cfg.shards_base)
         if cfg.verify:
             require_valid(shard_set, hash_bytes=True)
     except UserError as exc:
         raise DataError(str(exc)) from None
-    return Source("shards", shard_set.urls, shard_set.counts, shard_set.num_views, shard_set.has_orig,
-                  shard_set.class_names, shard_set.description, shard_set.resolution or resolution(cfg))
+    return Source(shard_set, None, shard_set.resolution or resolution(cfg))
 
 
 def check_source(source: Source, cfg: TrainConfig, world: int) -> int:
     """Validate against the run and return steps per epoch (the same on every rank)."""
     if source.total == 0:
-        raise DataError(f"{source.description}: empty dataset (0 samples); check --shards / --input")
+        what = source.shard_set.description if source.shard_set else cfg.input
+        raise DataError(f"{what}: empty dataset (0 samples); check --shards / --input")
     try:
-        check_family(source.num_views, source.has_orig, cfg.gen_prob, cfg.pairing, family_count(cfg), cfg.members)
+        has_orig = source.shard_set.has_orig if source.shard_set else True
+        check_family(source.num_views, has_orig, cfg.gen_prob, cfg.pairing, family_count(cfg), cfg.members)
     except PairingError as exc:
         raise DataError(str(exc)) from None
-    if source.kind == "shards" and len(source.units) < world:
+    if source.shard_set and len(source.units) < world:
         raise DataError(f"{len(source.units)} shards cannot be split over {world} ranks; "
                         "write more, smaller shards (gcl-synth --shard-size)")
     steps = source.total // (cfg.batch_size * world)
@@ -110,7 +124,7 @@ class FamilyStream(IterableDataset):
         torch.manual_seed(hash((self.seed, self.epoch, self.pass_, self.rank, worker)) & 0x7FFFFFFF)
         mine = self.rank_units()[worker::nw]
         self.skipped = 0
-        raw = self._shard_samples(mine, worker) if self.source.kind == "shards" else self._input_samples(mine)
+        raw = self._shard_samples(mine, worker) if self.source.shard_set else self._input_samples(mine)
         batch = []
         for sample in raw:
             batch.append(sample)
@@ -130,7 +144,8 @@ class FamilyStream(IterableDataset):
         """(H, W, 3) uint8 -> (3, S, S) uint8 at the source's size."""
         if arr.shape[:2] != (self.source.size, self.source.size):
             arr = resize_center_crop(arr, self.source.size)
-        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        # a copy: decoded arrays can be read-only views, and torch must own writable memory
+        return torch.from_numpy(np.array(arr, dtype=np.uint8, order="C", copy=True)).permute(2, 0, 1)
 
     def _tar_error(self, exc: Exception) -> bool:
         self.skipped += 1
@@ -190,6 +205,6 @@ def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Sourc
     source = resolve_source(cfg)
     steps = check_source(source, cfg, world)
     nw = default_workers(cfg)
-    if source.kind == "shards":
+    if source.shard_set:
         nw = min(nw, max(1, len(source.units) // world))  # a worker without a shard would idle
     return EpochLoader(FamilyStream(source, cfg), cfg.batch_size, steps, nw), source
