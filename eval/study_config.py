@@ -26,7 +26,7 @@ STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms",
 EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size"}
 PLOT_KEYS = {"x", "label"}
 # Arm keys the study itself reads; every other arm key is a gcl-train recipe key.
-ARM_STUDY_KEYS = {"shards", "x", "recipe"}
+ARM_STUDY_KEYS = {"shards", "x", "series", "recipe"}
 # Set by the runner for every run (one output folder and one seed per run): never in a recipe.
 RUNNER_TRAIN_KEYS = {"output", "seed", "shards", "input"}
 # Set by the runner for every shard set (it owns the folder and the name).
@@ -58,6 +58,7 @@ class Arm:
     x: float | None  # value on the plot's x axis (else read from plot.x in the merged recipe)
     recipe: str | None  # this arm's base recipe instead of train.recipe
     overrides: dict  # gcl-train recipe keys over the study's train defaults
+    series: str | None = None  # the plot panel (and x-axis title) of a sweep; None: plot.label's panel
 
 
 @dataclass
@@ -201,8 +202,13 @@ def _arm(name: str, data, shard_sets: dict) -> Arm:
     x = data.pop("x", None)
     if x is not None and not isinstance(x, (int, float)):
         raise StudyError(f"arms:{name}: x must be a number, got {x!r}")
+    series = data.pop("series", None)
+    if series is not None and (not isinstance(series, str) or not series.strip()):
+        raise StudyError(f"arms:{name}: series must be a non-empty text (the sweep's axis title), got {series!r}")
+    if series is not None and x is None:
+        raise StudyError(f"arms:{name}: series {series!r} needs the arm's x (its value on that axis)")
     recipe = data.pop("recipe", None)
-    return Arm(_name(name, "arm name"), shards, x, recipe, data)
+    return Arm(_name(name, "arm name"), shards, x, recipe, data, series)
 
 
 def _seeds(value) -> list[int]:

@@ -39,6 +39,7 @@ class ArmRow:
     shard_set: str = ""
     uses_generated: bool = True
     x: float | None = None
+    series: str | None = None  # which sweep panel x belongs to (None: the study's plot.label panel)
 
     @property
     def n(self) -> int:
@@ -90,7 +91,8 @@ def load_results(study: Study) -> tuple[list[dict], list[str]]:
 def summarize(study: Study, results: list[dict]) -> list[ArmRow]:
     rows = {a: ArmRow(a, shard_set=study.arms[a].shards, uses_generated=uses_generated(study.merged[a]),
                       x=study.arms[a].x if study.arms[a].x is not None else
-                      (_lookup(study.merged[a], study.plot_x) if study.plot_x else None)) for a in study.arms}
+                      (_lookup(study.merged[a], study.plot_x) if study.plot_x else None),
+                      series=study.arms[a].series) for a in study.arms}
     for r in results:
         row = rows[r["arm"]]
         row.knn[r["seed"]] = r["knn_top1"]
@@ -176,7 +178,12 @@ def plot_report(study: Study, rows: list[ArmRow], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     with_x = [r for r in rows if r.x is not None and r.knn]
-    fig, axes = plt.subplots(1, 2 if with_x else 1, figsize=(12 if with_x else 7, 4.5), squeeze=False)
+    # one panel per sweep: arms naming a series share its panel; the others use plot.label's
+    default_axis = study.plot_label or study.plot_x or "x"
+    panels: dict[str, list[ArmRow]] = {}
+    for r in with_x:
+        panels.setdefault(r.series or default_axis, []).append(r)
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(7 + 5 * len(panels), 4.5), squeeze=False)
     ax = axes[0][0]
     for i, r in enumerate(rows):
         for values, marker, colour, dx in ((r.knn, "o", "tab:blue", -0.12), (r.linear, "s", "tab:orange", 0.12)):
@@ -186,19 +193,20 @@ def plot_report(study: Study, rows: list[ArmRow], path: Path) -> None:
     ax.set_xticks(range(len(rows)), [r.arm for r in rows], rotation=30, ha="right")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"{study.name}: kNN (o) and linear (s) per seed; bar = mean")
-    if with_x:
-        ax2 = axes[0][1]
-        for r in with_x:
-            mean, std = mean_std(list(r.knn.values()))
+    control = rows[[r.arm for r in rows].index(study.control)]
+    for ax2, (axis_title, members) in zip(axes[0][1:], panels.items()):
+        members = sorted(members, key=lambda r: r.x)
+        means = [mean_std(list(r.knn.values())) for r in members]
+        ax2.plot([r.x for r in members], [m for m, _ in means], color="tab:blue", linewidth=1, alpha=0.5)
+        for r, (mean, std) in zip(members, means):
             ax2.errorbar([r.x], [mean], yerr=[std or 0.0], fmt="o", capsize=3, label=r.arm)
             ax2.scatter([r.x] * r.n, list(r.knn.values()), color="grey", s=8, alpha=0.5)
-        control = rows[[r.arm for r in rows].index(study.control)]
         if control.knn:
             ax2.axhline(mean_std(list(control.knn.values()))[0], color="black", linestyle="--", linewidth=1,
                         label=f"{study.control} (control)")
-        ax2.set_xlabel(study.plot_label or study.plot_x or "x")
+        ax2.set_xlabel(axis_title)
         ax2.set_ylabel("kNN top-1 (%)")
-        ax2.set_title("kNN top-1 against the arms' x (mean ± std, seeds in grey)")
+        ax2.set_title("kNN top-1 along the sweep (mean ± std, seeds in grey)")
         ax2.legend(fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp")

@@ -79,6 +79,27 @@ def test_table_pairs_by_seed_and_counts_positive(tmp_path):
     assert png.stat().st_size > 10_000
 
 
+def test_each_sweep_series_gets_its_own_panel(tmp_path):
+    from PIL import Image
+
+    arms = dict(BASE["arms"], ctrl={"shards": "s", "gen_prob": 0, "x": 0, "series": "strength"},
+                weak={"shards": "s", "gen_prob": 0.2, "x": 0.25, "series": "strength"})
+    study = load_study(_study_file(tmp_path, arms=arms))
+    assert study.arms["weak"].series == "strength" and study.arms["gen"].series is None
+    for seed in (0, 1):
+        for arm, knn in (("ctrl", 50.0), ("gen", 51.0), ("weak", 50.5)):
+            _result(study, arm, seed, knn + seed)
+    rows = {r.arm: r for r in summarize(study, [json.loads(p.read_text()) for p in (study.folder / "runs").glob("*.json")])}
+    assert (rows["weak"].series, rows["weak"].x, rows["gen"].series) == ("strength", 0.25, None)
+    _, png = write_report(study, log=lambda *_: None)
+    # the arms panel, the strength sweep and the plot.label (gen-prob) panel: 7 + 5 + 5 inches at 110 dpi
+    assert Image.open(png).size[0] == 17 * 110
+    only_strength = dict(arms, gen={"shards": "s", "gen_prob": 0.5})
+    study = load_study(_study_file(tmp_path, arms=only_strength))
+    _, png = write_report(study, log=lambda *_: None)
+    assert Image.open(png).size[0] == 12 * 110
+
+
 def test_one_negative_seed_fails_the_bar_and_missing_runs_are_listed(tmp_path):
     study = load_study(_study_file(tmp_path, bar=1.0))
     for seed, (c, g) in enumerate([(50.0, 53.0), (52.0, 51.9)]):
@@ -162,6 +183,8 @@ def test_synth_cost_prefers_the_manifest_cost_block():
     ({"shard_sets": {"s": {"output": "x"}}}, "shard_sets:s sets output"),
     ({"train": {"recipe": "cifar10/nope"}}, "recipe 'cifar10/nope' not found"),
     ({"plot": {"y": "gen_prob"}}, "unknown key(s) y in plot"),
+    ({"arms": {"ctrl": {"shards": "s", "series": "strength"}}}, "series 'strength' needs the arm's x"),
+    ({"arms": {"ctrl": {"shards": "s", "x": 0, "series": 3}}}, "series must be a non-empty text"),
 ])
 def test_bad_study_files_are_one_line_errors(tmp_path, change, message):
     r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path, **change)), "--dry-run"])
