@@ -199,12 +199,13 @@ def study(study_file, report_only, only, seeds, dry_run, max_runs, rerun_stale):
     from gcl.eval.study import run_study
     from gcl.eval.study_config import load_study
     from gcl.eval.study_report import write_report
+    from gcl.eval.study_runs import measure_train_flops
 
     log = functools.partial(click.echo, err=True)
     try:
         spec = load_study(study_file)
         if report_only:
-            if write_report(spec, log) is None:
+            if write_report(spec, log, measure_train_flops(spec)) is None:
                 raise click.ClickException(f"no results in {spec.folder / 'runs'} yet")
             return
         failed = run_study(spec, only=only, seeds=seeds, dry_run=dry_run, max_runs=max_runs,

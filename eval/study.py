@@ -21,7 +21,7 @@ from pathlib import Path
 
 import gcl
 from gcl.eval.study_config import Study, StudyError
-from gcl.eval.study_runs import (check_recipes, check_same_inputs, make_shard_set, run_state,
+from gcl.eval.study_runs import (check_recipes, check_same_inputs, make_shard_set, measure_train_flops, run_state,
                                  shard_set_ready, train_run, train_status, write_recipe)
 from gcl.io import write_json_atomic
 from gcl.manifest import load_manifest
@@ -150,7 +150,7 @@ def check_eval_data(study: Study) -> None:
 def check_arms(study: Study, arms: list[str]) -> None:
     """gcl-train's verdict on every arm's merged recipe, before any work starts."""
     paths = {write_recipe(study, arm, study.output / "recipes" / f"{arm}.yaml"): arm for arm in arms}
-    errors = check_recipes(list(paths))
+    errors, _ = check_recipes(list(paths))
     if errors:
         path, error = next(iter(errors.items()))
         more = f" ({len(errors) - 1} more arm(s) rejected)" if len(errors) > 1 else ""
@@ -221,7 +221,7 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log) -
     manifests = prepare_shards(study, arms, todo, dry_run, log)
     data = EvalData(study.eval)
     failed = sum(not execute(study, p, f"[{i}/{len(todo)}]", data, manifests, log) for i, p in enumerate(todo, 1))
-    write_report(study, log)
+    write_report(study, log, measure_train_flops(study))
     return failed
 
 

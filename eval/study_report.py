@@ -40,6 +40,7 @@ class ArmRow:
     uses_generated: bool = True
     x: float | None = None
     series: str | None = None  # which sweep panel x belongs to (None: the study's plot.label panel)
+    train_flops: float | None = None  # training FLOPs per training image over the run (all epochs)
 
     @property
     def n(self) -> int:
@@ -88,8 +89,11 @@ def load_results(study: Study) -> tuple[list[dict], list[str]]:
     return results, stale
 
 
-def summarize(study: Study, results: list[dict]) -> list[ArmRow]:
+def summarize(study: Study, results: list[dict], train_flops: dict[str, int] | None = None) -> list[ArmRow]:
+    """train_flops: arm -> the run's training FLOPs per training image (measure_train_flops)."""
+    train_flops = train_flops or {}
     rows = {a: ArmRow(a, shard_set=study.arms[a].shards, uses_generated=uses_generated(study.merged[a]),
+                      train_flops=train_flops.get(a),
                       x=study.arms[a].x if study.arms[a].x is not None else
                       (_lookup(study.merged[a], study.plot_x) if study.plot_x else None),
                       series=study.arms[a].series) for a in study.arms}
@@ -135,16 +139,31 @@ def _synth(row: ArmRow) -> str:
     return ", ".join(parts)
 
 
+def compute_ratio(row: ArmRow, control: ArmRow) -> float | None:
+    """(training FLOPs + the shard set's synthesis FLOPs, per image) / the control's training FLOPs.
+    Synthesis counts only for arms that read generated views; it is the whole set's cost (all K
+    views), paid once however many arms share the set."""
+    if row.train_flops is None or not control.train_flops:
+        return None
+    synth = (row.synth or {}).get("flops_per_image") if row.uses_generated else 0.0
+    if synth is None:
+        return None
+    return (row.train_flops + synth) / control.train_flops
+
+
 def format_table(study: Study, rows: list[ArmRow]) -> str:
     head = (f"| arm | n | kNN top-1 | linear top-1 | Δ kNN vs {study.control} (mean; per seed) | positive seeds "
-            "| train min | synth cost |")
-    lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| train min | synth cost | train GFLOP/img | compute vs control |")
+    lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    control = next(r for r in rows if r.arm == study.control)
     for r in rows:
+        ratio = compute_ratio(r, control)
         pos = "—" if r.arm == study.control or not r.deltas else f"{r.positive}/{len(r.deltas)}"
         minutes, _ = mean_std(r.train_seconds)
         lines.append(f"| {r.arm} | {r.n} | {_pm(list(r.knn.values()))} | {_pm(list(r.linear.values()))} | "
                      f"{_deltas(r, study.control)} | {pos} | {'—' if minutes is None else f'{minutes / 60:.1f}'} | "
-                     f"{_synth(r)} |")
+                     f"{_synth(r)} | {'—' if r.train_flops is None else f'{r.train_flops / 1e9:.1f}'} | "
+                     f"{'—' if ratio is None else f'{ratio:.2f}x'} |")
     return "\n".join(lines)
 
 
@@ -156,7 +175,10 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
            f"Seeds {study.seeds}; control `{study.control}`. Each run's last.ckpt (nothing chosen on the test split): "
            f"kNN k={ev.k}, T={ev.temperature} with {n_bank} bank images ({ev.bank}) and {n_test} test images "
            f"({ev.test}); linear probe on frozen features{'' if ev.linear else ' (off)'}. Mean ± sample std over "
-           "seeds; Δ is paired by seed (same seed = same data order). Train minutes: wall time per run.", "",
+           "seeds; Δ is paired by seed (same seed = same data order). Train minutes: wall time per run. "
+           "Train GFLOP/img: every view's forward and backward pass and the loss, per training image over "
+           "all epochs (FlopCounterMode; augmentation left out); compute vs control adds the shard set's "
+           "synthesis FLOPs per image for arms that read generated views.", "",
            format_table(study, rows), ""]
     if study.bar is not None:
         winners = [r.arm for r in rows if r.arm != study.control and r.meets(study.bar)]
@@ -215,15 +237,16 @@ def plot_report(study: Study, rows: list[ArmRow], path: Path) -> None:
     tmp.replace(path)
 
 
-def write_report(study: Study, log=print) -> tuple[Path, Path] | None:
-    """results.md and results.png in the study folder; None when no run has a result yet."""
+def write_report(study: Study, log=print, train_flops: dict[str, int] | None = None) -> tuple[Path, Path] | None:
+    """results.md and results.png in the study folder; None when no run has a result yet.
+    train_flops: arm -> the run's training FLOPs per training image (measure_train_flops), for the cost columns."""
     from gcl.io import write_bytes_atomic
 
     results, stale = load_results(study)
     if not results:
         log("no results yet: nothing to report")
         return None
-    rows = summarize(study, results)
+    rows = summarize(study, results, train_flops)
     md, png = study.folder / "results.md", study.folder / "results.png"
     write_bytes_atomic(md, format_report(study, rows, results, stale).encode())
     plot_report(study, rows, png)

@@ -133,16 +133,30 @@ def train_status(run_dir: Path) -> str:
     return "partial" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "none"
 
 
-def check_recipes(paths: list[Path]) -> dict[Path, str]:
-    """gcl-train's own verdict on each merged recipe (python -m gcl.train.check): {path: error}."""
-    proc = subprocess.run([sys.executable, "-m", "gcl.train.check", *map(str, paths)], capture_output=True, text=True)
-    errors = {}
+def check_recipes(paths: list[Path], flops: bool = False) -> tuple[dict[Path, str], dict[Path, int]]:
+    """gcl-train's own verdict on each merged recipe (python -m gcl.train.check): ({path: error},
+    and with flops=True {path: the run's training FLOPs per training image} of the accepted ones)."""
+    cmd = [sys.executable, "-m", "gcl.train.check", *(["--flops"] if flops else []), *map(str, paths)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    errors, measured = {}, {}
     for path in paths:
         prefix = f"error {path}: "
         errors.update({path: ln[len(prefix):] for ln in proc.stdout.splitlines() if ln.startswith(prefix)})
+        for ln in proc.stdout.splitlines():
+            head, _, value = ln.rpartition(" train_flops_per_image=")
+            if head == f"ok {path}" and value.isdigit():
+                measured[path] = int(value)
     if proc.returncode != 0 and not errors:
         errors = {paths[0]: f"gcl.train.check failed: {_last_error_line(proc.stderr)}"}
-    return errors
+    return errors, measured
+
+
+def measure_train_flops(study: Study) -> dict[str, int]:
+    """Each arm's training FLOPs per training image (whole run), measured by gcl-train on its merged recipe
+    ({} when the check cannot run: the report then leaves the compute columns empty)."""
+    paths = {write_recipe(study, arm, study.output / "recipes" / f"{arm}.yaml"): arm for arm in study.arms}
+    errors, measured = check_recipes(list(paths), flops=True)
+    return {paths[p]: n for p, n in measured.items() if p not in errors}
 
 
 def write_recipe(study: Study, arm: str, path: Path) -> Path:

@@ -34,6 +34,7 @@ BASE = {
 
 def _study_file(tmp_path: Path, **changes) -> Path:
     data = json.loads(json.dumps(BASE))
+    data["output"] = str(tmp_path / "out")  # run folders and merged recipes stay out of the repository
     data.update(changes)
     path = tmp_path / "study" / "study.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,14 +70,28 @@ def test_table_pairs_by_seed_and_counts_positive(tmp_path):
     assert rows["gen"].deltas == {0: pytest.approx(1.5), 1: pytest.approx(1.0), 2: pytest.approx(1.5)}
     assert rows["gen"].positive == 3 and rows["gen"].meets(1.0) and not rows["gen"].meets(1.4)
     assert rows["ctrl"].deltas == {} and not rows["ctrl"].uses_generated and rows["gen"].x == 0.5
-    md, png = write_report(study, log=lambda *_: None)
+    md, png = write_report(study, log=lambda *_: None, train_flops={"ctrl": 10e9, "gen": 10e9})
     text = md.read_text()
     gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
     assert "| 3 | 51.67 ± 1.26 | 56.33 ± 1.53 | +1.33 (s0 +1.50, s1 +1.00, s2 +1.50) | 3/3 | 2.0 |" in gen_line
-    assert "30 s, 2.50 GFLOP/img" in gen_line
+    assert "30 s, 2.50 GFLOP/img | 10.0 | 1.25x |" in gen_line  # (10 train + 2.5 synthesis) / 10
+    assert "none (no generated views) | 10.0 | 1.00x |" in text
     assert "| ctrl | 3 | 50.33 ± 1.53 |" in text and "none (no generated views)" in text
     assert "with every seed positive): gen." in text
     assert png.stat().st_size > 10_000
+
+
+def test_train_flops_are_measured_by_gcl_train_per_arm(tmp_path):
+    from gcl.eval.study_runs import measure_train_flops
+
+    arms = dict(BASE["arms"], three={"shards": "s", "method": "supcon", "family_views": 3, "members": ["orig"] * 3})
+    study = load_study(_study_file(tmp_path, arms=arms))
+    flops = measure_train_flops(study)
+    assert set(flops) == {"ctrl", "gen", "three"} and flops["ctrl"] == flops["gen"] > 0
+    assert abs(flops["three"] / flops["ctrl"] - 1.5) < 0.01
+    _result(study, "ctrl", 0, 50.0)
+    md, _ = write_report(study, log=lambda *_: None, train_flops={})  # no measurement: dashes, no crash
+    assert "| — | — |" in md.read_text()
 
 
 def test_each_sweep_series_gets_its_own_panel(tmp_path):

@@ -25,3 +25,32 @@ def test_check_accepts_bundled_recipes_and_names_each_problem(tmp_path, capsys):
     assert main([good, _recipe(tmp_path, "e", {"epochs": 0})]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"ok {good}" and out[1].startswith("error ") and "--epochs must be >= 1" in out[1]
+
+
+def test_flops_per_family_scale_with_views_and_leave_the_model_untouched(tmp_path, capsys):
+    import torch
+
+    from gcl.train.config import family_count, load_config
+    from gcl.train.methods import get_method
+
+    study = yaml.safe_load((RECIPES_DIR / "cifar10" / "simclr_study.yaml").read_text())
+    two = _recipe(tmp_path, "two", study)
+    three = _recipe(tmp_path, "three", dict(study, method="supcon", family_views=3, members=["orig", "orig", "gen"]))
+    longer = _recipe(tmp_path, "longer", dict(study, epochs=40))
+    assert main(["--flops", two, three, longer]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    flops = [int(ln.rpartition("train_flops_per_image=")[2]) for ln in lines]
+    assert lines[0].startswith(f"ok {two} ")
+    # ResNet-20 + 512-d projector: ~245 MFLOP per view forward+backward at 32 px, 20 epochs, 2 views
+    assert 8e9 < flops[0] < 12e9
+    assert abs(flops[1] / flops[0] - 1.5) < 0.01  # a third view costs half again (the loss is a sliver)
+    assert flops[2] == 2 * flops[0]  # twice the epochs, twice the work
+
+    cfg = load_config(_recipe(tmp_path, "moco", dict(study, method="mocov2plus", method_kwargs={})),
+                      {"shards": ("x.json",)})
+    model = get_method(cfg.method)(cfg.to_dict(), 1, 0, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.flops_per_family(family_count(cfg)) > 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # queue, pointer, weights, BN statistics
+    assert all(p.grad is None for p in model.parameters())

@@ -1,9 +1,13 @@
-"""`python -m gcl.train.check RECIPE.yaml [...]`: check recipes exactly as gcl-train reads them, train nothing.
+"""`python -m gcl.train.check [--flops] RECIPE.yaml [...]`: check recipes exactly as gcl-train reads them,
+train nothing.
 
 `gcl-eval study` runs this once for all arms before the first run, so that a typo in one arm stops
 the study at once instead of after hours of training the arms before it (the eval app never
 imports gcl.train, so the check is a subprocess with a plain-text answer). Prints one line per
-recipe, `ok PATH` or `error PATH: MESSAGE`; exits 1 when any recipe fails.
+recipe, `ok PATH` or `error PATH: MESSAGE`; exits 1 when any recipe fails. With --flops an accepted
+recipe's line ends in ` train_flops_per_image=N`: the run's training FLOPs per training image (one
+family's step, all its views forward and backward, times the epochs; BaseMethod.flops_per_family),
+which the study reports as each arm's compute cost.
 """
 
 from __future__ import annotations
@@ -37,12 +41,27 @@ def check_recipe(path: str) -> str | None:
     return None
 
 
-def main(paths: list[str]) -> int:
+def recipe_flops(path: str) -> int:
+    """Training FLOPs per image over the whole run of an accepted recipe: its model built as gcl-train
+    builds it (no classes: the online probe is not the method's cost), one family per epoch."""
+    from gcl.train.config import family_count
+    from gcl.train.methods import get_method
+
+    cfg = load_config(path, {"shards": PLACEHOLDER_SHARDS})
+    model = get_method(cfg.method)(cfg.to_dict(), 1, 0, 1)
+    return model.flops_per_family(family_count(cfg)) * cfg.epochs
+
+
+def main(args: list[str]) -> int:
+    flops = "--flops" in args
     failed = 0
-    for path in paths:
+    for path in [a for a in args if a != "--flops"]:
         error = check_recipe(path)
-        print(f"ok {path}" if error is None else f"error {path}: {error}")
-        failed += error is not None
+        if error is not None:
+            print(f"error {path}: {error}")
+            failed += 1
+        else:
+            print(f"ok {path}" + (f" train_flops_per_image={recipe_flops(path)}" if flops else ""))
     return 1 if failed else 0
 
 

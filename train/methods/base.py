@@ -60,6 +60,24 @@ class BaseMethod(L.LightningModule):
     def views_loss(self, views: list[torch.Tensor], batch: dict) -> dict:
         raise NotImplementedError
 
+    def flops_per_family(self, views: int, families: int = 4) -> int:
+        """FLOPs of one family's share of a training step: each of its `views` through the backbone and
+        heads, the loss and the backward pass, counted by torch's FlopCounterMode on a copy fed random
+        inputs (the model, its queue and its statistics stay untouched). Handcrafted augmentation and
+        the online probe are left out: they are the same in every arm of a study."""
+        import copy
+
+        from torch.utils.flop_counter import FlopCounterMode
+
+        probe = copy.deepcopy(self).cpu().train()
+        gen = torch.Generator().manual_seed(0)
+        x = [torch.rand(families, 3, self.resolution, self.resolution, generator=gen) for _ in range(views)]
+        batch = {"label": torch.zeros(families, dtype=torch.long),
+                 "generated": torch.zeros(families, views, dtype=torch.bool)}
+        with FlopCounterMode(display=False) as counter:
+            probe.views_loss([probe.normalize(v) for v in x], batch)["loss"].backward()
+        return int(counter.get_total_flops()) // families
+
     # -- training -------------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (0-255) or augmented floats (0-1) -> normalized floats."""
