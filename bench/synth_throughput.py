@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gcl.synth.augment import parse_recipe
+from gcl.synth.recipe import parse_recipe
 from gcl.synth.defaults import resolve_cifar10, resolve_esrgan, resolve_taef2
 from gcl.synth.generators import DEFAULT_RECIPES, load_generator
 from gcl.inputs import list_inputs, load_rgb, resize_center_crop

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import torch
 
 from gcl.io import storage_error
-from gcl.synth.augment import parse_recipe
+from gcl.synth.recipe import parse_recipe
 from gcl.synth.plan import ShardTask, SynthOptions
 
 log = logging.getLogger("gcl.synth")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from gcl.errors import UserError
-from gcl.synth.augment import parse_recipe
+from gcl.synth.recipe import parse_recipe
 from gcl.synth.distribute import Runtime, run_dask, run_local, threads_per_worker, _GENERATORS
 from gcl.synth.generators import load_generator
 from gcl.shardset import OutputLayout

@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from gcl.synth.augment import Recipe, augment_latents
+from gcl.synth.augment import augment_latents
+from gcl.synth.recipe import Recipe
 from gcl.inputs import InputItem, load_rgb, resize_center_crop
 from gcl.synth.plan import ShardTask, SynthOptions
 from gcl.synth.reference import PixelSketch
@@ -100,7 +101,7 @@ def recipe_problem(generator, recipe: Recipe) -> str | None:
     if recipe.needs_codebook and not generator.has_codebook:
         return f"recipe {recipe.spec!r} uses codebook ops but --generator {generator.family} has no codebook"
     if recipe.view_op is not None and recipe.view_op != generator.view_op:
-        from gcl.synth.augment import GENERATOR_OPS
+        from gcl.synth.recipe import GENERATOR_OPS
 
         return f"recipe op {recipe.view_op} needs --generator {GENERATOR_OPS[recipe.view_op]}, not {generator.family}"
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gcl.synth.augment import parse_recipe
+from gcl.synth.recipe import parse_recipe
 from gcl.synth.worker import generate_views, to_tensor, to_uint8
 
 

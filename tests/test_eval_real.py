@@ -35,7 +35,7 @@ def _cifar(n, res=64):
 @needs_shared
 def test_psnr_decreases_with_noise_strength_on_taef2_views(taef2):
     from gcl.eval.viewstats import psnr, ssim
-    from gcl.synth.augment import parse_recipe
+    from gcl.synth.recipe import parse_recipe
     from gcl.synth.worker import generate_views
 
     images, _ = _cifar(8)
@@ -115,7 +115,7 @@ def test_view_stats_feature_cosine_with_checkpoint(tmp_path, taef2):
     from gcl.eval.features import checkpoint_encoder
     from gcl.eval.sheet import Family
     from gcl.eval.viewstats import compute_view_stats
-    from gcl.synth.augment import parse_recipe
+    from gcl.synth.recipe import parse_recipe
     from gcl.synth.worker import generate_views
 
     enc = checkpoint_encoder(_fake_run(tmp_path))

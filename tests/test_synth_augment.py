@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from gcl.synth.augment import RecipeError, augment_latents, parse_recipe, view_seed
+from gcl.synth.augment import OPS, augment_latents
+from gcl.synth.recipe import OP_PARAMS, RecipeError, parse_recipe, view_seed
 from gcl.synth.generators import load_generator
 
 
@@ -17,6 +18,15 @@ def test_parse_presets_and_specs():
     assert r.ops[0].params == {"ratio": (0.1, 0.3), "fill": ("noise", "codes")} and r.ops[0].p == 0.5
     assert r.needs_codebook
     assert parse_recipe("noise").ops[0].params["strength"] == (0.25, 0.75)
+
+
+def test_every_op_the_grammar_accepts_has_a_function():
+    # the recipe grammar (synth/recipe.py) and the op functions (synth/augment.py) name the same ops
+    assert set(OPS) == set(OP_PARAMS)
+    for name, params in OP_PARAMS.items():
+        values = {"fill": "noise", "steps": "4"}
+        spec = f"{name}(" + ", ".join(f"{p}={values.get(p, '0.1')}" for p in sorted(params)) + ")"
+        assert parse_recipe(spec).ops[0].op == name
 
 
 @pytest.mark.parametrize("spec, msg", [("blur(s=1)", "unknown op"), ("noise(amount=1)", "no parameter"),
