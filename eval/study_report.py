@@ -34,6 +34,7 @@ class ArmRow:
     knn: dict[int, float] = field(default_factory=dict)  # seed -> kNN top-1
     linear: dict[int, float] = field(default_factory=dict)  # seed -> linear top-1
     deltas: dict[int, float] = field(default_factory=dict)  # seed -> kNN delta vs control
+    linear_deltas: dict[int, float] = field(default_factory=dict)  # seed -> linear top-1 delta vs control
     train_seconds: list[float] = field(default_factory=list)
     synth: dict | None = None
     shard_set: str = ""
@@ -108,6 +109,7 @@ def summarize(study: Study, results: list[dict], train_flops: dict[str, int] | N
     for row in rows.values():
         if row.arm != study.control:
             row.deltas = paired_deltas(row.knn, control)
+            row.linear_deltas = paired_deltas(row.linear, rows[study.control].linear)
     return list(rows.values())
 
 
@@ -118,13 +120,14 @@ def _pm(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
-def _deltas(row: ArmRow, control: str) -> str:
+def _deltas(row: ArmRow, control: str, deltas: dict[int, float], count_positive: bool = False) -> str:
     if row.arm == control:
         return "(control)"
-    if not row.deltas:
+    if not deltas:
         return "—"
-    mean, _ = mean_std(list(row.deltas.values()))
-    return f"{mean:+.2f} (" + ", ".join(f"s{s} {d:+.2f}" for s, d in row.deltas.items()) + ")"
+    mean, _ = mean_std(list(deltas.values()))
+    positive = f"; {sum(d > 0 for d in deltas.values())}/{len(deltas)} > 0" if count_positive else ""
+    return f"{mean:+.2f} (" + ", ".join(f"s{s} {d:+.2f}" for s, d in deltas.items()) + positive + ")"
 
 
 def _synth(row: ArmRow) -> str:
@@ -153,15 +156,17 @@ def compute_ratio(row: ArmRow, control: ArmRow) -> float | None:
 
 def format_table(study: Study, rows: list[ArmRow]) -> str:
     head = (f"| arm | n | kNN top-1 | linear top-1 | Δ kNN vs {study.control} (mean; per seed) | positive seeds "
-            "| train min | synth cost | train GFLOP/img | compute vs control |")
-    lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| Δ linear (mean; per seed) | train min | synth cost | train GFLOP/img | compute vs control |")
+    lines = [head, "|" + " --- |" * 11]
     control = next(r for r in rows if r.arm == study.control)
     for r in rows:
         ratio = compute_ratio(r, control)
         pos = "—" if r.arm == study.control or not r.deltas else f"{r.positive}/{len(r.deltas)}"
         minutes, _ = mean_std(r.train_seconds)
         lines.append(f"| {r.arm} | {r.n} | {_pm(list(r.knn.values()))} | {_pm(list(r.linear.values()))} | "
-                     f"{_deltas(r, study.control)} | {pos} | {'—' if minutes is None else f'{minutes / 60:.1f}'} | "
+                     f"{_deltas(r, study.control, r.deltas)} | {pos} | "
+                     f"{_deltas(r, study.control, r.linear_deltas, count_positive=True)} | "
+                     f"{'—' if minutes is None else f'{minutes / 60:.1f}'} | "
                      f"{_synth(r)} | {'—' if r.train_flops is None else f'{r.train_flops / 1e9:.1f}'} | "
                      f"{'—' if ratio is None else f'{ratio:.2f}x'} |")
     return "\n".join(lines)

@@ -73,7 +73,8 @@ def test_table_pairs_by_seed_and_counts_positive(tmp_path):
     md, png = write_report(study, log=lambda *_: None, train_flops={"ctrl": 10e9, "gen": 10e9})
     text = md.read_text()
     gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
-    assert "| 3 | 51.67 ± 1.26 | 56.33 ± 1.53 | +1.33 (s0 +1.50, s1 +1.00, s2 +1.50) | 3/3 | 2.0 |" in gen_line
+    assert ("| 3 | 51.67 ± 1.26 | 56.33 ± 1.53 | +1.33 (s0 +1.50, s1 +1.00, s2 +1.50) | 3/3 "
+            "| +1.00 (s0 +1.00, s1 +1.00, s2 +1.00; 3/3 > 0) | 2.0 |") in gen_line
     assert "30 s, 2.50 GFLOP/img | 10.0 | 1.25x |" in gen_line  # (10 train + 2.5 synthesis) / 10
     assert "none (no generated views) | 10.0 | 1.00x |" in text
     assert "| ctrl | 3 | 50.33 ± 1.53 |" in text and "none (no generated views)" in text
