@@ -77,6 +77,8 @@ def test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale(tmp_pa
     d0 = results["gen-s0.json"]["knn_top1"] - results["hand-s0.json"]["knn_top1"]
     d1 = results["gen-s1.json"]["knn_top1"] - results["hand-s1.json"]["knn_top1"]
     assert f"s0 {d0:+.2f}, s1 {d1:+.2f}" in table
+    # compute columns measured by gcl-train on each arm's recipe: the control is 1.00x itself
+    assert next(ln for ln in table.splitlines() if ln.startswith("| hand |")).endswith(" | 1.00x |")
     # same seed = same data order: both arms of a seed read the same shard set, made once
     assert len(list((tmp_path / "out" / "studies" / "tiny" / "shards").iterdir())) == 1
 
