@@ -22,7 +22,7 @@ from pathlib import Path
 import gcl
 from gcl.eval.study_config import Study, StudyError
 from gcl.eval.study_runs import (check_recipes, check_same_inputs, make_shard_set, measure_train_flops, run_state,
-                                 shard_set_ready, train_run, train_status, write_recipe)
+                                 shard_set_ready, train_run, train_status, write_arm_recipes)
 from gcl.io import write_json_atomic
 from gcl.manifest import load_manifest
 
@@ -149,7 +149,7 @@ def check_eval_data(study: Study) -> None:
 
 def check_arms(study: Study, arms: list[str]) -> None:
     """gcl-train's verdict on every arm's merged recipe, before any work starts."""
-    paths = {write_recipe(study, arm, study.output / "recipes" / f"{arm}.yaml"): arm for arm in arms}
+    paths = write_arm_recipes(study, arms)
     errors, _ = check_recipes(list(paths))
     if errors:
         path, error = next(iter(errors.items()))

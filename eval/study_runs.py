@@ -154,9 +154,14 @@ def check_recipes(paths: list[Path], flops: bool = False) -> tuple[dict[Path, st
 def measure_train_flops(study: Study) -> dict[str, int]:
     """Each arm's training FLOPs per training image (whole run), measured by gcl-train on its merged recipe
     ({} when the check cannot run: the report then leaves the compute columns empty)."""
-    paths = {write_recipe(study, arm, study.output / "recipes" / f"{arm}.yaml"): arm for arm in study.arms}
+    paths = write_arm_recipes(study, list(study.arms))
     errors, measured = check_recipes(list(paths), flops=True)
     return {paths[p]: n for p, n in measured.items() if p not in errors}
+
+
+def write_arm_recipes(study: Study, arms: list[str]) -> dict[Path, str]:
+    """Each arm's merged recipe as out/studies/NAME/recipes/ARM.yaml, for gcl.train.check: {path: arm}."""
+    return {write_recipe(study, arm, study.output / "recipes" / f"{arm}.yaml"): arm for arm in arms}
 
 
 def write_recipe(study: Study, arm: str, path: Path) -> Path:
