@@ -26,7 +26,7 @@ STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms",
 EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size"}
 PLOT_KEYS = {"x", "label"}
 # Arm keys the study itself reads; every other arm key is a gcl-train recipe key.
-ARM_STUDY_KEYS = {"shards", "x", "series", "recipe"}
+ARM_STUDY_KEYS = {"shards", "x", "series", "recipe", "control"}
 # Set by the runner for every run (one output folder and one seed per run): never in a recipe.
 RUNNER_TRAIN_KEYS = {"output", "seed", "shards", "input"}
 # Set by the runner for every shard set (it owns the folder and the name).
@@ -59,6 +59,7 @@ class Arm:
     recipe: str | None  # this arm's base recipe instead of train.recipe
     overrides: dict  # gcl-train recipe keys over the study's train defaults
     series: str | None = None  # the plot panel (and x-axis title) of a sweep; None: plot.label's panel
+    control: str | None = None  # this arm's own compute-matched control (e.g. 2-view arms: hand2); None: the study's
 
 
 @dataclass
@@ -77,6 +78,12 @@ class Study:
     plot_label: str | None = None
     bar: float | None = None  # the kNN delta (points) an arm must reach with every seed positive
     merged: dict = field(default_factory=dict)  # arm -> merged recipe, filled by load_study
+
+    def control_of(self, arm: str) -> str | None:
+        """The arm `arm` is paired against: its own control, else the study's (None for the study's control)."""
+        if arm == self.control:
+            return None
+        return self.arms[arm].control or self.control
 
     def run_name(self, arm: str, seed: int) -> str:
         return f"{arm}-s{seed}"
@@ -207,8 +214,9 @@ def _arm(name: str, data, shard_sets: dict) -> Arm:
         raise StudyError(f"arms:{name}: series must be a non-empty text (the sweep's axis title), got {series!r}")
     if series is not None and x is None:
         raise StudyError(f"arms:{name}: series {series!r} needs the arm's x (its value on that axis)")
+    control = data.pop("control", None)
     recipe = data.pop("recipe", None)
-    return Arm(_name(name, "arm name"), shards, x, recipe, data, series)
+    return Arm(_name(name, "arm name"), shards, x, recipe, data, series, control)
 
 
 def _seeds(value) -> list[int]:
@@ -239,6 +247,9 @@ def load_study(path: str | Path) -> Study:
         raise StudyError("the study lists no arms")
     if data["control"] not in arms:
         raise StudyError(f"control {data['control']!r} is not an arm; arms: {', '.join(arms)}")
+    for arm in arms.values():
+        if arm.control is not None and (arm.control not in arms or arm.control == arm.name):
+            raise StudyError(f"arms:{arm.name}: control {arm.control!r} must name another arm; arms: {', '.join(arms)}")
     plot = _mapping(data.get("plot"), "plot")
     _no_unknown(plot, PLOT_KEYS, "plot")
     bar = data.get("bar")

@@ -105,11 +105,11 @@ def summarize(study: Study, results: list[dict], train_flops: dict[str, int] | N
             row.linear[r["seed"]] = r["linear_top1"]
         row.train_seconds.append(r["train"]["seconds"])
         row.synth = r.get("synth")
-    control = rows[study.control].knn
     for row in rows.values():
-        if row.arm != study.control:
-            row.deltas = paired_deltas(row.knn, control)
-            row.linear_deltas = paired_deltas(row.linear, rows[study.control].linear)
+        control = study.control_of(row.arm)
+        if control is not None:
+            row.deltas = paired_deltas(row.knn, rows[control].knn)
+            row.linear_deltas = paired_deltas(row.linear, rows[control].linear)
     return list(rows.values())
 
 
@@ -120,14 +120,17 @@ def _pm(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
-def _deltas(row: ArmRow, control: str, deltas: dict[int, float], count_positive: bool = False) -> str:
-    if row.arm == control:
+def _deltas(row: ArmRow, control: str | None, deltas: dict[int, float], count_positive: bool = False,
+            study_control: str = "") -> str:
+    """Mean and per-seed paired deltas; an arm paired against its own control says which."""
+    if control is None:
         return "(control)"
     if not deltas:
         return "—"
     mean, _ = mean_std(list(deltas.values()))
     positive = f"; {sum(d > 0 for d in deltas.values())}/{len(deltas)} > 0" if count_positive else ""
-    return f"{mean:+.2f} (" + ", ".join(f"s{s} {d:+.2f}" for s, d in deltas.items()) + positive + ")"
+    against = f"vs {control}: " if control != study_control else ""
+    return against + f"{mean:+.2f} (" + ", ".join(f"s{s} {d:+.2f}" for s, d in deltas.items()) + positive + ")"
 
 
 def _synth(row: ArmRow) -> str:
@@ -158,14 +161,15 @@ def format_table(study: Study, rows: list[ArmRow]) -> str:
     head = (f"| arm | n | kNN top-1 | linear top-1 | Δ kNN vs {study.control} (mean; per seed) | positive seeds "
             "| Δ linear (mean; per seed) | train min | synth cost | train GFLOP/img | compute vs control |")
     lines = [head, "|" + " --- |" * 11]
-    control = next(r for r in rows if r.arm == study.control)
+    by_name = {r.arm: r for r in rows}
     for r in rows:
-        ratio = compute_ratio(r, control)
-        pos = "—" if r.arm == study.control or not r.deltas else f"{r.positive}/{len(r.deltas)}"
+        control = study.control_of(r.arm)
+        ratio = compute_ratio(r, by_name[control or r.arm])
+        pos = "—" if control is None or not r.deltas else f"{r.positive}/{len(r.deltas)}"
         minutes, _ = mean_std(r.train_seconds)
         lines.append(f"| {r.arm} | {r.n} | {_pm(list(r.knn.values()))} | {_pm(list(r.linear.values()))} | "
-                     f"{_deltas(r, study.control, r.deltas)} | {pos} | "
-                     f"{_deltas(r, study.control, r.linear_deltas, count_positive=True)} | "
+                     f"{_deltas(r, control, r.deltas, study_control=study.control)} | {pos} | "
+                     f"{_deltas(r, control, r.linear_deltas, True, study.control)} | "
                      f"{'—' if minutes is None else f'{minutes / 60:.1f}'} | "
                      f"{_synth(r)} | {'—' if r.train_flops is None else f'{r.train_flops / 1e9:.1f}'} | "
                      f"{'—' if ratio is None else f'{ratio:.2f}x'} |")
@@ -186,7 +190,7 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
            "synthesis FLOPs per image for arms that read generated views.", "",
            format_table(study, rows), ""]
     if study.bar is not None:
-        winners = [r.arm for r in rows if r.arm != study.control and r.meets(study.bar)]
+        winners = [r.arm for r in rows if study.control_of(r.arm) is not None and r.meets(study.bar)]
         out.append(f"Bar (mean Δ kNN ≥ {study.bar:+.2f} with every seed positive): "
                    + (", ".join(winners) if winners else "no arm meets it yet") + ".")
     missing = [study.run_name(r.arm, s) for r in rows for s in study.seeds if s not in r.knn]

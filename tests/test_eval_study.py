@@ -95,6 +95,31 @@ def test_train_flops_are_measured_by_gcl_train_per_arm(tmp_path):
     assert "| — | — |" in md.read_text()
 
 
+def test_an_arm_can_name_its_own_compute_matched_control(tmp_path):
+    arms = dict(BASE["arms"], two={"shards": "s", "gen_prob": 0}, gen={"shards": "s", "gen_prob": 0.5, "control": "two"})
+    study = load_study(_study_file(tmp_path, arms=arms, bar=1.0))
+    assert (study.control_of("gen"), study.control_of("two"), study.control_of("ctrl")) == ("two", "ctrl", None)
+    for seed, (c, t, g) in enumerate([(50.0, 45.0, 46.5), (51.0, 44.0, 45.2)]):
+        _result(study, "ctrl", seed, c, linear=c)
+        _result(study, "two", seed, t, linear=t)
+        _result(study, "gen", seed, g, linear=t - 1)
+    md, _ = write_report(study, log=lambda *_: None, train_flops={"ctrl": 15e9, "two": 10e9, "gen": 10e9})
+    text = md.read_text()
+    gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
+    # paired against `two`, not the study's control; the bar judges it against `two` too
+    assert "| vs two: +1.35 (s0 +1.50, s1 +1.20) | 2/2 | vs two: -1.00 (s0 -1.00, s1 -1.00; 0/2 > 0) |" in gen_line
+    assert gen_line.endswith("| 10.0 | 1.25x |")  # (10 training + 2.5 synthesis) / two's 10
+    assert "| two | 2 | 44.50 ± 0.71 | 44.50 ± 0.71 | -6.00 (s0 -5.00, s1 -7.00) | 0/2 |" in text
+    assert "with every seed positive): gen." in text
+
+
+@pytest.mark.parametrize("control", ["nope", "gen"])
+def test_an_arms_control_must_be_another_arm(tmp_path, control):
+    arms = dict(BASE["arms"], gen={"shards": "s", "gen_prob": 0.5, "control": control})
+    with pytest.raises(StudyError, match="must name another arm"):
+        load_study(_study_file(tmp_path, arms=arms))
+
+
 def test_each_sweep_series_gets_its_own_panel(tmp_path):
     from PIL import Image
 
