@@ -120,8 +120,7 @@ def _pm(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
-def _deltas(row: ArmRow, control: str | None, deltas: dict[int, float], count_positive: bool = False,
-            study_control: str = "") -> str:
+def _deltas(control: str | None, deltas: dict[int, float], count_positive: bool = False, study_control: str = "") -> str:
     """Mean and per-seed paired deltas; an arm paired against its own control says which."""
     if control is None:
         return "(control)"
@@ -168,8 +167,8 @@ def format_table(study: Study, rows: list[ArmRow]) -> str:
         pos = "—" if control is None or not r.deltas else f"{r.positive}/{len(r.deltas)}"
         minutes, _ = mean_std(r.train_seconds)
         lines.append(f"| {r.arm} | {r.n} | {_pm(list(r.knn.values()))} | {_pm(list(r.linear.values()))} | "
-                     f"{_deltas(r, control, r.deltas, study_control=study.control)} | {pos} | "
-                     f"{_deltas(r, control, r.linear_deltas, True, study.control)} | "
+                     f"{_deltas(control, r.deltas, study_control=study.control)} | {pos} | "
+                     f"{_deltas(control, r.linear_deltas, True, study.control)} | "
                      f"{'—' if minutes is None else f'{minutes / 60:.1f}'} | "
                      f"{_synth(r)} | {'—' if r.train_flops is None else f'{r.train_flops / 1e9:.1f}'} | "
                      f"{'—' if ratio is None else f'{ratio:.2f}x'} |")
