@@ -23,6 +23,18 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t confidence interval for the mean of paired deltas (None below two values). With 3
+    seeds t(0.975, 2) = 4.30: the interval is wide, which is the honest size of a 3-seed claim."""
+    mean, std = mean_std(values)
+    if std is None:
+        return None
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, len(values) - 1)) * std / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
 def paired_deltas(arm: dict[int, float], control: dict[int, float]) -> dict[int, float]:
     """Per seed, arm minus control, on the seeds both have (same seed = same data order)."""
     return {s: arm[s] - control[s] for s in sorted(arm) if s in control}
@@ -156,10 +168,15 @@ def compute_ratio(row: ArmRow, control: ArmRow) -> float | None:
     return (row.train_flops + synth) / control.train_flops
 
 
+def _interval(deltas: dict[int, float]) -> str:
+    ci = t_interval(list(deltas.values()))
+    return "—" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
 def format_table(study: Study, rows: list[ArmRow]) -> str:
     head = (f"| arm | n | kNN top-1 | linear top-1 | Δ kNN vs {study.control} (mean; per seed) | positive seeds "
-            "| Δ linear (mean; per seed) | train min | synth cost | train GFLOP/img | compute vs control |")
-    lines = [head, "|" + " --- |" * 11]
+            "| Δ kNN 95% CI | Δ linear (mean; per seed) | train min | synth cost | train GFLOP/img | compute vs control |")
+    lines = [head, "|" + " --- |" * 12]
     by_name = {r.arm: r for r in rows}
     for r in rows:
         control = study.control_of(r.arm)
@@ -167,7 +184,7 @@ def format_table(study: Study, rows: list[ArmRow]) -> str:
         pos = "—" if control is None or not r.deltas else f"{r.positive}/{len(r.deltas)}"
         minutes, _ = mean_std(r.train_seconds)
         lines.append(f"| {r.arm} | {r.n} | {_pm(list(r.knn.values()))} | {_pm(list(r.linear.values()))} | "
-                     f"{_deltas(control, r.deltas, study_control=study.control)} | {pos} | "
+                     f"{_deltas(control, r.deltas, study_control=study.control)} | {pos} | {_interval(r.deltas)} | "
                      f"{_deltas(control, r.linear_deltas, True, study.control)} | "
                      f"{'—' if minutes is None else f'{minutes / 60:.1f}'} | "
                      f"{_synth(r)} | {'—' if r.train_flops is None else f'{r.train_flops / 1e9:.1f}'} | "
@@ -186,7 +203,8 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
            "seeds; Δ is paired by seed (same seed = same data order). Train minutes: wall time per run. "
            "Train GFLOP/img: every view's forward and backward pass and the loss, per training image over "
            "all epochs (FlopCounterMode; augmentation left out); compute vs control adds the shard set's "
-           "synthesis FLOPs per image for arms that read generated views.", "",
+           "synthesis FLOPs per image for arms that read generated views. 95% CI: paired Student-t interval "
+           "of the mean Δ kNN over seeds (an interval that contains 0 is no evidence either way).", "",
            format_table(study, rows), ""]
     if study.bar is not None:
         winners = [r.arm for r in rows if study.control_of(r.arm) is not None and r.meets(study.bar)]

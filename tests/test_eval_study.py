@@ -20,7 +20,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from gcl.eval.cli import main  # noqa: E402
 from gcl.eval.study import forget, plan, plan_run, synth_cost  # noqa: E402
 from gcl.eval.study_config import StudyError, deep_merge, load_study  # noqa: E402
-from gcl.eval.study_report import format_report, mean_std, paired_deltas, summarize, write_report  # noqa: E402
+from gcl.eval.study_report import (format_report, mean_std, paired_deltas, summarize, t_interval,  # noqa: E402
+                                     write_report)  # noqa: E402
 from gcl.eval.study_runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
 
 BASE = {
@@ -59,6 +60,9 @@ def test_statistics_by_hand():
     assert mean_std([5.0]) == (5.0, None) and mean_std([]) == (None, None)
     deltas = paired_deltas({0: 51.0, 1: 49.5, 2: 50.2}, {0: 50.0, 1: 50.0, 3: 1.0})
     assert deltas == {0: pytest.approx(1.0), 1: pytest.approx(-0.5)}  # seed 2 has no control, seed 3 no arm
+    low, high = t_interval([1.0, 2.0, 4.0])  # 7/3 ± 4.3027 x 1.5275 / sqrt(3)
+    assert low == pytest.approx(7 / 3 - 3.7946, abs=1e-3) and high == pytest.approx(7 / 3 + 3.7946, abs=1e-3)
+    assert t_interval([1.0]) is None
 
 
 def test_table_pairs_by_seed_and_counts_positive(tmp_path):
@@ -73,7 +77,8 @@ def test_table_pairs_by_seed_and_counts_positive(tmp_path):
     md, png = write_report(study, log=lambda *_: None, train_flops={"ctrl": 10e9, "gen": 10e9})
     text = md.read_text()
     gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
-    assert ("| 3 | 51.67 ± 1.26 | 56.33 ± 1.53 | +1.33 (s0 +1.50, s1 +1.00, s2 +1.50) | 3/3 "
+    # 95% CI: 1.333 ± t(0.975, 2) 4.303 x 0.2887 / sqrt(3) = 1.333 ± 0.717
+    assert ("| 3 | 51.67 ± 1.26 | 56.33 ± 1.53 | +1.33 (s0 +1.50, s1 +1.00, s2 +1.50) | 3/3 | [+0.62, +2.05] "
             "| +1.00 (s0 +1.00, s1 +1.00, s2 +1.00; 3/3 > 0) | 2.0 |") in gen_line
     assert "30 s, 2.50 GFLOP/img | 10.0 | 1.25x |" in gen_line  # (10 train + 2.5 synthesis) / 10
     assert "none (no generated views) | 10.0 | 1.00x |" in text
@@ -107,9 +112,10 @@ def test_an_arm_can_name_its_own_compute_matched_control(tmp_path):
     text = md.read_text()
     gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
     # paired against `two`, not the study's control; the bar judges it against `two` too
-    assert "| vs two: +1.35 (s0 +1.50, s1 +1.20) | 2/2 | vs two: -1.00 (s0 -1.00, s1 -1.00; 0/2 > 0) |" in gen_line
+    # 2 seeds: t(0.975, 1) = 12.71, so 1.35 ± 12.71 x 0.212 / sqrt(2) spans 0
+    assert "| vs two: +1.35 (s0 +1.50, s1 +1.20) | 2/2 | [-0.56, +3.26] | vs two: -1.00 (s0 -1.00, s1 -1.00; 0/2 > 0) |" in gen_line
     assert gen_line.endswith("| 10.0 | 1.25x |")  # (10 training + 2.5 synthesis) / two's 10
-    assert "| two | 2 | 44.50 ± 0.71 | 44.50 ± 0.71 | -6.00 (s0 -5.00, s1 -7.00) | 0/2 |" in text
+    assert "| two | 2 | 44.50 ± 0.71 | 44.50 ± 0.71 | -6.00 (s0 -5.00, s1 -7.00) | 0/2 | [-18.71, +6.71] |" in text
     assert "with every seed positive): gen." in text
 
 
