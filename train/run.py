@@ -29,7 +29,9 @@ class SafeLastCheckpoint(Callback):
     def _save(self, trainer):
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            trainer.save_checkpoint(str(tmp))  # all ranks call it; rank 0 writes, then a barrier
+            # all ranks call it; rank 0 writes, then a barrier. weights_only=False: the full state
+            # (optimizer, schedulers, loops) that --resume needs; saying so keeps Lightning quiet
+            trainer.save_checkpoint(str(tmp), weights_only=False)
         except OSError:
             tmp.unlink(missing_ok=True)  # a full disk leaves no half checkpoint; last.ckpt stays intact
             raise
