@@ -35,6 +35,33 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] 
     return mean - half, mean + half
 
 
+def pooled_delta_std(rows: list["ArmRow"]) -> float | None:
+    """The training noise of a paired difference: the std of per-seed kNN deltas around each
+    arm's own mean, pooled over arms ((n - 1)-weighted variances); None below two seeds."""
+    num = den = 0.0
+    for r in rows:
+        _, std = mean_std(list(r.deltas.values()))
+        if std is not None:
+            num += (len(r.deltas) - 1) * std**2
+            den += len(r.deltas) - 1
+    return math.sqrt(num / den) if den else None
+
+
+def paired_power(effect: float, std: float, n: int, alpha: float = 0.05) -> float:
+    """Chance that a two-sided paired t-test on n seeds finds a true mean difference `effect`
+    when paired differences scatter with `std` (noncentral t)."""
+    from scipy.stats import nct, t
+
+    df, shift = n - 1, effect / (std / math.sqrt(n))
+    crit = float(t.ppf(1 - alpha / 2, df))
+    return float(1 - nct.cdf(crit, df, shift) + nct.cdf(-crit, df, shift))
+
+
+def seeds_for_power(effect: float, std: float, power: float = 0.8, most: int = 1000) -> int | None:
+    """The fewest seeds (>= 2) that give `power` for `effect`; None beyond `most`."""
+    return next((n for n in range(2, most + 1) if paired_power(effect, std, n) >= power), None)
+
+
 def paired_deltas(arm: dict[int, float], control: dict[int, float]) -> dict[int, float]:
     """Per seed, arm minus control, on the seeds both have (same seed = same data order)."""
     return {s: arm[s] - control[s] for s in sorted(arm) if s in control}
@@ -210,6 +237,14 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
         winners = [r.arm for r in rows if study.control_of(r.arm) is not None and r.meets(study.bar)]
         out.append(f"Bar (mean Δ kNN ≥ {study.bar:+.2f} with every seed positive): "
                    + (", ".join(winners) if winners else "no arm meets it yet") + ".")
+        noise = pooled_delta_std(rows)
+        if noise:
+            n = len(study.seeds)
+            needed = seeds_for_power(study.bar, noise)
+            out.append(f"Noise: paired Δ kNN scatter by {noise:.2f} points (std around each arm's mean, pooled over "
+                       f"arms); at that noise a paired t-test on {n} seeds finds a true {study.bar:+.2f} effect "
+                       f"{paired_power(study.bar, noise, n):.0%} of the time, and 80% power needs "
+                       f"{needed if needed else 'more than 1000'} seeds.")
     missing = [study.run_name(r.arm, s) for r in rows for s in study.seeds if s not in r.knn]
     failed = [study.run_name(a, s) for a in study.arms for s in study.seeds if study.failed_path(a, s).is_file()]
     for label, names in (("Missing", missing), ("Failed (see runs/*.failed.json)", failed),

@@ -20,8 +20,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from gcl.eval.cli import main  # noqa: E402
 from gcl.eval.study import forget, plan, plan_run, synth_cost  # noqa: E402
 from gcl.eval.study_config import StudyError, deep_merge, load_study  # noqa: E402
-from gcl.eval.study_report import (format_report, mean_std, paired_deltas, summarize, t_interval,  # noqa: E402
-                                     write_report)  # noqa: E402
+from gcl.eval.study_report import (format_report, mean_std, paired_deltas, paired_power,  # noqa: E402
+                                     seeds_for_power, summarize, t_interval, write_report)  # noqa: E402
 from gcl.eval.study_runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
 
 BASE = {
@@ -65,6 +65,21 @@ def test_statistics_by_hand():
     assert t_interval([1.0]) is None
 
 
+def test_paired_power_matches_simulated_t_tests():
+    import numpy as np
+    from scipy.stats import ttest_1samp
+
+    rng = np.random.default_rng(0)
+    for effect, std, n in ((1.0, 1.3, 3), (1.0, 1.3, 10), (0.5, 0.4, 5)):
+        deltas = rng.normal(effect, std, size=(20_000, n))
+        simulated = float(np.mean(ttest_1samp(deltas, 0.0, axis=1).pvalue < 0.05))
+        assert paired_power(effect, std, n) == pytest.approx(simulated, abs=0.012)
+    assert paired_power(0.0, 1.0, 5) == pytest.approx(0.05, abs=1e-6)  # no effect: the test's own false-positive rate
+    needed = seeds_for_power(1.0, 1.3)
+    assert paired_power(1.0, 1.3, needed) >= 0.8 > paired_power(1.0, 1.3, needed - 1)
+    assert seeds_for_power(0.01, 10.0, most=50) is None
+
+
 def test_table_pairs_by_seed_and_counts_positive(tmp_path):
     study = load_study(_study_file(tmp_path, bar=1.0))
     for seed, (c, g) in enumerate([(50.0, 51.5), (52.0, 53.0), (49.0, 50.5)]):
@@ -84,6 +99,11 @@ def test_table_pairs_by_seed_and_counts_positive(tmp_path):
     assert "none (no generated views) | 10.0 | 1.00x |" in text
     assert "| ctrl | 3 | 50.33 ± 1.53 |" in text and "none (no generated views)" in text
     assert "with every seed positive): gen." in text
+    # the noise line: gen's deltas scatter by std(1.5, 1.0, 1.5) = 0.29 (ctrl has none to pool)
+    noise = next(line for line in text.splitlines() if line.startswith("Noise:"))
+    assert noise.startswith("Noise: paired Δ kNN scatter by 0.29 points")
+    assert f"on 3 seeds finds a true +1.00 effect {paired_power(1.0, 0.288675, 3):.0%} of the time" in noise
+    assert f"80% power needs {seeds_for_power(1.0, 0.288675)} seeds." in noise
     assert png.stat().st_size > 10_000
 
 
