@@ -132,7 +132,7 @@ def _name(value, what: str) -> str:
 
 def deep_merge(base, override):
     """Mappings merge key by key; anything else is replaced. One exception, for recipes'
-    `augmentations` (a list of one or two mappings): a mapping merged onto a list of mappings
+    `augmentations` (a list of mappings, one per view position): a mapping merged onto a list of mappings
     updates every entry, so `augmentations: {crop_size: 16}` changes the size of all views."""
     if isinstance(base, dict) and isinstance(override, dict):
         out = dict(base)

@@ -143,3 +143,27 @@ def test_mixed_members_route_generated_views_to_their_augmentation():
     # without gen_aug every member uses the default augmentation
     views = augment_views([x, x, x], generated, [plain], None, _gen(8))
     assert torch.allclose(views[2], x.float() / 255, atol=1e-6)
+
+
+def test_one_augmentation_per_view_position_pairs_with_gen_augmentations():
+    """augmentations: [full, full, weak] gives view position 2 the weak entry. With members
+    orig,orig,gen, gen_augmentations = weak draws exactly the same numbers for that position,
+    so a study's all-original control with a weak third entry is paired view for view."""
+    from gcl.train.config import ConfigError, TrainConfig, _build
+
+    x = _images(64)
+    full, weak = AugConfig(**OFF), AugConfig(**{**OFF, "gray_scale_prob": 1.0})
+    by_position = augment_views([x, x, x], None, [full, full, weak], None, _gen(3))
+    is_gray = (by_position[2][:, 0] - by_position[2][:, 1]).abs().flatten(1).amax(1) < 1e-6
+    assert bool(is_gray.all()) and torch.allclose(by_position[0], x.float() / 255, atol=1e-6)
+    generated = torch.zeros(64, 3, dtype=torch.bool)
+    generated[:, 2] = True
+    full_jitter = AugConfig(min_scale=0.3)  # random draws in every op, so equal outputs mean equal draws
+    weak_jitter = AugConfig(min_scale=0.5, brightness=0.2, gray_scale_prob=0.1)
+    a = augment_views([x, x, x], generated, [full_jitter], weak_jitter, _gen(5))
+    b = augment_views([x, x, x], None, [full_jitter, full_jitter, weak_jitter], None, _gen(5))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    cfg = _build(TrainConfig, {"augmentations": [{"crop_size": 32}] * 2 + [{"crop_size": 32, "gray_scale_prob": 0.0}]}, "t")
+    assert len(cfg.augmentations) == 3 and cfg.augmentations[2].gray_scale_prob == 0.0
+    with pytest.raises(ConfigError, match="non-empty list"):
+        _build(TrainConfig, {"augmentations": []}, "t")

@@ -196,7 +196,7 @@ def augment_batch(images: torch.Tensor, cfg: AugConfig, gen: torch.Generator) ->
 def augment_views(views: list[torch.Tensor], generated: torch.Tensor | None, augs: list[AugConfig],
                   gen_aug: AugConfig | None, gen: torch.Generator) -> list[torch.Tensor]:
     """Augment every view position of a batch: view i uses augs[i % len(augs)] (BYOL-style
-    asymmetric pairs), except that samples whose member i is a generated view use `gen_aug` when
+    asymmetric pairs, or one entry per position), except that samples whose member i is a generated view use `gen_aug` when
     one is given (generated: (B, V) bool, which members are generated)."""
     out = []
     for i, v in enumerate(views):

@@ -72,7 +72,8 @@ class TrainConfig:
     method_kwargs: dict = field(default_factory=dict)  # checked against the method's own defaults
     optimizer: OptimConfig = field(default_factory=OptimConfig)
     scheduler: SchedConfig = field(default_factory=SchedConfig)
-    # One entry: the same augmentation for every view; two: asymmetric (BYOL-style) per view.
+    # One entry: the same augmentation for every view; two: asymmetric (BYOL-style) per view;
+    # more: view position i uses entry i mod the list's length (e.g. a milder third view).
     augmentations: list[AugConfig] = field(default_factory=lambda: [AugConfig()])
     # Optional: the augmentation of members that are generated views (e.g. weaker than the
     # default on originals); None: generated members get the default entry like any member.
@@ -139,8 +140,9 @@ def _build(cls, data: dict, where: str):
             value = _build(sub, value, f"{where}:{key}")
         elif cls is TrainConfig and key == "augmentations":
             value = [value] if isinstance(value, dict) else value
-            if not isinstance(value, list) or not 1 <= len(value) <= 2:
-                raise ConfigError(f"'augmentations' in {where} must be one mapping or a list of two")
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"'augmentations' in {where} must be one mapping or a non-empty list of them "
+                                  "(view position i uses entry i mod the list's length)")
             value = [_build(AugConfig, v, f"{where}:augmentations[{i}]") for i, v in enumerate(value)]
         elif cls is TrainConfig and key == "gen_augmentations" and value is not None:
             if not isinstance(value, dict):
