@@ -62,6 +62,10 @@ def seeds_for_power(effect: float, std: float, power: float = 0.8, most: int = 1
     return next((n for n in range(2, most + 1) if paired_power(effect, std, n) >= power), None)
 
 
+def count_positive(deltas: dict[int, float]) -> int:
+    return sum(d > 0 for d in deltas.values())
+
+
 def paired_deltas(arm: dict[int, float], control: dict[int, float]) -> dict[int, float]:
     """Per seed, arm minus control, on the seeds both have (same seed = same data order)."""
     return {s: arm[s] - control[s] for s in sorted(arm) if s in control}
@@ -88,7 +92,7 @@ class ArmRow:
 
     @property
     def positive(self) -> int:
-        return sum(d > 0 for d in self.deltas.values())
+        return count_positive(self.deltas)
 
     def meets(self, bar: float) -> bool:
         mean, _ = mean_std(list(self.deltas.values()))
@@ -159,14 +163,14 @@ def _pm(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
-def _deltas(control: str | None, deltas: dict[int, float], count_positive: bool = False, study_control: str = "") -> str:
+def _deltas(control: str | None, deltas: dict[int, float], with_positive: bool = False, study_control: str = "") -> str:
     """Mean and per-seed paired deltas; an arm paired against its own control says which."""
     if control is None:
         return "(control)"
     if not deltas:
         return "—"
     mean, _ = mean_std(list(deltas.values()))
-    positive = f"; {sum(d > 0 for d in deltas.values())}/{len(deltas)} > 0" if count_positive else ""
+    positive = f"; {count_positive(deltas)}/{len(deltas)} > 0" if with_positive else ""
     against = f"vs {control}: " if control != study_control else ""
     return against + f"{mean:+.2f} (" + ", ".join(f"s{s} {d:+.2f}" for s, d in deltas.items()) + positive + ")"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from gcl.eval.study_config import Study, StudyError
-from gcl.io import write_json_atomic
+from gcl.io import write_bytes_atomic, write_json_atomic
 from gcl.manifest import ManifestError, load_manifest
 
 SET_STATE = "study-shard-set.json"  # beside a shard set: the options it was made with
@@ -166,8 +166,9 @@ def write_arm_recipes(study: Study, arms: list[str]) -> dict[Path, str]:
 
 def write_recipe(study: Study, arm: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# arm {arm} of study {study.name}: written by gcl-eval study, do not edit\n"
-                    + yaml.safe_dump(study.merged[arm], sort_keys=True))
+    # atomic: a study killed while writing must not leave a half recipe for the resumed run to read
+    write_bytes_atomic(path, (f"# arm {arm} of study {study.name}: written by gcl-eval study, do not edit\n"
+                              + yaml.safe_dump(study.merged[arm], sort_keys=True)).encode())
     return path
 
 
