@@ -24,6 +24,7 @@ from gcl.eval.study_config import Study, StudyError
 from gcl.eval.study_runs import (check_recipes, check_same_inputs, make_shard_set, measure_train_flops, run_state,
                                  shard_set_ready, train_run, train_status, write_arm_recipes)
 from gcl.io import write_json_atomic
+from gcl.provenance import code_version
 from gcl.manifest import load_manifest
 
 
@@ -88,17 +89,6 @@ def synth_cost(manifest: dict) -> dict:
             "source": "throughput"}
 
 
-def gcl_commit() -> dict:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return {"version": gcl.__version__, "commit": None, "dirty": None}
-    commit = head.stdout.strip() if head.returncode == 0 else None
-    return {"version": gcl.__version__, "commit": commit, "dirty": bool(dirty.stdout.strip()) if commit else None}
-
-
 def result_record(study: Study, arm: str, seed: int, scores: dict, manifest: dict) -> dict:
     run_dir = study.run_dir(arm, seed)
     info = read_json(run_dir / "run.json") or {}
@@ -118,10 +108,11 @@ def result_record(study: Study, arm: str, seed: int, scores: dict, manifest: dic
         "train": {"seconds": seconds, "sittings": len(sittings), "epochs": info.get("epochs_done"), "steps": steps,
                   "samples_per_s": round(samples / seconds, 2) if seconds else None,
                   "method": recipe.get("method"), "backbone": recipe.get("backbone"),
-                  "batch_size": info.get("batch_size"), "gen_prob": recipe.get("gen_prob")},
+                  "batch_size": info.get("batch_size"), "gen_prob": recipe.get("gen_prob"),
+                  "code": info.get("sittings", [])},  # per training sitting: commit, dirty, loader workers
         "synth": synth_cost(manifest),
         "recipe": recipe,  # the merged gcl-train recipe the digest covers (with the shard set's options)
-        "gcl": gcl_commit(),
+        "gcl": code_version(),  # the code that scored; the run records the code that trained
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 

@@ -150,8 +150,9 @@ def test_pipe_only_when_typed_and_moved_shards(tmp_path):
 
 
 def test_mid_epoch_resume_skips_the_batches_already_trained(tmp_path):
-    """LoaderDriver hands the loader Lightning's restored batch count once, at the start of training;
-    the loader then yields exactly the rest of that epoch, in the same order."""
+    """LoaderDriver turns the restored optimizer step count into the batches already trained in the
+    epoch, once, at the start of training; the loader then yields exactly the rest of that epoch.
+    (That the count is right inside a real killed run: tests/test_train_exact.py.)"""
     from types import SimpleNamespace
 
     from gcl.train.run import LoaderDriver
@@ -159,9 +160,7 @@ def test_mid_epoch_resume_skips_the_batches_already_trained(tmp_path):
     m = make_shards(tmp_path / "s", n=96, per_shard=24)
     loader, _ = build_train_loader(_cfg(shards=[str(m)]), world=1)
     full = [b["key"] for b in (loader.start_epoch(LoaderPosition(epoch=1)), loader)[1]]
-    progress = SimpleNamespace(current=SimpleNamespace(completed=5))
-    trainer = SimpleNamespace(current_epoch=1, global_rank=0, world_size=1,
-                              fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+    trainer = SimpleNamespace(current_epoch=1, global_rank=0, world_size=1, global_step=loader.steps + 5)
     LoaderDriver(loader).on_train_start(trainer, None)
     assert [b["key"] for b in loader] == full[5:]
     LoaderDriver(loader).on_train_epoch_start(trainer, None)  # a new epoch starts from its first batch

@@ -145,7 +145,7 @@ def test_ddp_two_gloo_ranks_see_every_sample_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = sorted(f"img{i:05d}" for i in range(64))
     for epoch in (0, 1):
-        per_rank = [(out / "keys" / f"epoch{epoch:04d}-rank{r}.txt").read_text().split() for r in (0, 1)]
+        per_rank = [(out / "keys" / f"epoch{epoch:04d}-rank{r}.txt").read_text().split()[1::2] for r in (0, 1)]
         assert len(per_rank[0]) == len(per_rank[1]) == 32  # same steps on both ranks
         assert not set(per_rank[0]) & set(per_rank[1])
         assert sorted(per_rank[0] + per_rank[1]) == expected

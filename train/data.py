@@ -3,12 +3,17 @@
 The workers only read and decode; handcrafted augmentation runs on the whole batch in the training
 process (train/augment.py, called by methods/base.py), where the model is.
 
-Order of work per epoch (all of it a function of seed + epoch, so a resumed run sees the same
-data): shard order shuffled by (seed, epoch), shards split by rank then by worker, a sample
-shuffle buffer, and only then decoding - of the chosen members only, at the shard resolution
-(`Source.size`; other sizes are resized and centre-cropped to it). Each worker yields small
-uint8 chunks; the main process cuts them into exact batches and ends the epoch after
-`steps_per_epoch` batches, so every rank takes the same number of steps (DDP needs that).
+Order of work per epoch: shard order shuffled by (seed, epoch), shards split by rank, a sample
+shuffle buffer seeded by (seed, epoch, rank), and only then decoding - of the chosen members only,
+at the shard resolution (`Source.size`; other sizes are resized and centre-cropped to it).
+
+The order is a function of (seed, epoch, rank) only, never of the number of loader workers, so the
+same seed is the same experiment on any machine: every worker walks the rank's whole (cheap,
+undecoded) sample sequence and decodes only its stripe of it - chunk c belongs to worker
+c % num_workers - and PyTorch's DataLoader hands worker chunks back round-robin, i.e. in chunk
+order. The price is that each worker reads the rank's tar bytes (not decodes them) once.
+The main process cuts the chunks into exact batches and ends the epoch after `steps_per_epoch`
+batches, so every rank takes the same number of steps (DDP needs that).
 """
 
 from __future__ import annotations
@@ -121,20 +126,21 @@ class FamilyStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, nw = (info.id, info.num_workers) if info else (0, 1)
-        torch.manual_seed(hash((self.seed, self.epoch, self.pass_, self.rank, worker)) & 0x7FFFFFFF)
-        mine = self.rank_units()[worker::nw]
+        torch.manual_seed(hash((self.seed, self.epoch, self.pass_, self.rank)) & 0x7FFFFFFF)
         self.skipped = 0
-        raw = self._shard_samples(mine, worker) if self.source.shard_set else self._input_samples(mine)
-        batch = []
-        for sample in raw:
-            batch.append(sample)
-            if len(batch) == CHUNK:
-                yield self._chunk(batch, worker)
-                batch = []
-        if batch:
-            yield self._chunk(batch, worker)
+        units = self.rank_units()
+        raw = self._shard_samples(units, worker) if self.source.shard_set else (self.source.units[i] for i in units)
+        decode = self._pair if self.source.shard_set else self._input_sample
+        for c, group in enumerate(_chunks(raw, CHUNK)):
+            if c % nw != worker:
+                continue  # another worker's stripe
+            samples = [s for s in map(decode, group) if s is not None]
+            # an all-corrupt chunk still goes out (empty): the round-robin order must not skip a turn
+            yield self._chunk(samples, worker)
 
     def _chunk(self, samples, worker):
+        if not samples:
+            return {"key": [], "skipped": self.skipped, "worker": worker}
         views, generated, labels, keys = zip(*samples)
         return {"views": torch.stack(views), "generated": torch.stack(generated),
                 "label": torch.tensor(labels, dtype=torch.long), "key": list(keys),
@@ -147,23 +153,21 @@ class FamilyStream(IterableDataset):
         # a copy: decoded arrays can be read-only views, and torch must own writable memory
         return torch.from_numpy(np.array(arr, dtype=np.uint8, order="C", copy=True)).permute(2, 0, 1)
 
-    def _tar_error(self, exc: Exception) -> bool:
-        self.skipped += 1
-        warnings.warn(f"skipping unreadable shard data: {exc}")
+    def _tar_error(self, exc: Exception, worker: int) -> bool:
+        if worker == 0:  # every worker reads the same bytes: count (and say) it once
+            self.skipped += 1
+            warnings.warn(f"skipping unreadable shard data: {exc}")
         return True  # continue with the next sample / shard
 
     def _shard_samples(self, mine, worker):
+        """The rank's raw (undecoded) families in epoch order: identical in every worker."""
         import webdataset as wds
 
-        samples = self._read_units([self.source.units[i] for i in mine])
-        rng = random.Random(f"{self.seed}:{self.epoch}:{self.pass_}:{self.rank}:{worker}")
-        samples = wds.shuffle(self.buffer, initial=min(self.buffer, 100), rng=rng)(samples)
-        for s in samples:
-            out = self._pair(s)
-            if out is not None:
-                yield out
+        samples = self._read_units([self.source.units[i] for i in mine], worker)
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.pass_}:{self.rank}")
+        yield from wds.shuffle(self.buffer, initial=min(self.buffer, 100), rng=rng)(samples)
 
-    def _read_units(self, urls):
+    def _read_units(self, urls, worker):
         """Families from each shard URL (local path, http(s)://, pipe:) via webdataset's gopen and
         the shard module's fast tar reader; an unreadable shard or corrupt tail is counted, not fatal."""
         from webdataset.gopen import gopen
@@ -173,7 +177,7 @@ class FamilyStream(IterableDataset):
                 with gopen(url, "rb") as stream:
                     yield from iter_samples(stream)
             except (OSError, ShardReadError, ValueError) as exc:
-                self._tar_error(exc)
+                self._tar_error(exc, worker)
 
     def _pair(self, raw: dict):
         key = raw.get("__key__", "")
@@ -189,22 +193,30 @@ class FamilyStream(IterableDataset):
         generated = torch.tensor([m != ORIG for m in chosen])
         return torch.stack([decoded[m] for m in chosen]), generated, -1 if label is None else label, key
 
-    def _input_samples(self, mine):
-        for i in mine:
-            item = self.source.units[i]
-            arr, err = load_rgb(item)
-            if err is not None:
-                self.skipped += 1
-                continue
-            img = self._to_tensor(arr)
-            yield (img.expand(self.count, *img.shape), torch.zeros(self.count, dtype=torch.bool),
-                   -1 if item.label is None else item.label, item.source)
+    def _input_sample(self, item):
+        arr, err = load_rgb(item)
+        if err is not None:
+            self.skipped += 1
+            return None
+        img = self._to_tensor(arr)
+        return (img.expand(self.count, *img.shape), torch.zeros(self.count, dtype=torch.bool),
+                -1 if item.label is None else item.label, item.source)
+
+
+def _chunks(items, n: int):
+    """Consecutive lists of n items (the last one shorter)."""
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Source]:
     source = resolve_source(cfg)
     steps = check_source(source, cfg, world)
-    nw = default_workers(cfg)
-    if source.shard_set:
-        nw = min(nw, max(1, len(source.units) // world))  # a worker without a shard would idle
+    nw = default_workers(cfg)  # any count gives the same batches: workers only share the decoding
     return EpochLoader(FamilyStream(source, cfg), cfg.batch_size, steps, nw), source

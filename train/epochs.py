@@ -63,6 +63,8 @@ class EpochLoader:
                 got += len(chunk["key"])
                 per_worker_skip[(ds.pass_, chunk["worker"])] = chunk["skipped"]
                 self.skipped = sum(per_worker_skip.values())
+                if not chunk["key"]:
+                    continue  # a chunk whose samples were all corrupt: it only carries the count
                 pending.append(chunk)
                 while sum(len(c["key"]) for c in pending) >= self.batch_size and produced < self.steps:
                     batch, pending = _take(pending, self.batch_size)

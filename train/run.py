@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from gcl.io import write_json_atomic
+from gcl.provenance import code_version
 from gcl.train.config import ConfigError, TrainConfig, resolution
 from gcl.train.data import build_train_loader
 from gcl.train.epochs import EpochLoader, LoaderPosition
@@ -56,9 +58,13 @@ class LoaderDriver(Callback):
         self.loader = loader
 
     def on_train_start(self, trainer, pl_module):
-        # after a checkpoint is restored: >0 batches done only when resuming in the middle of an epoch
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        self._hand_over(trainer, done if done < self.loader.steps else 0)
+        # After a checkpoint is restored: the batches already trained in this epoch, > 0 only when
+        # resuming mid-epoch. Counted from the optimizer steps (one per batch), which a checkpoint
+        # saved in on_train_batch_end holds exactly; Lightning's batch_progress.completed is one
+        # behind there until its epoch loop resets, after this hook (a resume that skipped that many
+        # batches trained one twice and never the epoch's last).
+        done = trainer.global_step - trainer.current_epoch * self.loader.steps
+        self._hand_over(trainer, done if 0 < done < self.loader.steps else 0)
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._hand_over(trainer, 0)  # not called when Lightning restarts mid-epoch: on_train_start's value stands
@@ -71,15 +77,26 @@ class LoaderDriver(Callback):
 
 
 class KeyRecorder(Callback):
-    """--record-keys: the sample keys each rank trained on, per epoch (audits order and DDP split)."""
+    """--record-keys: the sample keys each rank trained on, one `STEP KEY` line per sample, a file per
+    epoch and rank (audits order, DDP split and resume). Runs before last.ckpt is saved; a resume
+    drops the lines of steps after the restored one, so the files hold exactly the batches that
+    made the final weights."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
+    def on_train_start(self, trainer, pl_module):
+        for path in self.folder.glob(f"epoch*-rank{trainer.global_rank}.txt"):
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [ln for ln in lines if int(ln.split(" ", 1)[0]) <= trainer.global_step]
+            if len(kept) < len(lines):
+                path.write_text("".join(kept))
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.folder.mkdir(parents=True, exist_ok=True)
+        step = trainer.global_step  # already counts this batch
         with open(self.folder / f"epoch{trainer.current_epoch:04d}-rank{trainer.global_rank}.txt", "a") as fh:
-            fh.write("".join(f"{k}\n" for k in batch["key"]))
+            fh.write("".join(f"{step} {k}\n" for k in batch["key"]))
 
 
 def _precision(cfg: TrainConfig) -> str:
@@ -88,6 +105,14 @@ def _precision(cfg: TrainConfig) -> str:
     if cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"  # bf16 on CPU is 40-75x slower here (PITFALLS.md)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -151,21 +176,25 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
     if resume and rank_zero:
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         _stash_metrics(out, int(ckpt["global_step"]))
+    # the code and loader workers of every sitting (a resumed run lists each): what trained is on record
+    sitting = {**code_version(), "num_workers": loader.num_workers}
+    earlier = _read_json(out / "run.json").get("sittings", []) if resume else []
     info = {"config": cfg.to_dict(), "method": cfg.method, "shards": cfg.shards or cfg.input, "gen_prob": cfg.gen_prob,
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
-            "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running"}
+            "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running",
+            "sittings": [*earlier, sitting] if isinstance(earlier, list) else [sitting]}
     if rank_zero:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "run.json", info)
 
-    callbacks = [LoaderDriver(loader), SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
+    # KeyRecorder before SafeLastCheckpoint: a step's keys are on disk before its checkpoint is
+    callbacks = [LoaderDriver(loader), *([KeyRecorder(out / "keys")] if record_keys else []),
+                 SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
     if "val" in queries:
         # best.ckpt is chosen on held-out validation queries only; test_* metrics are never monitored
         callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_knn_top1",
                                          mode="max", save_top_k=1, auto_insert_metric_name=False,
                                          enable_version_counter=False))
-    if record_keys:
-        callbacks.append(KeyRecorder(out / "keys"))
     callbacks += list(extra_callbacks)
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
