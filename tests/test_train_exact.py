@@ -100,3 +100,52 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert diff == 0.0, f"resumed weights differ from the uninterrupted run by {diff}"
+
+
+def test_averaged_weights_checkpoint_is_the_mean_of_the_last_epochs_and_survives_resume(tmp_path):
+    """average_last_epochs: 2 of 3 -> avg.ckpt = mean of the end-of-epoch weights of epochs 1 and 2,
+    readable by gcl-eval like last.ckpt; a run stopped after epoch 1 and resumed averages the same."""
+    from lightning.pytorch.callbacks import Callback
+
+    from gcl.checkpoint import load_backbone
+    from gcl.train.config import load_config
+    from gcl.train.run import train
+
+    m = make_shards(tmp_path / "s", n=32, per_shard=16)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"augmentations": {"crop_size": 32}, "num_workers": 0, "shuffle_buffer": 20,
+                                      "average_last_epochs": 2, "optimizer": {"name": "sgd", "lr": 0.1},
+                                      "method_kwargs": {"proj_hidden_dim": 32, "proj_output_dim": 16}}))
+
+    class EpochEnds(Callback):
+        def __init__(self, stop_after=None):
+            self.ends, self.stop_after = [], stop_after
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.ends.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+            if trainer.current_epoch == self.stop_after:
+                trainer.should_stop = True  # as if the sitting ended after this epoch
+
+    def cfg(out):
+        return load_config(str(recipe), {"shards": (str(m),), "method": "simclr", "backbone": "resnet20",
+                                         "batch_size": 8, "gen_prob": 0.5, "epochs": 3, "output": str(out)})
+
+    whole = EpochEnds()
+    train(cfg(tmp_path / "whole"), resume=False, extra_callbacks=(whole,))
+    avg = torch.load(tmp_path / "whole" / "checkpoints" / "avg.ckpt", map_location="cpu", weights_only=True)
+    assert avg["averaged_epochs"] == 2 and len(whole.ends) == 3
+    for k, v in avg["state_dict"].items():
+        if v.is_floating_point():
+            expected = (whole.ends[1][k].double() + whole.ends[2][k].double()) / 2
+            assert torch.allclose(v.double(), expected, atol=1e-6), k
+            assert not torch.equal(v, whole.ends[2][k]) or torch.equal(whole.ends[1][k], whole.ends[2][k]), k
+    net, info = load_backbone(str(tmp_path / "whole" / "checkpoints" / "avg.ckpt"))
+    assert info["backbone"] == "resnet20" and info["resolution"] == 32
+
+    train(cfg(tmp_path / "cut"), resume=False, extra_callbacks=(EpochEnds(stop_after=1),))
+    assert not (tmp_path / "cut" / "checkpoints" / "avg.ckpt").exists()  # stopped before the last epoch
+    train(cfg(tmp_path / "cut"), resume=True)
+    resumed = torch.load(tmp_path / "cut" / "checkpoints" / "avg.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["averaged_epochs"] == 2
+    for k, v in avg["state_dict"].items():
+        assert torch.equal(v, resumed["state_dict"][k]), k

@@ -112,6 +112,9 @@ class TrainConfig:
     precision: str = "auto"  # fp32 on CPU; bf16-mixed on GPUs that support it, else 16-mixed
     ckpt_every_steps: int = 200  # a killed run loses at most this many steps
     max_steps_per_epoch: int = 0  # >0 caps an epoch (smoke tests, benchmarks)
+    # >0: also write checkpoints/avg.ckpt, the mean of the weights at the end of each of the last N
+    # epochs (a cheap way to damp the run-to-run scatter of the final weights; last.ckpt is unchanged)
+    average_last_epochs: int = 0
 
     def to_dict(self) -> dict:
         """Plain types only (lists, not tuples): stored in checkpoints loaded with weights_only."""
@@ -223,6 +226,9 @@ def validate(cfg: TrainConfig) -> None:
     _validate_members(cfg)
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise ConfigError("--epochs must be >= 1 and --batch-size >= 2")
+    if not isinstance(cfg.average_last_epochs, int) or not 0 <= cfg.average_last_epochs <= cfg.epochs:
+        raise ConfigError(f"average_last_epochs must be an integer from 0 to the epochs ({cfg.epochs}), "
+                          f"got {cfg.average_last_epochs!r}")
     if cfg.optimizer.name not in ("sgd", "lars", "adamw"):
         raise ConfigError(f"unknown optimizer {cfg.optimizer.name!r}; choose sgd, lars or adamw")
     crops = {a.crop_size for a in cfg.augmentations + ([cfg.gen_augmentations] if cfg.gen_augmentations else [])}

@@ -49,6 +49,43 @@ class SafeLastCheckpoint(Callback):
         self._save(trainer)
 
 
+class WeightAverage(Callback):
+    """checkpoints/avg.ckpt: the mean of the model's weights at the end of each of the last N epochs,
+    in the checkpoint contract's format (gcl.checkpoint.load_backbone reads it like last.ckpt).
+    The running sum lives in Lightning's checkpoint (state_dict below), so a resumed run averages
+    the same epochs. Float tensors (weights, BatchNorm statistics) are averaged; integer counters
+    keep their last value. Runs before SafeLastCheckpoint, so each epoch's save includes its term."""
+
+    def __init__(self, path: Path, epochs: int, last_n: int):
+        self.path, self.first = path, max(0, epochs - last_n)
+        self.sum: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def state_dict(self) -> dict:
+        return {"sum": self.sum, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sum, self.count = dict(state["sum"]), int(state["count"])
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch < self.first:
+            return
+        for k, v in pl_module.state_dict().items():
+            v = v.detach().to("cpu", copy=True)
+            self.sum[k] = self.sum[k] + v.double() if k in self.sum and v.is_floating_point() else (
+                v.double() if v.is_floating_point() else v)
+        self.count += 1
+        if trainer.current_epoch == trainer.max_epochs - 1 and trainer.is_global_zero:
+            ref = pl_module.state_dict()
+            avg = {k: (v / self.count).to(ref[k].dtype) if v.is_floating_point() else v for k, v in self.sum.items()}
+            ckpt = {"state_dict": avg, "epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step),
+                    "averaged_epochs": self.count}
+            pl_module.on_save_checkpoint(ckpt)  # the contract's info block (method, backbone, resolution...)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            torch.save(ckpt, tmp)
+            os.replace(tmp, self.path)
+
+
 class LoaderDriver(Callback):
     """The one place that reads Lightning's loop state for the data: it hands the loader its
     position before each epoch (and the mid-epoch resume point once, at the start of training),
@@ -187,8 +224,10 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "run.json", info)
 
-    # KeyRecorder before SafeLastCheckpoint: a step's keys are on disk before its checkpoint is
+    # KeyRecorder and WeightAverage before SafeLastCheckpoint: what a step or epoch adds is in its checkpoint
     callbacks = [LoaderDriver(loader), *([KeyRecorder(out / "keys")] if record_keys else []),
+                 *([WeightAverage(last.with_name("avg.ckpt"), cfg.epochs, cfg.average_last_epochs)]
+                   if cfg.average_last_epochs > 0 else []),
                  SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
     if "val" in queries:
         # best.ckpt is chosen on held-out validation queries only; test_* metrics are never monitored
