@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from gcl.eval.sheet import read_families
+from gcl.inputs import InputError
 from gcl.io import write_bytes_atomic
 from gcl.shardset import OutputLayout
 
@@ -51,7 +52,12 @@ def inspect(shards, out, rows, seed, tile):
 
     if rows < 1:
         raise click.UsageError("--rows must be >= 1")
-    fams = read_families(shards, rows, seed)
+    skipped: list[str] = []
+    fams = read_families(shards, rows, seed, skipped)
+    if skipped:
+        click.echo(f"skipped {len(skipped)} unusable families (first: {skipped[0][:60]})", err=True)
+    if not fams:
+        raise InputError(f"{shards}: no readable families to draw")
     sheet, layout = contact_sheet(fams, tile=tile)
     _save_sheet(sheet, out)
     click.echo(f"wrote {out}: {layout.rows} rows x {layout.cols} columns (original + {layout.cols - 1} views), "

@@ -65,6 +65,9 @@ def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, 
     train, test, num_classes = load_pair(train_path, test_path, encoder.resolution, limit_train, limit_test)
     log(f"train: {len(train.labels)} images from {train.source}; test: {len(test.labels)} from {test.source}; "
         f"{num_classes} classes; encoder: {encoder.describe}")
+    for name, ds in (("train", train), ("test", test)):
+        if ds.skipped:
+            log(f"{name}: skipped {ds.skipped} unreadable samples of {ds.source}")
     feats = {}
     for name, ds in (("train", train), ("test", test)):
         f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, _progress(name, log))
@@ -94,6 +97,7 @@ def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, 
         "test": test_path,
         "n_train": int(len(train.labels)),
         "n_test": int(len(test.labels)),
+        "skipped": {"train": int(train.skipped), "test": int(test.skipped)},
         "num_classes": num_classes,
         "feature_dim": int(feats["train"].shape[1]),
         "top1": float(acc["top1"]),

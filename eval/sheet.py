@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gcl.inputs import InputError
-from gcl.shards import ORIG, decode_image, family_members, parse_family, read_shard
+from gcl.shards import ORIG, FamilyError, ShardReadError, decode_image, family_members, parse_family, read_shard
 from gcl.shardset import open_shard_set
 
 PAD = 8  # gap between cells and around the sheet (px)
@@ -46,17 +46,23 @@ def shard_paths(path: str) -> list[str]:
 
 
 def _iter_raw(path: str) -> Iterator[dict]:
-    """Raw tar sample dicts (undecoded bytes) of every family that has an original."""
+    """Raw tar sample dicts (undecoded bytes) of every family that has an original; a shard that
+    cannot be read is one line naming it."""
     for url in shard_paths(path):
-        for raw in read_shard(url):
-            if any(k.startswith(ORIG + ".") for k in raw):
-                yield raw
+        try:
+            for raw in read_shard(url):
+                if "__problem__" in raw or any(k.startswith(ORIG + ".") for k in raw):
+                    yield raw
+        except (OSError, ShardReadError) as exc:
+            raise InputError(f"cannot read shard {url}: {exc}") from None
 
 
 def _decode(raw: dict) -> Family:
     members, meta, label = parse_family(raw)
     _, views = family_members(members)
-    recs = {int(v.get("view", i)): v for i, v in enumerate(meta.get("views", []))}
+    records = meta.get("views")
+    recs = {r["view"]: r for r in records if isinstance(r, dict) and isinstance(r.get("view"), int)} \
+        if isinstance(records, list) else {}
     return Family(
         key=raw["__key__"],
         orig=np.asarray(decode_image(members[ORIG]), dtype=np.uint8),
@@ -67,19 +73,33 @@ def _decode(raw: dict) -> Family:
     )
 
 
-def iter_families(path: str) -> Iterator[Family]:
+def _decoded(raw: dict, skipped: list) -> Family | None:
+    """The family, or None (and its key in `skipped`) when a member, its metadata or its label is unusable."""
+    try:
+        return _decode(raw)
+    except (FamilyError, ShardReadError, OSError, ValueError):
+        skipped.append(raw.get("__key__", "?"))
+        return None
+
+
+def iter_families(path: str, skipped: list | None = None) -> Iterator[Family]:
+    skipped = [] if skipped is None else skipped
     for raw in _iter_raw(path):
-        yield _decode(raw)
+        fam = _decoded(raw, skipped)
+        if fam is not None:
+            yield fam
 
 
-def read_families(path: str, n: int, seed: int | None = None) -> list[Family]:
-    """The first n families, or (with a seed) a uniform reservoir sample over all of them.
+def read_families(path: str, n: int, seed: int | None = None, skipped: list | None = None) -> list[Family]:
+    """The first n families, or (with a seed) a uniform reservoir sample over all of them; the keys
+    of unusable families go to `skipped`.
 
     Sampling reads every tar but decodes only the n chosen families.
     """
+    skipped = [] if skipped is None else skipped
     if seed is None:
         out = []
-        for fam in iter_families(path):
+        for fam in iter_families(path, skipped):
             out.append(fam)
             if len(out) >= n:
                 break
@@ -93,7 +113,7 @@ def read_families(path: str, n: int, seed: int | None = None) -> list[Family]:
             j = rng.randint(0, i)
             if j < n:
                 sample[j] = raw
-    return [_decode(raw) for raw in sample]
+    return [fam for fam in (_decoded(raw, skipped) for raw in sample) if fam is not None]
 
 
 def format_op(op: dict) -> str:
@@ -116,9 +136,9 @@ def format_op(op: dict) -> str:
 def view_caption(record: dict) -> list[str]:
     """One line per op (in order of application); 'no ops' for an unaugmented view."""
     ops = record.get("ops") if record else None
-    if ops is None:
+    if not isinstance(ops, list):  # absent, or not what gcl-synth writes (a shard from elsewhere)
         return ["(no record)"]
-    return [format_op(op) for op in ops] or ["no ops"]
+    return [format_op(op) if isinstance(op, dict) else "?" for op in ops] or ["no ops"]
 
 
 def _font(size: int):

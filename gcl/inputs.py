@@ -1,7 +1,7 @@
 """Reader: list image inputs (ImageFolder, flat folder, npz archive) and load them as RGB arrays.
 
 Listing is sorted and deterministic. Loading never raises for a bad file: it returns an error
-type ("truncated", "not_image", "empty", "decompression_bomb", "unreadable") that the worker
+type ("truncated", "not_image", "empty", "decompression_bomb", "extreme_aspect", "unreadable") that the worker
 counts and logs, so one bad file never stops a run.
 """
 
@@ -21,6 +21,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Pillow's own bomb limit is ~89 Mpx (warning) / 179 Mpx (error); we refuse anything past 64 Mpx
 # because nothing in GCL needs it and a 64 Mpx RGB decode already costs ~200 MB.
 MAX_PIXELS = 64_000_000
+# Resizing the short side to the target size scales the long side too: a 250000x1 strip (0.4%
+# of the pixel cap) would become a 32 x 8,000,000 intermediate (~1 GB). No photo or panorama
+# GCL uses is longer than 10:1, so anything past that is a counted skip before decoding.
+MAX_ASPECT = 10
+# Labels index per-class arrays (kNN votes, a linear head): a label of 10^12 must not become an
+# allocation of terabytes. ImageNet-21k has 21,841 classes.
+MAX_CLASSES = 65_536
+
+
+def extreme_aspect(width: int, height: int) -> bool:
+    return max(width, height) > MAX_ASPECT * max(1, min(width, height))
 
 
 @dataclass(frozen=True)
@@ -71,24 +82,50 @@ def list_inputs(path: str | os.PathLike) -> InputSet:
 
 
 def _list_npz(path: Path) -> InputSet:
+    """Check an npz before any work: images (N,H,W,C) uint8 with C in 1/3/4, integer labels in
+    [0, MAX_CLASSES) (one per image), text class names. Anything else is one line naming the file."""
     try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the archive is unusable
-        raise InputError(f"cannot read {path}: {exc}") from None
-    with z:
-        if "images" not in z.files:
-            raise InputError(f"{path} has no 'images' array (found: {', '.join(z.files)})")
-        shape = z["images"].shape
-        if len(shape) != 4 or shape[-1] not in (1, 3, 4):
-            raise InputError(f"{path}: 'images' must be (N,H,W,3) uint8, got shape {shape}")
-        labels = z["labels"].astype(np.int64) if "labels" in z.files else None
-        names = [str(s) for s in z["class_names"]] if "class_names" in z.files else None
+        with np.load(path, allow_pickle=False) as z:
+            files = list(z.files)
+            if "images" not in files:
+                raise InputError(f"{path} has no 'images' array (found: {', '.join(files)})")
+            images = z["images"]
+            labels = z["labels"] if "labels" in files else None
+            names = z["class_names"] if "class_names" in files else None
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - object (pickled) arrays, a damaged zip: the archive is unusable
+        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    shape = images.shape
+    if images.dtype != np.uint8:
+        raise InputError(f"{path}: 'images' are {images.dtype}, gcl reads uint8 (0-255); convert them first, "
+                         "e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1]")
+    if len(shape) != 4 or shape[-1] not in (1, 3, 4) or min(shape) < 1:
+        raise InputError(f"{path}: 'images' must be (N,H,W,3) uint8, got shape {shape}")
+    if extreme_aspect(shape[2], shape[1]):
+        raise InputError(f"{path}: images of {shape[2]}x{shape[1]} px are over the {MAX_ASPECT}:1 aspect cap")
+    if labels is not None:
+        labels = _npz_labels(path, labels, shape[0], None if names is None else len(names))
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise InputError(f"{path}: 'class_names' must be a 1-d array of text, got {names.dtype} {names.shape}")
+        names = [str(s) for s in names]
     stem = path.stem
     items = [
         InputItem(f"{stem}/{i:07d}", str(path.resolve()), i, None if labels is None else int(labels[i]))
         for i in range(shape[0])
     ]
     return InputSet(items, names, "npz", str(path.resolve()))
+
+
+def _npz_labels(path: Path, labels: np.ndarray, count: int, num_names: int | None) -> np.ndarray:
+    if labels.dtype.kind not in "iu" or labels.shape != (count,):
+        raise InputError(f"{path}: 'labels' must be {count} integers (one per image), got {labels.dtype} {labels.shape}")
+    limit = MAX_CLASSES if num_names is None else num_names
+    if count and (labels.min() < 0 or labels.max() >= limit):
+        what = f"the {num_names} class_names" if num_names is not None else f"[0, {MAX_CLASSES})"
+        raise InputError(f"{path}: 'labels' run from {labels.min()} to {labels.max()}, outside {what}")
+    return labels.astype(np.int64)
 
 
 def _list_folder(root: Path) -> InputSet:
@@ -148,6 +185,8 @@ def load_image_file(path: str) -> tuple[np.ndarray | None, str | None]:
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
                     return None, "decompression_bomb"
+                if extreme_aspect(img.width, img.height):
+                    return None, "extreme_aspect"
                 img.load()
                 return to_rgb_array(img), None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

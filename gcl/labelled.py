@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gcl.inputs import InputError, list_inputs, load_rgb, resize_center_crop
-from gcl.shards import ORIG, ShardReadError, decode_image, parse_family, read_shard
+from gcl.shards import ORIG, FamilyError, ShardReadError, decode_image, parse_family, read_shard
 from gcl.shardset import ShardSetError, open_shard_set
 
 
@@ -58,12 +58,20 @@ def _load_shards(path: str, resolution: int | None, limit: int | None) -> Labell
     if not shard_set.local:
         raise InputError(f"{path}: evaluation reads local shards only")
     images, labels, skipped = [], [], 0
+    num_classes = len(shard_set.class_names) if shard_set.class_names else None
     for url in shard_set.urls:
         try:
             for raw in read_shard(url):
-                members, _meta, label = parse_family(raw)
+                try:
+                    members, _meta, label = parse_family(raw)
+                except FamilyError:
+                    skipped += 1  # a crafted member, metadata or label: this sample only
+                    continue
                 if label is None:
                     raise InputError(f"{url} holds unlabelled samples; the probe needs labelled data")
+                if num_classes is not None and label >= num_classes:
+                    skipped += 1  # a label past the manifest's class names would misindex them
+                    continue
                 try:
                     arr = np.asarray(decode_image(members[ORIG]), dtype=np.uint8)
                 except (KeyError, ShardReadError, OSError, ValueError):

@@ -25,11 +25,15 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from gcl.errors import UserError
-from gcl.inputs import MAX_PIXELS
+from gcl.inputs import MAX_ASPECT, MAX_CLASSES, MAX_PIXELS, extreme_aspect
+from gcl.tarstream import MemberProblem, ShardReadError, iter_tar_members  # noqa: F401 - the shard API
 
 IMAGE_FORMATS = ("jpg", "png", "webp")
 ORIG = "orig"
 _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
+_LABEL_RE = re.compile(rb"[0-9]{1,12}")
+_VIEW_RE = re.compile(r"view[0-9]{1,6}")
+MAX_META_BYTES = 1 << 20  # a family's json member: per-view recipes are a few hundred bytes
 
 
 def shard_name(name: str, index: int) -> str:
@@ -77,14 +81,17 @@ def decode_image(data: bytes):
     """Decode member bytes to an RGB PIL image.
 
     Shards may come from someone else: an image member past the inputs' pixel cap (MAX_PIXELS)
-    raises ShardReadError before any pixel is decoded, so a shard cannot smuggle a
-    decompression bomb past the checks that gcl-synth applies to its inputs.
+    or aspect cap (MAX_ASPECT: resizing a 250000x1 strip to a square costs gigabytes) raises
+    ShardReadError before any pixel is decoded, so a shard cannot smuggle a decompression bomb
+    past the checks that gcl-synth applies to its inputs.
     """
     from PIL import Image
 
     img = Image.open(io.BytesIO(data))
     if img.width * img.height > MAX_PIXELS:
         raise ShardReadError(f"image member of {img.width}x{img.height} px is over the {MAX_PIXELS} px cap")
+    if extreme_aspect(img.width, img.height):
+        raise ShardReadError(f"image member of {img.width}x{img.height} px is over the {MAX_ASPECT}:1 aspect cap")
     img.load()
     img = img.convert("RGB")
     # Drop JFIF/EXIF info: PIL copies `info` into every derived image, which cost ~5% of the
@@ -183,71 +190,12 @@ class _HashingWriter(io.RawIOBase):
         return self._sha.hexdigest()
 
 
-class ShardReadError(UserError):
-    """A tar stream that ends early or has a corrupt header."""
-
-
-def iter_tar_members(stream) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of every regular file in a tar stream, read sequentially.
-
-    A small header parser instead of `tarfile`: Python's tarfile spends ~80 us per member building
-    TarInfo objects, which made reading a 5-member family (~430 us) slower than decoding its JPEG.
-    Handles ustar (with prefix), pax 'path' records and GNU long names; checks header checksums.
-    """
-    long_name = None
-    while True:
-        header = stream.read(512)
-        if not header or header == b"\0" * 512:
-            return
-        if len(header) < 512:
-            raise ShardReadError("truncated tar header")
-        if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
-            raise ShardReadError("corrupt tar header (checksum mismatch)")
-        size = _octal(header[124:136])
-        if size < 0:
-            raise ShardReadError("corrupt tar header (bad size field)")
-        data = stream.read(size)
-        if len(data) < size:
-            raise ShardReadError("truncated tar member")
-        pad = (-size) % 512
-        if pad:
-            stream.read(pad)
-        kind = header[156:157]
-        if kind in (b"x", b"L"):
-            long_name = _pax_path(data) if kind == b"x" else data.split(b"\0", 1)[0].decode()
-            continue
-        if kind not in (b"0", b"\0"):
-            long_name = None
-            continue
-        if long_name is not None:
-            name, long_name = long_name, None
-        else:
-            name = header[:100].split(b"\0", 1)[0].decode()
-            prefix = header[345:500].split(b"\0", 1)[0].decode() if header[257:262] == b"ustar" else ""
-            if prefix:
-                name = f"{prefix}/{name}"
-        yield name, data
-
-
-def _octal(field: bytes) -> int:
-    """A tar numeric field; -1 when it is not octal (a damaged or non-tar stream)."""
-    digits = field.split(b"\0", 1)[0].strip()
-    try:
-        return int(digits, 8) if digits else 0
-    except ValueError:
-        return -1
-
-
-def _pax_path(data: bytes) -> str | None:
-    for record in data.decode("utf-8", "replace").split("\n"):
-        _, _, kv = record.partition(" ")
-        if kv.startswith("path="):
-            return kv[5:]
-    return None
-
-
 def iter_samples(stream) -> Iterator[dict]:
-    """Group consecutive members by key: {"__key__", "orig.jpg", ..., "json", "cls"} dicts."""
+    """Group consecutive members by key: {"__key__", "orig.jpg", ..., "json", "cls"} dicts.
+
+    A member the tar reader could not use (a name that is not UTF-8, an oversize member) puts
+    "__problem__" in its sample, which parse_family turns into a FamilyError: one skipped sample.
+    """
     current: dict | None = None
     for name, data in iter_tar_members(stream):
         key, _, ext = name.rsplit("/", 1)[-1].partition(".")
@@ -255,7 +203,10 @@ def iter_samples(stream) -> Iterator[dict]:
             if current is not None:
                 yield current
             current = {"__key__": key}
-        current[ext] = data
+        if isinstance(data, MemberProblem):
+            current.setdefault("__problem__", f"{ext or name}: {data.reason}")
+        else:
+            current[ext] = data
     if current is not None:
         yield current
 
@@ -266,10 +217,21 @@ def read_shard(path: str | os.PathLike) -> Iterator[dict]:
         yield from iter_samples(fh)
 
 
+class FamilyError(UserError):
+    """One sample that cannot be used (an unusable member, metadata or label): counted and skipped."""
+
+
 def parse_family(sample: dict) -> tuple[dict[str, bytes], dict, int | None]:
-    """Split a raw webdataset/tar sample dict into (member -> image bytes, meta, label)."""
-    meta = json.loads(sample["json"]) if "json" in sample else {}
-    label = int(sample["cls"]) if "cls" in sample else None
+    """Split a raw tar sample dict into (member -> image bytes, meta, label).
+
+    Raises FamilyError for a sample that cannot be trusted: a member the tar reader flagged, a
+    `json` member that is not one JSON object (invalid, empty, too deep or too big), or a `cls`
+    that is not a plain integer in [0, MAX_CLASSES).
+    """
+    if "__problem__" in sample:
+        raise FamilyError(sample["__problem__"])
+    meta = _meta(sample["json"]) if "json" in sample else {}
+    label = _label(sample["cls"]) if "cls" in sample else None
     images = {}
     for k, v in sample.items():
         if k.startswith("__") or k in ("json", "cls"):
@@ -280,8 +242,29 @@ def parse_family(sample: dict) -> tuple[dict[str, bytes], dict, int | None]:
     return images, meta, label
 
 
+def _meta(data: bytes) -> dict:
+    if len(data) > MAX_META_BYTES:
+        raise FamilyError(f"json member of {len(data)} bytes is over the {MAX_META_BYTES >> 10} KiB cap")
+    try:
+        meta = json.loads(data)
+    except RecursionError:
+        raise FamilyError("json member is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError: invalid or empty
+        raise FamilyError(f"json member is not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+    if not isinstance(meta, dict):
+        raise FamilyError(f"json member is a {type(meta).__name__}, not an object")
+    return meta
+
+
+def _label(data: bytes) -> int:
+    text = data.strip()
+    if not _LABEL_RE.fullmatch(text) or int(text) >= MAX_CLASSES:
+        raise FamilyError(f"cls member {text[:20]!r} is not a class index in [0, {MAX_CLASSES})")
+    return int(text)
+
+
 def family_members(images: Iterable[str]) -> tuple[str, list[str]]:
-    """Return (orig member or '', sorted generated view members)."""
+    """Return (orig member or '', sorted generated view members); other names are ignored."""
     names = list(images)
-    views = sorted((m for m in names if m.startswith("view")), key=_member_order)
+    views = sorted((m for m in names if _VIEW_RE.fullmatch(m)), key=_member_order)
     return (ORIG if ORIG in names else ""), views

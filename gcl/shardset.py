@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 
 from gcl.errors import UserError
 from gcl.manifest import ManifestError, load_manifest
-from gcl.shards import ShardReadError, decode_image, family_members, iter_samples, parse_family, shard_name, stats_name
+from gcl.shards import FamilyError, ShardReadError, decode_image, family_members, iter_samples, parse_family, shard_name, stats_name
 
 REMOTE_SCHEMES = ("http://", "https://")  # the only schemes a manifest may name
 
@@ -147,7 +147,10 @@ def _scan_tar(path: str) -> tuple[int, dict]:
 
 def _first_image_side(raw: dict) -> int:
     """Shorter side of a family's first decodable member (0 when none decodes: counted later)."""
-    images, _, _ = parse_family(raw)
+    try:
+        images, _, _ = parse_family(raw)
+    except FamilyError:
+        return 0
     for data in images.values():
         try:
             return min(decode_image(data).size)
@@ -190,9 +193,14 @@ def _checked_base(base, manifest_path: str) -> str:
         raise ShardSetError(f"{manifest_path}: 'base' must be a string")
     if base.startswith(REMOTE_SCHEMES):
         return base.rstrip("/") + "/"
-    if is_remote(base) or ":" in base.split("/", 1)[0] or os.path.isabs(base):
+    if is_remote(base) or ":" in base.split("/", 1)[0] or os.path.isabs(base) or "\\" in base:
         raise ShardSetError(f"{manifest_path}: refusing base {base[:60]!r}: a manifest's base must be a relative "
                             "folder or an http(s) URL (manifests are data, never commands)")
+    # One level up at most: the copy gcl-synth writes in a sibling folder (manifests/NAME.json ->
+    # ../out/NAME) still finds its shards, but `../../../..` cannot reach any folder on the disk.
+    if os.path.normpath(base).split(os.sep)[:2] == ["..", ".."]:
+        raise ShardSetError(f"{manifest_path}: refusing base {base[:60]!r}: a manifest's base may leave its folder "
+                            "by one '..' at most; pass --shards-base FOLDER to read shards kept elsewhere")
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest_path)), base))
 
 
@@ -253,7 +261,10 @@ def check_shard(url: str, claim: ShardClaim, num_views: int, has_orig: bool, lab
 
 
 def _family_problem(raw: dict, num_views: int, has_orig: bool, labelled: bool | None) -> str:
-    images, _, label = parse_family(raw)
+    try:
+        images, _, label = parse_family(raw)
+    except FamilyError as exc:
+        return str(exc)
     orig, views = family_members(images)
     if has_orig and not orig:
         return "no original image, manifest says it has one"
