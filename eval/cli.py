@@ -190,8 +190,10 @@ def baselines(train_data, test_data, backbone, limit_train, limit_test, out):
 @click.option("--dry-run", is_flag=True, help="Print what would run (and check every arm's recipe); run nothing.")
 @click.option("--max-runs", type=click.IntRange(1), default=None, help="Stop after N runs (the rest wait for the next call).")
 @click.option("--rerun-stale", is_flag=True, help="Delete results and run folders of arms changed since they ran, and re-run them.")
+@click.option("--scheduler", default=None,
+              help="Address of a dask scheduler to make the shard sets on (a study file cannot choose one).")
 @_user_errors
-def study(study_file, report_only, only, seeds, dry_run, max_runs, rerun_stale):
+def study(study_file, report_only, only, seeds, dry_run, max_runs, rerun_stale, scheduler):
     """Run the arms x seeds of STUDY_FILE that are missing, then write its table and plot.
 
     Finished runs are skipped and killed ones resumed, so a study spans several sittings.
@@ -209,7 +211,7 @@ def study(study_file, report_only, only, seeds, dry_run, max_runs, rerun_stale):
                 raise click.ClickException(f"no results in {spec.folder / 'runs'} yet")
             return
         failed = run_study(spec, only=only, seeds=seeds, dry_run=dry_run, max_runs=max_runs,
-                           rerun_stale=rerun_stale, log=log)
+                           rerun_stale=rerun_stale, log=log, scheduler=scheduler)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     if failed:

@@ -83,7 +83,9 @@ def summarize_run(run_dir: str) -> RunSummary:
     if (run / "run.json").is_file():
         try:
             info = json.loads((run / "run.json").read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            info = {}
+        if not isinstance(info, dict):  # not what gcl-train writes: the run shows without its settings
             info = {}
     if isinstance(info.get("config"), dict):  # gcl-train nests the full config; top-level keys win
         info = {**info["config"], **{k: v for k, v in info.items() if k != "config"}}

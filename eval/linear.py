@@ -55,8 +55,13 @@ def load_recipe(path: str | os.PathLike | None, **overrides) -> LinearRecipe:
     if path:
         import yaml
 
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:  # a python/* tag included: safe_load constructs no objects
+            raise ValueError(f"{path} is not a plain YAML recipe: {str(exc).splitlines()[0]}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a text file") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} is not a YAML mapping")
         d.update(_from_solo_learn(data) if "optimizer" in data else data.get("linear", data))

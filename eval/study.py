@@ -21,8 +21,8 @@ from pathlib import Path
 
 import gcl
 from gcl.eval.study_config import Study, StudyError
-from gcl.eval.study_runs import (check_recipes, check_same_inputs, make_shard_set, measure_train_flops, run_state,
-                                 shard_set_ready, train_run, train_status, write_arm_recipes)
+from gcl.eval.study_runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
+                                 run_state, shard_set_ready, train_run, train_status, write_arm_recipes)
 from gcl.io import write_json_atomic
 from gcl.provenance import code_version
 from gcl.manifest import load_manifest
@@ -38,9 +38,10 @@ class PlannedRun:
 
 def read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def plan_run(study: Study, arm: str, seed: int) -> PlannedRun:
@@ -123,11 +124,35 @@ def describe(p: PlannedRun, study: Study) -> str:
 
 
 def forget(study: Study, p: PlannedRun) -> PlannedRun:
-    """--rerun-stale: drop the stale result and run folder; the run starts from scratch."""
+    """--rerun-stale: drop the stale result and run folder; the run starts from scratch. Only what
+    carries this study's mark is deleted (checked again here, just before deleting)."""
+    why = foreign_folder(study, p.arm, p.seed) or _foreign_result(study, p.arm, p.seed)
+    if why:
+        raise StudyError(f"{why}; move it away, the study deletes only what it made")
     study.result_path(p.arm, p.seed).unlink(missing_ok=True)
     study.failed_path(p.arm, p.seed).unlink(missing_ok=True)
     shutil.rmtree(study.run_dir(p.arm, p.seed), ignore_errors=True)
     return PlannedRun(p.arm, p.seed, "train", "stale run replaced")
+
+
+def _foreign_result(study: Study, arm: str, seed: int) -> str:
+    path = study.result_path(arm, seed)
+    result = read_json(path)
+    if path.exists() and (result is None or result.get("study", study.name) != study.name):
+        return f"{path} is not a result of study {study.name}"
+    return ""
+
+
+def check_ownership(study: Study, runs: list[PlannedRun]) -> None:
+    """Refuse, before any work, to write into or delete a run folder or result the study did not make."""
+    for p in runs:
+        if p.action == "done":
+            continue
+        why = foreign_folder(study, p.arm, p.seed) or (_foreign_result(study, p.arm, p.seed) if p.action == "stale"
+                                                       else "")
+        if why:
+            raise StudyError(f"{study.run_name(p.arm, p.seed)}: {why}; move it away (a study writes into and "
+                             "deletes only what it made)")
 
 
 def check_eval_data(study: Study) -> None:
@@ -148,7 +173,8 @@ def check_arms(study: Study, arms: list[str]) -> None:
         raise StudyError(f"arm {paths[path]} rejected by gcl-train: {error.replace(f' in {path}', '')}{more}")
 
 
-def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_run: bool, log) -> dict[str, dict]:
+def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_run: bool, log,
+                   scheduler: str | None = None) -> dict[str, dict]:
     """Make the shard sets that runs to train need; check that all of the study's sets agree on input."""
     needed = {study.arms[p.arm].shards for p in todo if p.action in ("train", "resume", "stale")}
     for name in sorted(needed):
@@ -157,7 +183,7 @@ def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_ru
         if dry_run:
             log(f"would synthesize shard set {name} -> {study.shard_dir(name)}")
         else:
-            make_shard_set(study, name, log)
+            make_shard_set(study, name, log, scheduler)
     manifests = {n: load_manifest(study.manifest_path(n)) for n in sorted({study.arms[a].shards for a in study.arms})
                  if study.manifest_path(n).is_file()}
     check_same_inputs(manifests)
@@ -165,29 +191,31 @@ def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_ru
 
 
 def run_study(study: Study, only: str | None = None, seeds: str | None = None, dry_run: bool = False,
-              max_runs: int | None = None, rerun_stale: bool = False, log=print) -> int:
+              max_runs: int | None = None, rerun_stale: bool = False, log=print, scheduler: str | None = None) -> int:
     """Returns the number of runs that failed (their records are in runs/ARM-sSEED.failed.json)."""
     # `timeout` and schedulers stop a study with SIGTERM: turn it into an exception so that the
     # running sitting's seconds are still recorded (try/finally in train_run) before we exit.
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main else None
+    stops = (signal.SIGTERM, signal.SIGHUP)  # a closed terminal stops the study (and its child) cleanly too
+    previous = {s: signal.signal(s, _exit_on_sigterm) for s in stops} if in_main else {}
     try:
-        return _run_study(study, only, seeds, dry_run, max_runs, rerun_stale, log)
+        return _run_study(study, only, seeds, dry_run, max_runs, rerun_stale, log, scheduler)
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log) -> int:
+def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, scheduler=None) -> int:
     from gcl.eval.study_eval import EvalData
     from gcl.eval.study_report import write_report
 
     arms, chosen = select(study, only, seeds)
     runs = plan(study, arms, chosen)
+    check_ownership(study, runs)
     stale = [p for p in runs if p.action == "stale"]
     if dry_run:
         for p in runs:
@@ -209,7 +237,7 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log) -
         check_arms(study, sorted({p.arm for p in todo}))  # before synthesis: a typo must not cost hours
     else:
         log(f"nothing to run: all {len(runs)} selected run(s) have current results")
-    manifests = prepare_shards(study, arms, todo, dry_run, log)
+    manifests = prepare_shards(study, arms, todo, dry_run, log, scheduler)
     data = EvalData(study.eval)
     failed = sum(not execute(study, p, f"[{i}/{len(todo)}]", data, manifests, log) for i, p in enumerate(todo, 1))
     write_report(study, log, measure_train_flops(study))

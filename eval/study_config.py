@@ -28,9 +28,12 @@ PLOT_KEYS = {"x", "label"}
 # Arm keys the study itself reads; every other arm key is a gcl-train recipe key.
 ARM_STUDY_KEYS = {"shards", "x", "series", "recipe", "control"}
 # Set by the runner for every run (one output folder and one seed per run): never in a recipe.
-RUNNER_TRAIN_KEYS = {"output", "seed", "shards", "input"}
-# Set by the runner for every shard set (it owns the folder and the name).
-RUNNER_SYNTH_KEYS = {"output", "name", "manifest", "overwrite", "no_progress"}
+# shards_base too: where shards are read from (a pipe: command included) is the runner's choice.
+RUNNER_TRAIN_KEYS = {"output", "seed", "shards", "input", "shards_base"}
+# Set by the runner for every shard set (it owns the folder and the name). `scheduler` picks the
+# dask scheduler gcl-synth connects to (and dask speaks pickle): where work runs is the command
+# line's choice (gcl-eval study --scheduler), never a shared study file's.
+RUNNER_SYNTH_KEYS = {"output", "name", "manifest", "overwrite", "no_progress", "scheduler"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # becomes a file name
 
 
@@ -190,7 +193,8 @@ def _shard_sets(data) -> dict[str, dict]:
         options = _mapping(options, f"shard_sets:{name}")
         owned = sorted(set(options) & RUNNER_SYNTH_KEYS)
         if owned:
-            raise StudyError(f"shard_sets:{name} sets {', '.join(owned)}; the study runner chooses those itself")
+            hint = " (give a dask scheduler with gcl-eval study --scheduler)" if "scheduler" in owned else ""
+            raise StudyError(f"shard_sets:{name} sets {', '.join(owned)}; the study runner chooses those itself{hint}")
         sets[_name(name, "shard set name")] = options
     if not sets:
         raise StudyError("the study lists no shard_sets")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ from gcl.manifest import ManifestError, load_manifest
 SET_STATE = "study-shard-set.json"  # beside a shard set: the options it was made with
 RUN_STATE = "study-run.json"  # in a run folder: the arm digest and each sitting's wall seconds
 TAIL_LINES = 30  # lines of a failed tool's log kept in the failure record
+CHILD_GRACE_S = 30  # a stopped child's time to finish a checkpoint write before SIGKILL
+PR_SET_PDEATHSIG = 1  # prctl option: signal to receive when the parent dies
 
 
 def _log_tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -45,14 +48,39 @@ def _last_error_line(tail: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGTERM if the study runner dies, even by
+    SIGKILL, so a killed study never leaves a trainer writing into a run folder (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_logged(cmd: list[str], log: Path) -> tuple[int, float]:
-    """Run cmd with stdout+stderr appended to `log`; returns (exit code, wall seconds)."""
+    """Run cmd with stdout+stderr appended to `log`; returns (exit code, wall seconds).
+
+    The child ends with the runner: stopped (SIGTERM, Ctrl-C) it is asked to stop with SIGTERM
+    and given CHILD_GRACE_S to save before SIGKILL; killed outright, the kernel ends it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log, "a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
-        code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        try:
+            code = child.wait()
+        except BaseException:
+            child.terminate()
+            try:
+                child.wait(CHILD_GRACE_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            raise
     return code, time.time() - t0
 
 
@@ -86,11 +114,12 @@ def shard_set_ready(study: Study, set_name: str) -> bool:
     return made_with == study.shard_sets[set_name] and bool(manifest.get("complete", True))
 
 
-def make_shard_set(study: Study, set_name: str, log=print) -> Path:
-    """Run (or resume) gcl-synth for one shard set; a failure is a one-line StudyError."""
+def make_shard_set(study: Study, set_name: str, log=print, scheduler: str | None = None) -> Path:
+    """Run (or resume) gcl-synth for one shard set (on a dask scheduler only when the command line
+    names one); a failure is a one-line StudyError."""
     folder = study.shard_dir(set_name)
     cmd = [sys.executable, "-m", "gcl.synth.cli", "run", "--output", str(folder), "--name", set_name, "--no-progress",
-           *synth_args(study.shard_sets[set_name])]
+           *synth_args(study.shard_sets[set_name]), *(["--scheduler", scheduler] if scheduler else [])]
     log(f"synthesize shard set {set_name} -> {folder} (log: {folder / 'synth.log'})")
     code, seconds = run_logged(cmd, folder / "synth.log")
     if code != 0 or not study.manifest_path(set_name).is_file():
@@ -118,9 +147,23 @@ def check_same_inputs(manifests: dict[str, dict]) -> None:
 def run_state(study: Study, arm: str, seed: int) -> dict:
     """{'digest', 'sittings': [{'seconds', 'code', 'resume'}]} of a run folder, or {} when absent."""
     try:
-        return json.loads((study.run_dir(arm, seed) / RUN_STATE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        state = json.loads((study.run_dir(arm, seed) / RUN_STATE).read_text())
+    except (OSError, ValueError, RecursionError):
         return {}
+    return state if isinstance(state, dict) and isinstance(state.get("sittings", []), list) else {}
+
+
+def foreign_folder(study: Study, arm: str, seed: int) -> str:
+    """Why the run folder of (arm, seed) is not this study's to write into or delete ('' when it is):
+    a study touches only folders carrying its own RUN_STATE marker (markers written before the
+    marker named its study count as its own)."""
+    folder = study.run_dir(arm, seed)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return ""
+    state = run_state(study, arm, seed)
+    if not state or state.get("study", study.name) != study.name:
+        return f"{folder} holds files this study did not make (no {RUN_STATE} of study {study.name})"
+    return ""
 
 
 def train_status(run_dir: Path) -> str:
@@ -175,11 +218,16 @@ def write_recipe(study: Study, arm: str, path: Path) -> Path:
 def train_run(study: Study, arm: str, seed: int, manifest: Path, resume: bool) -> tuple[int, float, str]:
     """One gcl-train sitting for (arm, seed); returns (exit code, wall seconds, log tail)."""
     out = study.run_dir(arm, seed)
-    recipe = write_recipe(study, arm, out / "recipe.yaml")
+    why = foreign_folder(study, arm, seed)
+    if why:
+        raise StudyError(f"{why}; move it away, the study will not write into it")
     state = run_state(study, arm, seed)
     if state.get("digest") != study.digest(arm):  # a folder left by an earlier config that never checkpointed
         state = {"digest": study.digest(arm), "sittings": []}
-    write_json_atomic(out / RUN_STATE, state)  # the digest is on disk before any checkpoint
+    state["study"] = study.name
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / RUN_STATE, state)  # the marker and digest are on disk before anything else
+    recipe = write_recipe(study, arm, out / "recipe.yaml")
     cmd = [sys.executable, "-m", "gcl.train.cli", "--recipe", str(recipe), "--shards", str(manifest),
            "--output", str(out), "--seed", str(seed)] + (["--resume"] if resume else [])
     t0, code = time.time(), None

@@ -281,3 +281,36 @@ def test_arm_recipe_typo_is_caught_by_gcl_train_before_any_work(tmp_path, monkey
 def test_report_only_needs_results(tmp_path):
     r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path)), "--report-only"])
     assert r.exit_code == 1 and "no results" in r.output
+
+
+def test_a_study_never_deletes_or_writes_into_a_folder_it_did_not_make(tmp_path):
+    """A plain gcl-train run (with the user's notes) where the study would put its run is refused in
+    one line, with --rerun-stale too, and nothing of it is deleted; the study's own stale run is."""
+    path = _study_file(tmp_path)
+    study = load_study(path)
+    run = study.run_dir("gen", 0)
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    (run / "notes.txt").write_text("my own run, keep it")
+    for args in (["--seeds", "0"], ["--seeds", "0", "--rerun-stale"], ["--seeds", "0", "--dry-run"]):
+        r = CliRunner().invoke(main, ["study", str(path), *args])
+        assert r.exit_code == 1 and "holds files this study did not make" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+        assert (run / "notes.txt").read_text() == "my own run, keep it" and (run / "checkpoints" / "last.ckpt").exists()
+    other = load_study(_study_file(tmp_path, name="other"))  # same output folder, another study's marker
+    (run / RUN_STATE).write_text(json.dumps({"study": "other", "digest": other.digest("gen"), "sittings": []}))
+    with pytest.raises(StudyError, match="holds files this study did not make"):
+        forget(study, plan_run(study, "gen", 0))
+    (run / RUN_STATE).write_text(json.dumps({"study": "unit", "digest": "0" * 64, "sittings": []}))
+    assert forget(study, plan_run(study, "gen", 0)).action == "train" and not run.exists()
+
+
+def test_a_study_file_cannot_choose_the_dask_scheduler_or_a_shard_command(tmp_path):
+    sets = {"s": dict(BASE["shard_sets"]["s"], scheduler="tcp://198.51.100.7:8786")}
+    r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path, shard_sets=sets)), "--dry-run"])
+    assert r.exit_code == 1 and "shard_sets:s sets scheduler" in r.output and "--scheduler" in r.output, r.output
+    for section in ({"train": dict(BASE["train"], shards_base="pipe:touch PWNED; cat")},
+                    {"arms": dict(BASE["arms"], gen={"shards": "s", "shards_base": "pipe:touch PWNED; cat"})}):
+        r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path, **section)), "--dry-run"])
+        assert r.exit_code == 1 and "sets shards_base" in r.output, r.output
+    assert "--scheduler" in CliRunner().invoke(main, ["study", "--help"]).output

@@ -196,6 +196,7 @@ def load_config(recipe: str | None, overrides: dict) -> TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"recipe {path} must be a mapping of config keys")
         where = str(path)
+        _no_commands(data, where)
     else:
         where = "options"
     cfg = _build(TrainConfig, data, where)
@@ -208,6 +209,20 @@ def load_config(recipe: str | None, overrides: dict) -> TrainConfig:
         setattr(target, attr, list(value) if isinstance(value, tuple) and key == "shards" else value)
     validate(cfg)
     return cfg
+
+
+def _no_commands(data: dict, where: str) -> None:
+    """A recipe is a file people share: it may name where shards are, never a command to read them
+    with. webdataset runs `pipe:` locations through a shell, so a pipe: stream (or any scheme but
+    http(s)) is taken only from the command line (--shards-base), never from a recipe."""
+    locations = [("shards_base", data.get("shards_base"))]
+    shards = data.get("shards")
+    locations += [("shards", s) for s in (shards if isinstance(shards, list) else [shards])]
+    for key, value in locations:
+        if isinstance(value, str) and ("://" in value or ":" in value.split("/", 1)[0]) \
+                and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"refusing {key} {value[:60]!r} in {where}: a recipe may name a folder or an http(s) "
+                              "URL, never a command; give a pipe: stream on the command line (--shards-base)")
 
 
 def validate(cfg: TrainConfig) -> None:
