@@ -75,7 +75,7 @@ def check_distance_grows(gen, template: str, size: int, strengths=(0.2, 0.5, 1.0
     return dist
 
 
-# The properties every generator family must have (issue #7), by name for parametrized tests.
+# The properties every generator family must have, by name for parametrized tests.
 FAMILY_CHECKS = {
     "shapes_and_determinism": check_shapes_and_determinism,
     "batch_order_invariance": check_batch_order_invariance,

@@ -277,22 +277,101 @@ def test_train_on_read_only_output_is_one_line(read_only_folder, tmp_path):
     assert "Traceback" not in res.output
 
 
-@pytest.mark.slow
-def test_readme_main_command_reproduces_the_published_demo_and_leaves_the_tree_clean(tmp_path):
-    """The README's main job, run as written (only --output moved to a temp folder): it reports a
-    match with manifests/cifar10-taef2-demo.json and writes nothing under the repository."""
+REPO = Path(__file__).resolve().parents[1]
+DEMO_REFERENCE = REPO / "manifests" / "cifar10-taef2-demo.json"
+
+
+def _git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--", ".", ":!studies"], cwd=REPO, capture_output=True,
+                          text=True).stdout
+
+
+def _readme_commands(prefix: str) -> list[list[str]]:
+    """The README's shell commands that start with `prefix`, as argument lists (after the prefix)."""
     import re
     import shlex
 
-    repo = Path(__file__).resolve().parents[1]
-    readme = (repo / "README.md").read_text()
-    command = re.search(r"\.venv/bin/gcl-synth run ([^\n`]+)", readme).group(1)
-    args = shlex.split(command)
+    readme = (REPO / "README.md").read_text()
+    return [shlex.split(m) for m in re.findall(re.escape(prefix) + r" ([^\n`]+)", readme)]
+
+
+def _matches_the_reference(res) -> bool:
+    """The demo's verdict as the README states it: every shard byte-identical to the published
+    reference, or (another kind of CPU or device) its pixel sketch within the tolerance."""
+    import re
+
+    found = re.search(r": MATCH: (\d+)/(\d+) shards byte-identical to the reference, (\d+) more within", res.stdout)
+    if res.returncode != 0 or not found:
+        return False
+    identical, total, close = map(int, found.groups())
+    return total > 0 and identical + close == total
+
+
+@pytest.fixture(scope="module")
+def readme_demo(tmp_path_factory):
+    """The README's main job, run as written (only --output moved to a temp folder)."""
+    args = _readme_commands(".venv/bin/gcl-synth run")[0]
     assert "--reference" in args and "--manifest" not in args
-    args[args.index("--output") + 1] = str(tmp_path / "demo")
-    before = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!studies"], cwd=repo, capture_output=True, text=True).stdout
-    res = subprocess.run([sys.executable, "-m", "gcl.synth.cli", "run", "--no-progress", *args], cwd=repo,
-                         capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    assert res.returncode == 0 and "MATCH: 1/1 shards byte-identical" in res.stdout, res.stdout[-1500:] + res.stderr[-1500:]
-    after = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!studies"], cwd=repo, capture_output=True, text=True).stdout
-    assert after == before
+    out = tmp_path_factory.mktemp("readme") / "demo"
+    args[args.index("--output") + 1] = str(out)
+    before = _git_status()
+    res = _run([*GCL_SYNTH, *args], cwd=REPO)
+    return {"args": args, "out": out, "res": res, "before": before, "after": _git_status()}
+
+
+@pytest.mark.slow
+def test_readme_main_command_reproduces_the_published_demo_and_leaves_the_tree_clean(readme_demo):
+    """It reports a match with manifests/cifar10-taef2-demo.json (bytes, or pixel sketches on another
+    kind of CPU) and writes nothing under the repository."""
+    res = readme_demo["res"]
+    assert _matches_the_reference(res), res.stdout[-1500:] + res.stderr[-1500:]
+    assert readme_demo["after"] == readme_demo["before"]
+
+
+@pytest.mark.slow
+def test_demo_verdict_accepts_a_portable_match_and_refuses_other_images(readme_demo, tmp_path):
+    """Rerun the demo (its shards are committed, so only the comparison runs) against doctored copies
+    of the published reference: other bytes with sketches 0.5 grey levels away (what another CPU
+    kind gives) still match; sketches 5 levels away are other images and fail the command."""
+    args, reference = list(readme_demo["args"]), json.loads(DEMO_REFERENCE.read_text())
+    verdicts = {}
+    for name, shift in (("portable", 0.5), ("other", 5.0)):
+        doctored = json.loads(json.dumps(reference))
+        for shard in doctored["shards"]:
+            shard["sha256"] = "0" * 64
+            shard["pixel_sketch"] = {m: [v + shift for v in vals] for m, vals in shard["pixel_sketch"].items()}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doctored))
+        args[args.index("--reference") + 1] = str(path)
+        verdicts[name] = _run([*GCL_SYNTH, *args], cwd=REPO)
+    portable, other = verdicts["portable"], verdicts["other"]
+    assert "MATCH: 0/1 shards byte-identical to the reference, 1 more within" in portable.stdout, portable.stdout
+    assert _matches_the_reference(portable)
+    assert "MISMATCH" in other.stdout and "images differ" in other.stdout, other.stdout
+    assert not _matches_the_reference(other) and "do not match the reference" in _one_line_error(other)
+
+
+@pytest.mark.slow
+def test_readme_next_steps_train_and_score_the_demo_on_a_cpu(readme_demo, tmp_path, monkeypatch):
+    """The README's CPU training example and its kNN command, as written, on the demo shards just
+    made (read from the temp folder with --shards-base), cut to 1 epoch and small eval sets."""
+    from click.testing import CliRunner
+
+    from gcl.eval.cli import main as gcl_eval
+
+    monkeypatch.chdir(REPO)  # the README's paths are relative to the repository root
+    train_args, = _readme_commands(".venv/bin/gcl-train")
+    knn_args, = _readme_commands(".venv/bin/gcl-eval knn")
+    run = tmp_path / "run"
+    for option, value in (("--output", run), ("--epochs", 1), ("--eval-limit", 300)):
+        train_args[train_args.index(option) + 1] = str(value)
+    res = _train([*train_args, "--shards-base", readme_demo["out"]])
+    assert res.exit_code == 0, res.output[-2000:]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["gen_prob"] == 0.5, record
+    assert "knn_top1" in (run / "metrics.csv").read_text()
+    for option, value in (("--ckpt", run), ("--limit-train", 1000), ("--limit-test", 300)):
+        knn_args[knn_args.index(option) + 1] = str(value)
+    res = CliRunner().invoke(gcl_eval, ["knn", *knn_args])
+    assert res.exit_code == 0 and "top-1" in res.output, res.output[-2000:]
+    assert list((run / "eval").glob("*.json")) and _git_status() == readme_demo["before"]

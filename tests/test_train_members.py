@@ -33,7 +33,7 @@ def test_members_choose_exact_types_and_distinct_generated_views(tmp_path):
         assert not b["generated"].any() and torch.equal(b["views"][0], b["views"][2])  # same image, 3 copies
     with pytest.raises(DataError, match="would repeat"):
         build_train_loader(_cfg(shards=[str(m)], method="supcon", members=["gen", "gen", "gen"]), world=1)
-    with pytest.raises(DataError, match="would repeat"):  # issue example: --gen-prob 1 --family-views 3, K=2
+    with pytest.raises(DataError, match="would repeat"):  # e.g. --gen-prob 1 --family-views 3, K=2
         build_train_loader(_cfg(shards=[str(m)], method="supcon", family_views=3, gen_prob=1.0), world=1)
 
 

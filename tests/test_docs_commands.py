@@ -1,0 +1,266 @@
+"""Every command the README and docs/ show is run by a test or marked as needing what the tests
+do not have (a GPU, the network); benchmarks are marked as such. The options shown must exist,
+the tests named for a command must exist and use its options, and the Python snippets run."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# A trailing comment that says why no test runs the command.
+MARKER = re.compile(r"#.*\b(needs a GPU|needs GPUs|needs network|benchmark)\b")
+TOOLS = ("gcl-synth", "gcl-train", "gcl-eval")
+
+# Shown command (as in the page, continuation lines joined, the trailing comment dropped) -> the
+# tests that run it (the same subcommand and options on test-sized data).
+EXERCISED = {
+    # README
+    'python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/gcl-synth run --limit 1000 --output '
+    'out/cifar10-taef2 --reference manifests/cifar10-taef2-demo.json': (
+        "tests/test_shard_sharing.py::test_readme_main_command_reproduces_the_published_demo_and_leaves_the_tree_clean",
+        "tests/test_shard_sharing.py::test_demo_verdict_accepts_a_portable_match_and_refuses_other_images"),
+    '.venv/bin/gcl-train --shards manifests/cifar10-taef2-demo.json --recipe cifar10/simclr_study --backbone resnet20 '
+    '--epochs 5 --gen-prob 0.5 --output runs/demo-p05 --eval-train ../shared/data/cifar10_train.npz --eval-test '
+    '../shared/data/cifar10_test.npz --eval-limit 2000': (
+        "tests/test_shard_sharing.py::test_readme_next_steps_train_and_score_the_demo_on_a_cpu",),
+    '.venv/bin/gcl-eval knn --ckpt runs/demo-p05 --train ../shared/data/cifar10_train.npz --test '
+    '../shared/data/cifar10_test.npz --limit-train 5000 --limit-test 2000': (
+        "tests/test_shard_sharing.py::test_readme_next_steps_train_and_score_the_demo_on_a_cpu",),
+    # docs/generators.md
+    'gcl-synth run --generator taesd --model ../shared/models/taef2 --input ../shared/data/cifar10_train.npz '
+    '--output out/c10 --views 2 --resolution 64 --shard-size 1000 --batch-size 32': (
+        "tests/test_synth_run.py::test_same_seed_gives_identical_shard_bytes",
+        "tests/test_synth_run.py::test_imagefolder_end_to_end_read_back_with_webdataset"),
+    'gcl-synth run --input ~/data/imagenet/train --output out/in1k --resolution 256 --workers 4': (
+        "tests/test_synth_run.py::test_imagefolder_end_to_end_read_back_with_webdataset",
+        "tests/test_synth_run.py::test_dask_two_workers_cover_every_input"),
+    'gcl-synth run --generator vqgan --model ./my-vqgan --input imgs/ --recipe tokens --output out/vq': (
+        "tests/test_synth_run.py::test_vqgan_token_recipe_end_to_end",),
+    'gcl-synth run --generator vqgan': (
+        "tests/test_synth_generators_run.py::test_cli_vqgan_as_typed_is_one_line",),
+    'gcl-synth verify out/c10/cifar10_train_taesd_k2_r64.manifest.json': (
+        "tests/test_synth_run.py::test_verify_names_flipped_byte_and_missing_shard",),
+    'gcl-synth status out/c10': (
+        "tests/test_synth_run.py::test_kill_and_resume_gives_the_uninterrupted_shard_set",),
+    'gcl-synth run --generator esrgan --input ../shared/data/cifar10_train.npz --limit 500 --views 2 '
+    '--resolution 64 --output out/esr': (
+        "tests/test_synth_generators_run.py::test_residual_run_records_residual_and_cost",),
+    # docs/training.md
+    'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --recipe cifar10/simclr --method simclr '
+    '--backbone resnet18 --epochs 100 --batch-size 256 --gen-prob 0.5 --output runs/simclr-p05 --eval-train '
+    '../shared/data/cifar10_train.npz --eval-test ../shared/data/cifar10_test.npz': (
+        "tests/test_train_real.py::test_taef2_shards_one_epoch_logs_loss_and_knn",),
+    'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --recipe cifar10/simclr --gen-prob 0 '
+    '--output runs/simclr-p0': (
+        "tests/test_train_run.py::test_short_run_logs_and_resume_continues",),
+    'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --method supcon --members orig,orig,gen '
+    '--output runs/extra': (
+        "tests/test_train_members.py::test_supcon_run_with_extra_generated_positive",),
+    'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --method supcon --members orig,orig,orig '
+    '--output runs/ctrl': (
+        "tests/test_train_members.py::test_supcon_run_with_extra_generated_positive",
+        "tests/test_train_members.py::test_members_choose_exact_types_and_distinct_generated_views"),
+    'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --recipe cifar10/simclr --gen-prob 0 '
+    '--output runs/simclr-p0 --resume': (
+        "tests/test_train_run.py::test_short_run_logs_and_resume_continues",),
+    # docs/evaluation.md
+    'gcl-eval knn --ckpt runs/NAME --train ../shared/data/cifar10_train.npz --test ../shared/data/cifar10_test.npz': (
+        "tests/test_eval_real.py::test_knn_linear_on_checkpoint_run_folder_with_cache",),
+    'gcl-eval linear --ckpt runs/NAME --train ../shared/data/cifar10_train.npz --test '
+    '../shared/data/cifar10_test.npz': (
+        "tests/test_eval_real.py::test_knn_linear_on_checkpoint_run_folder_with_cache",),
+    'gcl-eval baselines --train ../shared/data/cifar10_train.npz --test ../shared/data/cifar10_test.npz '
+    '--out runs/floors': (
+        "tests/test_eval_probes.py::test_cli_baselines_are_the_random_init_and_raw_pixel_floors",),
+    'gcl-eval compare runs/A runs/B --plot runs/compare.png': (
+        "tests/test_eval_probes.py::test_compare_table_and_plot",),
+    'gcl-eval inspect out/c10/cifar10_train_taesd_k2_r64.manifest.json --out runs/sheet.png --rows 8': (
+        "tests/test_eval_sheet.py::test_inspect_and_viewstats_commands",),
+    'gcl-eval preview --input ../shared/data/cifar10_test.npz --recipe "noise(strength=0.2..0.9)" --views 4 '
+    '--out runs/preview.png': (
+        "tests/test_eval_real.py::test_preview_writes_sheet_without_shards",),
+    'gcl-eval viewstats out/c10/cifar10_train_taesd_k2_r64.manifest.json --samples 200': (
+        "tests/test_eval_sheet.py::test_inspect_and_viewstats_commands",),
+    # docs/studies.md
+    'gcl-eval study studies/cifar10-gen-views/study.yaml': (
+        "tests/test_eval_study_e2e.py::test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale",),
+    'gcl-eval study studies/cifar10-gen-views/study.yaml --dry-run': (
+        "tests/test_eval_study.py::test_arm_recipe_typo_is_caught_by_gcl_train_before_any_work",),
+    'gcl-eval study studies/cifar10-gen-views/study.yaml --max-runs 2 --only hand3,family --seeds 0,1': (
+        "tests/test_eval_study_e2e.py::test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale",),
+    'gcl-eval study studies/cifar10-gen-views/study.yaml --report-only': (
+        "tests/test_eval_study.py::test_report_only_needs_results",),
+}
+
+
+def _code_blocks(text: str, language: str) -> list[str]:
+    return re.findall(r"^```" + language + r"\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """(command, trailing comment): the first ' #' outside quotes starts the comment."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].strip(), line[i:]
+    return line.strip(), ""
+
+
+def shown_commands() -> list[tuple[str, str, str]]:
+    """(page, command, comment) for every command line in the pages' bash blocks."""
+    found = []
+    for page in PAGES:
+        for block in _code_blocks(page.read_text(), "bash"):
+            for line in re.sub(r"\\\n\s*", "", block).splitlines():
+                command, comment = _split_comment(line)
+                if command:
+                    found.append((page.relative_to(REPO).as_posix(), " ".join(command.split()), comment))
+    return found
+
+
+def inline_commands() -> list[tuple[str, str]]:
+    """(page, code span) for inline code that shows a gcl tool with options."""
+    found = []
+    for page in PAGES:
+        text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+        for span in re.findall(r"`([^`]+)`", text.replace("\n", " ")):
+            if span.split(" ")[0].split("/")[-1] in TOOLS and " --" in span:
+                found.append((page.relative_to(REPO).as_posix(), span))
+    return found
+
+
+def _tool_call(command: str) -> tuple[str, list[str]] | None:
+    """(tool, arguments) of the gcl tool a command line runs, past env assignments and `&&` chains."""
+    for part in command.split("&&"):
+        words = shlex.split(part)
+        while words and re.match(r"^[A-Z_]+=", words[0]):
+            words = words[1:]
+        if words and words[0].split("/")[-1] in TOOLS:
+            return words[0].split("/")[-1], words[1:]
+    return None
+
+
+def _click_command(tool: str, args: list[str]) -> click.Command:
+    from gcl.eval.cli import main as gcl_eval
+    from gcl.synth.cli import main as gcl_synth
+    from gcl.train.cli import main as gcl_train
+
+    cmd = {"gcl-synth": gcl_synth, "gcl-train": gcl_train, "gcl-eval": gcl_eval}[tool]
+    if isinstance(cmd, click.Group):
+        assert args and args[0] in cmd.commands, f"{tool} has no subcommand {args[:1]}"
+        cmd = cmd.commands[args[0]]
+    return cmd
+
+
+def _long_options(args: list[str]) -> list[str]:
+    return [a.split("=")[0] for a in args if a.startswith("--")]
+
+
+def _test_source(node_id: str) -> tuple[str, str]:
+    """(file text, function source) of tests/FILE.py::NAME; fails if either is missing."""
+    path, name = node_id.split("::")
+    text = (REPO / path).read_text()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return text, ast.get_source_segment(text, node)
+    raise AssertionError(f"{node_id} does not exist")
+
+
+def _ci_command() -> str:
+    """.ci/run's command line as the README shows it (CI adds only pip's -q)."""
+    return (REPO / ".ci" / "run").read_text().strip().splitlines()[-1].replace("pip install -q ", "pip install ")
+
+
+def test_every_shown_command_is_run_by_a_test_or_marked():
+    commands = shown_commands()
+    assert len(commands) > 20 and {page for page, _, _ in commands} >= {"README.md", "docs/generators.md"}
+    unaccounted = [f"{page}: {cmd}" for page, cmd, comment in commands
+                   if cmd not in EXERCISED and cmd != _ci_command() and not MARKER.search(comment)]
+    assert not unaccounted, "commands shown but neither run by a test (EXERCISED) nor marked:\n" + "\n".join(unaccounted)
+    benchmarks = [cmd for _, cmd, comment in commands if "benchmark" in comment]
+    assert all(cmd.startswith("python bench/") for cmd in benchmarks), benchmarks
+
+
+def test_each_listed_test_exists_and_uses_the_options_shown():
+    shown = {cmd for _, cmd, _ in shown_commands()}
+    stale = sorted(set(EXERCISED) - shown)
+    assert not stale, f"listed but no longer shown: {stale}"
+    for command, node_ids in EXERCISED.items():
+        sources = [_test_source(node_id) for node_id in node_ids]
+        if any("_readme_commands(" in func for _, func in sources):
+            continue  # the test reads this very command from the README
+        call = _tool_call(command)
+        assert call, command
+        texts = "\n".join(text for text, _ in sources)
+        unused = [opt for opt in _long_options(call[1]) if f'"{opt}"' not in texts]
+        assert not unused, f"{command}: no listed test passes {unused}"
+
+
+def test_shown_options_exist():
+    """Every gcl tool call shown, in a block or inline, names a real subcommand and real options."""
+    calls = [(page, cmd) for page, cmd, _ in shown_commands()] + inline_commands()
+    checked = 0
+    for page, command in calls:
+        call = _tool_call(command.replace("...", ""))
+        if call is None:
+            continue
+        tool, args = call
+        cmd = _click_command(tool, args)
+        known = {opt for param in cmd.params for opt in (*param.opts, *param.secondary_opts)}
+        unknown = [opt for opt in _long_options(args) if opt not in known]
+        assert not unknown, f"{page}: `{command}`: {tool} {cmd.name} has no {unknown}"
+        checked += 1
+    assert checked > 30
+
+
+def test_benchmark_options_exist():
+    for page, command, _ in shown_commands():
+        if command.startswith("python bench/"):
+            script = shlex.split(command)[1]
+            source = (REPO / script).read_text()
+            for opt in _long_options(shlex.split(command)[2:]):
+                assert f'"{opt}"' in source, f"{page}: {script} has no option {opt}"
+
+
+def test_set_up_commands_are_the_ones_ci_and_the_demo_test_run():
+    """The README's two set-up commands: the test command is .ci/run's (which adds only pip's -q),
+    and the main command is read from the README by the demo test."""
+    readme_blocks = [b.strip() for b in _code_blocks((REPO / "README.md").read_text(), "bash")]
+    assert readme_blocks[1] == _ci_command()
+    assert readme_blocks[0].startswith("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/gcl-synth run ")
+
+
+@pytest.mark.parametrize("page", ["docs/shards.md"])
+def test_python_snippets_run(page, tmp_path, monkeypatch):
+    """The page's Python blocks run as shown, on a set of 20 one-family shards at the path they name."""
+    import numpy as np
+
+    from gcl.shards import Sample, ShardWriter, encode_image, shard_name
+
+    folder = tmp_path / "out" / "c10"
+    folder.mkdir(parents=True)
+    for index in range(20):
+        writer = ShardWriter(folder / shard_name("cifar10_train_taesd_k2_r64", index))
+        image = encode_image(np.full((8, 8, 3), index, np.uint8), "jpg", 90)
+        views = [{"view": v, "seed": v, "ops": []} for v in range(2)]
+        writer.write(Sample(key=f"k{index}", images={"orig": image, "view0": image, "view1": image},
+                            meta={"views": views}, label=index % 10))
+        writer.close()
+    monkeypatch.chdir(tmp_path)
+    snippets = _code_blocks((REPO / page).read_text(), "python")
+    assert snippets
+    for snippet in snippets:
+        scope: dict = {}
+        exec(compile(snippet, page, "exec"), scope)  # noqa: S102 - the page's own example code
+    assert len(scope["ds"].__iter__().__next__()) > 0
