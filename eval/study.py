@@ -16,16 +16,22 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import gcl
 from gcl.eval.study_config import Study, StudyError
+from gcl.eval.study_progress import StudyClock
 from gcl.eval.study_runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
                                  run_state, shard_set_ready, train_run, train_status, write_arm_recipes)
 from gcl.io import write_json_atomic
 from gcl.provenance import code_version
 from gcl.manifest import load_manifest
+
+
+TRAINS = ("train", "resume", "stale")  # planned actions that run gcl-train
 
 
 @dataclass
@@ -174,7 +180,7 @@ def check_arms(study: Study, arms: list[str]) -> None:
 
 
 def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_run: bool, log,
-                   scheduler: str | None = None) -> dict[str, dict]:
+                   scheduler: str | None = None, clock: StudyClock | None = None) -> dict[str, dict]:
     """Make the shard sets that runs to train need; check that all of the study's sets agree on input."""
     needed = {study.arms[p.arm].shards for p in todo if p.action in ("train", "resume", "stale")}
     for name in sorted(needed):
@@ -183,7 +189,8 @@ def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_ru
         if dry_run:
             log(f"would synthesize shard set {name} -> {study.shard_dir(name)}")
         else:
-            make_shard_set(study, name, log, scheduler)
+            with clock.synthesis(name, study.shard_dir(name), study.shard_sets[name]) if clock else nullcontext():
+                make_shard_set(study, name, log, scheduler)
     manifests = {n: load_manifest(study.manifest_path(n)) for n in sorted({study.arms[a].shards for a in study.arms})
                  if study.manifest_path(n).is_file()}
     check_same_inputs(manifests)
@@ -225,6 +232,7 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, s
         raise StudyError(f"{len(stale)} run(s) are stale (arm changed since they ran): {names}; "
                          "pass --rerun-stale to replace them, or restore the arm's settings")
     todo = [p for p in runs if p.action != "done"][:max_runs]
+    clock = StudyClock([(p.arm, study.merged[p.arm]) for p in todo if p.action in TRAINS], log)  # from here on
     if todo:
         check_eval_data(study)
     if dry_run:  # everything a dry run can tell, the arms' recipe check last
@@ -237,14 +245,18 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, s
         check_arms(study, sorted({p.arm for p in todo}))  # before synthesis: a typo must not cost hours
     else:
         log(f"nothing to run: all {len(runs)} selected run(s) have current results")
-    manifests = prepare_shards(study, arms, todo, dry_run, log, scheduler)
+    manifests = prepare_shards(study, arms, todo, dry_run, log, scheduler, clock)
     data = EvalData(study.eval)
-    failed = sum(not execute(study, p, f"[{i}/{len(todo)}]", data, manifests, log) for i, p in enumerate(todo, 1))
+    failed = sum(not execute(study, p, f"[{i}/{len(todo)}]", data, manifests, log, clock)
+                 for i, p in enumerate(todo, 1))
     write_report(study, log, measure_train_flops(study))
+    if study.note:
+        log(study.note)
     return failed
 
 
-def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, dict], log) -> bool:
+def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, dict], log,
+            clock: StudyClock | None = None) -> bool:
     """Train (or resume) one run if needed, then score it and write its result; False when training failed."""
     from gcl.eval.study_eval import evaluate_checkpoint
 
@@ -252,10 +264,14 @@ def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, d
         p = forget(study, p)
     name = study.run_name(p.arm, p.seed)
     run_dir, set_name = study.run_dir(p.arm, p.seed), study.arms[p.arm].shards
+    started = time.time()
     if p.action in ("train", "resume"):
         log(f"{step} {name}: {p.action} (log: {run_dir / 'train.log'})")
-        code, seconds, tail = train_run(study, p.arm, p.seed, study.manifest_path(set_name), p.action == "resume")
+        with clock.training(step, name, run_dir, study.merged[p.arm]) if clock else nullcontext():
+            code, seconds, tail = train_run(study, p.arm, p.seed, study.manifest_path(set_name), p.action == "resume")
         if code != 0 or train_status(run_dir) != "finished":
+            if clock:
+                clock.run_finished(time.time() - started)
             study.failed_path(p.arm, p.seed).parent.mkdir(parents=True, exist_ok=True)  # the first run may fail
             write_json_atomic(study.failed_path(p.arm, p.seed), {
                 "arm": p.arm, "seed": p.seed, "digest": study.digest(p.arm), "exit_code": code,
@@ -269,4 +285,6 @@ def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, d
     write_json_atomic(study.result_path(p.arm, p.seed), record)
     study.failed_path(p.arm, p.seed).unlink(missing_ok=True)
     log(f"  kNN {record['knn_top1']:.2f}" + (f"  linear {record['linear_top1']:.2f}" if "linear_top1" in record else ""))
+    if clock and p.action in ("train", "resume"):
+        clock.run_finished(time.time() - started)
     return True

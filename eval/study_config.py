@@ -3,7 +3,8 @@
 Parsed once into a `Study`; unknown keys are errors (a typo must not silently change a study).
 Paths inside a study (shard-set inputs, eval data, a recipe given as a file) are relative to the
 current working directory, which is meant to be the repository root, like every command in the
-README. Results and the report live in the study file's own folder; run folders and shards under
+README. Results and the report live in the study file's own folder (or `results`, e.g. a folder
+under out/ for a study whose results are not meant to be committed); run folders and shards under
 `output` (default out/studies/NAME, gitignored).
 """
 
@@ -22,7 +23,7 @@ import yaml
 from gcl.errors import UserError
 from gcl.shardset import OutputLayout
 
-STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "bar"}
+STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "bar", "results", "note"}
 EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size"}
 PLOT_KEYS = {"x", "label"}
 # Arm keys the study itself reads; every other arm key is a gcl-train recipe key.
@@ -80,6 +81,7 @@ class Study:
     plot_x: str | None = None
     plot_label: str | None = None
     bar: float | None = None  # the kNN delta (points) an arm must reach with every seed positive
+    note: str | None = None  # said at the top of results.md and at the end of every sitting
     merged: dict = field(default_factory=dict)  # arm -> merged recipe, filled by load_study
 
     def control_of(self, arm: str) -> str | None:
@@ -259,10 +261,13 @@ def load_study(path: str | Path) -> Study:
     bar = data.get("bar")
     if bar is not None and not isinstance(bar, (int, float)):
         raise StudyError(f"'bar' must be a number of kNN points, got {bar!r}")
-    study = Study(name=name, folder=path.parent, seeds=_seeds(data["seeds"]), control=data["control"],
-                  eval=_eval_spec(data.get("eval")), shard_sets=shard_sets, train=train, recipe=recipe, arms=arms,
-                  output=Path(data.get("output") or f"out/studies/{name}"), plot_x=plot.get("x"),
-                  plot_label=plot.get("label"), bar=bar)
+    for key in ("results", "note"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise StudyError(f"'{key}' must be a text, got {data[key]!r}")
+    study = Study(name=name, folder=Path(data.get("results") or path.parent), seeds=_seeds(data["seeds"]),
+                  control=data["control"], eval=_eval_spec(data.get("eval")), shard_sets=shard_sets, train=train,
+                  recipe=recipe, arms=arms, output=Path(data.get("output") or f"out/studies/{name}"), plot_x=plot.get("x"),
+                  plot_label=plot.get("label"), bar=bar, note=data.get("note"))
     for arm in arms.values():
         base = read_yaml(recipe_file(arm.recipe or recipe), "recipe")
         study.merged[arm.name] = deep_merge(deep_merge(base, train), arm.overrides)

@@ -237,6 +237,8 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
            "synthesis FLOPs per image for arms that read generated views. 95% CI: paired Student-t interval "
            "of the mean Δ kNN over seeds (an interval that contains 0 is no evidence either way).", "",
            format_table(study, rows), ""]
+    if study.note:
+        out[2:2] = [study.note.strip(), ""]
     if study.bar is not None:
         winners = [r.arm for r in rows if study.control_of(r.arm) is not None and r.meets(study.bar)]
         out.append(f"Bar (mean Δ kNN ≥ {study.bar:+.2f} with every seed positive): "

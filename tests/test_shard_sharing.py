@@ -313,10 +313,11 @@ def readme_demo(tmp_path_factory):
     args = _readme_commands(".venv/bin/gcl-synth run")[0]
     assert "--reference" in args and "--manifest" not in args
     out = tmp_path_factory.mktemp("readme") / "demo"
-    args[args.index("--output") + 1] = str(out)
+    readme_output, args[args.index("--output") + 1] = args[args.index("--output") + 1], str(out)
     before = _git_status()
     res = _run([*GCL_SYNTH, *args], cwd=REPO)
-    return {"args": args, "out": out, "res": res, "before": before, "after": _git_status()}
+    return {"args": args, "out": out, "readme_output": readme_output, "res": res, "before": before,
+            "after": _git_status()}
 
 
 @pytest.mark.slow
@@ -354,7 +355,8 @@ def test_demo_verdict_accepts_a_portable_match_and_refuses_other_images(readme_d
 @pytest.mark.slow
 def test_readme_next_steps_train_and_score_the_demo_on_a_cpu(readme_demo, tmp_path, monkeypatch):
     """The README's CPU training example and its kNN command, as written, on the demo shards just
-    made (read from the temp folder with --shards-base), cut to 1 epoch and small eval sets."""
+    made (the README's out/cifar10-taef2 is the temp folder here), cut to 1 epoch and small eval sets.
+    It trains on the run's own manifest: on another kind of CPU the published sha256 do not hold."""
     from click.testing import CliRunner
 
     from gcl.eval.cli import main as gcl_eval
@@ -363,9 +365,13 @@ def test_readme_next_steps_train_and_score_the_demo_on_a_cpu(readme_demo, tmp_pa
     train_args, = _readme_commands(".venv/bin/gcl-train")
     knn_args, = _readme_commands(".venv/bin/gcl-eval knn")
     run = tmp_path / "run"
-    for option, value in (("--output", run), ("--epochs", 1), ("--eval-limit", 300)):
+    main_output = readme_demo["readme_output"]
+    shards = train_args[train_args.index("--shards") + 1]
+    assert shards.startswith(main_output + "/"), (shards, main_output)
+    for option, value in (("--output", run), ("--epochs", 1), ("--eval-limit", 300),
+                          ("--shards", str(readme_demo["out"]) + shards[len(main_output):])):
         train_args[train_args.index(option) + 1] = str(value)
-    res = _train([*train_args, "--shards-base", readme_demo["out"]])
+    res = _train(train_args)
     assert res.exit_code == 0, res.output[-2000:]
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["gen_prob"] == 0.5, record
