@@ -1,6 +1,6 @@
 """Random-init models of every generator family, saved in their real layouts, for benchmarks.
 
-full=True builds the published sizes (SD-2.1 UNet with a tiny autoencoder, aMUSEd-256
+full=True builds the published sizes (TAEF2, SD-2.1 UNet with a tiny autoencoder, aMUSEd-256
 transformer + VQ-GAN, ViT-MAE base, Real-ESRGAN x4plus, the aMUSEd VQ-GAN); full=False builds
 toy sizes that run in seconds on a CPU (`--smoke`). Text encoders are small in both: they run
 once per process (the empty-prompt embedding) and only their output width must match.
@@ -92,6 +92,18 @@ def build_mae(root: Path, full: bool) -> Path:
     return root
 
 
+def build_taesd(root: Path, full: bool) -> Path:
+    """TAEF2's own architecture in its file layout (it is small: the same at both sizes)."""
+    from safetensors.torch import save_file
+
+    from gcl.synth.generators.taesd import TAEF2_FILES, taef2_decoder, taef2_encoder
+
+    root.mkdir(parents=True, exist_ok=True)
+    for net, name in ((taef2_encoder(), TAEF2_FILES[0]), (taef2_decoder(), TAEF2_FILES[1])):
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(root / name))
+    return root
+
+
 def build_esrgan(root: Path, full: bool) -> Path:
     from safetensors.torch import save_file
 
@@ -103,7 +115,7 @@ def build_esrgan(root: Path, full: bool) -> Path:
     return root
 
 
-BUILDERS = {"diffusion": build_diffusion, "maskgit": build_maskgit, "mae": build_mae, "esrgan": build_esrgan,
+BUILDERS = {"taesd": build_taesd, "diffusion": build_diffusion, "maskgit": build_maskgit, "mae": build_mae, "esrgan": build_esrgan,
             "vqgan": build_vqgan}
 
 

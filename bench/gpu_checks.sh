@@ -1,38 +1,59 @@
 #!/usr/bin/env bash
-# All GPU checks in one call (for a session lent a GPU machine): installs nothing, writes every
-# result under $OUT. Usage: OUT=/some/dir bash bench/gpu_checks.sh   (needs .venv carried over)
+# GPU checks for the GPU machine as it is (python3 with torch, no network, a bare tree each call):
+#   1. every generator family at its published size (random init), 256 px, fp16 and bf16
+#   2. TAEF2 and Real-ESRGAN through `gcl-synth run` against a model-only loop
+#   3. gcl-train ResNet-18 SimCLR (bf16-mixed) on CIFAR-size shards: samples/s, data-wait share
+#   4. with the time left: one more run of the GPU study (studies/cifar10-gpu)
+# Everything ends within 9 minutes and comes back as at most 3 files under $OUT: summary.json
+# (every figure), logs.tar.gz, study_runs.tar.gz (unpack into studies/cifar10-gpu to commit).
+#
+# Here, from the repository root, once per checkout (fills the git-ignored .whl/ and .gpu-data/):
+#   bash bench/device_wheels.sh && bash bench/device_data.sh
+# Then the device tool's run, with carry [".whl", ".gpu-data"] and timeout_s 600:
+#   bash bench/gpu_checks.sh
+# Rehearsal on a CPU (same script, same code path, toy sizes, random-init models, a few minutes):
+#   PYTHON=.venv/bin/python bash bench/gpu_checks.sh --rehearse      # OUT defaults to bench/out/rehearse
+# PYTHON is the interpreter (default python3, the GPU machine's); a rehearsal needs one with torch.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench/out/gpu}
-mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1
-PY=.venv/bin/python
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-# 1. synthesis: TAEF2 and ESRGAN fp16 model-only vs pipeline (TAEF2 also naive, RSS)
-timeout 240 $PY bench/synth_throughput.py --families taesd,esrgan --images 2048 --esrgan-images 512 \
-  --naive-images 256 --rss-sizes 2000 --batch-size 128 \
-  --json "$OUT/synth_gpu.json" > "$OUT/synth_gpu.txt" 2>&1; echo "synth rc=$?" >> "$OUT/status.txt"
-# 1b. every family at full size (random init), 256 px fp16: images/s, FLOPs/image, share of the fp16 peak
-#     (SD-2.1 UNet + TAESD, aMUSEd-256 transformer + VQ-GAN, ViT-MAE base, ESRGAN, the aMUSEd VQ-GAN)
-timeout 300 $PY bench/synth_throughput.py --families "" --random-families all --resolution 256 --batch-size 32 \
-  --iters 3 --json "$OUT/families_gpu.json" > "$OUT/families_gpu.txt" 2>&1; echo "families rc=$?" >> "$OUT/status.txt"
-# 2. a short bf16-mixed training run on freshly synthesized shards (GPU synth, GPU train)
-timeout 200 .venv/bin/gcl-synth run --no-progress --limit 2048 --output "$OUT/shards" --batch-size 128 \
-  > "$OUT/synth_run.txt" 2>&1; echo "synth-run rc=$?" >> "$OUT/status.txt"
-M=$(ls "$OUT"/shards/*.manifest.json | head -1)
-timeout 200 .venv/bin/gcl-train --shards "$M" --method simclr --backbone resnet18 --epochs 1 --batch-size 256 \
-  --gen-prob 0.5 --output "$OUT/run" --eval-train ../shared/data/cifar10_train.npz \
-  --eval-test ../shared/data/cifar10_test.npz --eval-limit 2000 > "$OUT/train.txt" 2>&1
-echo "train rc=$?" >> "$OUT/status.txt"
-# 3. the GPU study (studies/cifar10-gpu: 20k images, ResNet-18, 200 epochs, 6 arms x 3 seeds): one run
-#    per call (--max-runs 1), cut at STUDY_SECONDS (a 200-epoch run needs several calls); a later call
-#    that still has out/studies/cifar10-gpu resumes the run from its last.ckpt. STUDY_SECONDS=0 skips it.
-if [ "${STUDY_SECONDS:-240}" -gt 0 ]; then
-  timeout "${STUDY_SECONDS:-240}" .venv/bin/gcl-eval study studies/cifar10-gpu/study.yaml --max-runs 1 \
-    > "$OUT/study.txt" 2>&1; echo "study rc=$?" >> "$OUT/status.txt"
-  for log in out/studies/cifar10-gpu/runs/*/train.log out/studies/cifar10-gpu/shards/*/synth.log; do
-    [ -f "$log" ] && { echo "== $log"; tail -n 5 "$log"; } >> "$OUT/study_logs.txt"
-  done
-  cp studies/cifar10-gpu/results.md "$OUT/study_results.md" 2>/dev/null
+START=$(date +%s)
+REHEARSE=0
+[ "${1:-}" = "--rehearse" ] && REHEARSE=1
+PY=${PYTHON:-python3}
+if [ $REHEARSE = 1 ]; then
+  OUT=${OUT:-bench/out/rehearse}; MINUTES=${REHEARSE_MINUTES:-20}
+else
+  OUT=${OUT:?set OUT to the folder whose files come back}; MINUTES=9
 fi
-cat "$OUT/status.txt"
+DEADLINE=$((START + MINUTES * 60))
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/gcl-gpu.XXXXXX)
+LOGS=$WORK/logs; SITE=$WORK/site
+mkdir -p "$LOGS"
+fail() {  # a one-line reason in summary.json, the logs beside it
+  printf '{"mode": "%s", "error": "%s", "checks": {}}\n' "$([ $REHEARSE = 1 ] && echo rehearse || echo gpu)" "$1" > "$OUT/summary.json"
+  tar -czf "$OUT/logs.tar.gz" -C "$LOGS" .
+  echo "gpu_checks: $1" >&2; exit 1
+}
+{ nvidia-smi || echo "no nvidia-smi"; } > "$LOGS/nvidia-smi.txt" 2>&1
+"$PY" -c "import torch" 2>/dev/null || fail "$PY has no torch (a rehearsal: PYTHON=path/to/python-with-torch)"
+# the carried wheels (what the machine lacks), then gcl itself, into one --target folder; nothing from an index
+WHEELS=(.whl/*.whl)
+[ -e "${WHEELS[0]}" ] || fail "no .whl/*.whl: run bash bench/device_wheels.sh here and carry .whl"
+{ "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "${WHEELS[@]}" &&
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" . ; } \
+  > "$LOGS/install.log" 2>&1 || fail "pip install --no-index of .whl/ and gcl failed (install.log)"
+export PYTHONPATH=$SITE HF_HUB_OFFLINE=1
+if [ $REHEARSE = 0 ]; then
+  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || fail "torch.cuda.is_available() is False"
+fi
+"$PY" -m pip list > "$LOGS/pip-list.txt" 2>&1
+# the driver: checks in priority order, each under its own budget, then the archives
+PYTHONSAFEPATH=1 "$PY" bench/gpu_checks.py --out "$OUT" --logs "$LOGS" --deadline "$DEADLINE" \
+  $([ $REHEARSE = 1 ] && echo --rehearse) 2>&1 | tee "$LOGS/driver.log"
+rc=${PIPESTATUS[0]}
+[ -f "$OUT/summary.json" ] || fail "the driver wrote no summary (exit $rc, driver.log)"
+tar -czf "$OUT/logs.tar.gz" -C "$LOGS" .  # again: the driver's own log too
+rm -rf "$WORK"
+echo "gpu_checks: $(ls "$OUT" | wc -l) files in $OUT, $(( $(date +%s) - START )) s"
+exit $rc
