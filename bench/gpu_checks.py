@@ -30,7 +30,7 @@ PACK_RESERVE_S = 20  # kept back from the deadline to write the summary and the 
 KILL_GRACE_S = 15  # between SIGTERM (the study records its sitting) and SIGKILL
 MIN_STUDY_S = 60  # less than this left: the study is not started
 # (check, seconds on the GPU, seconds in the CPU rehearsal), in priority order
-BUDGETS = [("families", 200, 240), ("synthesis", 120, 240), ("training", 90, 150), ("study", None, None)]
+BUDGETS = [("families", 200, 480), ("synthesis", 120, 360), ("training", 90, 240), ("study", None, None)]
 MAX_LOG_BYTES = 2 << 20  # the tail of a log kept in the archive
 
 
@@ -139,10 +139,10 @@ def main() -> None:
     data = REPO / args.data
     # the carried subset, else CIFAR-10 beside the checkout (a rehearsal, or a machine that has ../shared)
     npz = next((p for p in (data / "cifar10_train_5k.npz", REPO.parent / "shared/data/cifar10_train.npz") if p.is_file()), None)
-    summary["cifar10"] = str(npz.relative_to(REPO.parent)) if npz else None
+    summary["cifar10"] = os.path.relpath(npz, REPO) if npz else None
     models = data / "models"
     shards = tmp / "taesd-shards"
-    fam = ["--toy", "--resolution", "32", "--batch-size", "2", "--iters", "1", "--time-per-precision", "1",
+    fam = ["--toy", "--resolution", "16", "--batch-size", "2", "--iters", "1", "--time-per-precision", "1",
            "--peak-size", "256"] if args.rehearse else (["--input", str(npz)] if npz else [])
     commands = {
         "families": [py, str(BENCH / "gpu_families.py"), *fam],

@@ -32,6 +32,8 @@ from gcl.synth.worker import count_flops, generate_views, render, to_tensor
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 COMPARE_IMAGES = 4  # images whose half-precision view is compared with the fp32 view
+# toy sizes only: the toy SD UNet downsamples its f8 latent once more, and GroupNorm needs > 1 pixel
+TOY_MIN_RESOLUTION = {"diffusion": 32}
 
 
 @torch.inference_mode()
@@ -64,11 +66,12 @@ def images_per_s(gen, images, keys, recipe, iters: int, budget_s: float, device:
 
 def one_family(family: str, root: Path, args, peak_flops: float | None) -> dict:
     recipe = parse_recipe(DEFAULT_RECIPES[family])
-    images = input_images(args.input, args.batch_size, args.resolution)
+    resolution = max(args.resolution, TOY_MIN_RESOLUTION.get(family, 0)) if args.toy else args.resolution
+    images = input_images(args.input, args.batch_size, resolution)
     keys = [f"bench-{i}" for i in range(len(images))]
     few, few_keys = images[:COMPARE_IMAGES], keys[:COMPARE_IMAGES]
     gen = load_generator(family, str(root), args.device, torch.float32)
-    res = {"arch": gen.extra.get("arch", family), "recipe": recipe.spec,
+    res = {"arch": gen.extra.get("arch", family), "recipe": recipe.spec, "resolution": resolution,
            "params_m": round(sum(p.numel() for m in _modules(gen) for p in m.parameters()) / 1e6, 1)}
     ref = view_float(gen, few, few_keys, recipe)
     del gen
@@ -80,10 +83,10 @@ def one_family(family: str, root: Path, args, peak_flops: float | None) -> dict:
             if args.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             ips, batches = images_per_s(gen, images, keys, recipe, args.iters, args.time_per_precision, args.device)
-            flops = count_flops(gen, recipe, 1, args.resolution, 0)
-            row = {"img_s": round(ips, 2), "timed_batches": batches, "gflops_per_image": round(flops / 1e9, 3)}
+            flops = count_flops(gen, recipe, 1, resolution, 0)
+            row = {"img_s": float(f"{ips:.4g}"), "timed_batches": batches, "gflops_per_image": float(f"{flops / 1e9:.4g}")}
             if peak_flops:
-                row["share_of_bf16_peak"] = round(flops * ips / peak_flops, 5)
+                row["share_of_bf16_peak"] = float(f"{flops * ips / peak_flops:.4g}")
             if args.device == "cuda":
                 row["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
             row.update(compare(view_float(gen, few, few_keys, recipe), ref))
@@ -125,8 +128,8 @@ def main() -> None:
     out = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "resolution": args.resolution,
            "batch": args.batch_size, "model_sizes": "toy" if args.toy else "published", "weights": "random init",
            "families": {}}
-    out["bf16_matmul_peak_tflops"] = round(matmul_peak(args.device, torch.bfloat16, args.peak_size) / 1e12, 1)
-    peak = out["bf16_matmul_peak_tflops"] * 1e12
+    peak = matmul_peak(args.device, torch.bfloat16, args.peak_size)
+    out["bf16_matmul_peak_tflops"] = float(f"{peak / 1e12:.4g}")
     path = Path(args.json)
     path.write_text(json.dumps(out, indent=1))
     with tempfile.TemporaryDirectory() as tmp:
