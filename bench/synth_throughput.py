@@ -1,16 +1,12 @@
-"""Synthesis throughput of every generator family, measured in one run so that ratios are fair.
+"""Synthesis throughput of the real models (TAEF2, ESRGAN) on a CPU, measured in one run so that ratios are fair.
 
     python bench/synth_throughput.py                               # CPU: TAEF2 and ESRGAN, 64 px, K=2
-    python bench/synth_throughput.py --random-families all --smoke # toy configs of every family (CPU check)
-    python bench/synth_throughput.py --families "" --random-families all --resolution 256   # GPU (gpu_checks.sh)
 
 Real families (--families; the real weights from GCL_HOME / ../shared): model-only img/s
 (encode + augment + decode/sampler on preloaded tensors, same batch, size and recipe) against
 the end-to-end pipeline (`gcl-synth run` in a subprocess, read from its manifest), their ratio
 (target >= 0.90), and for TAEF2 a naive one-image loop and the pipeline's peak RSS per dataset
-size. Random families (--random-families): full-size random-init configs of each family
-(bench/family_configs.py; --smoke: toy sizes) with images/s, FLOPs per image (FlopCounterMode)
-and, on a known GPU, the share of its fp16 dense FLOP peak.
+size. Every family at its published size on a GPU: bench/gpu_families.py (bench/gpu_checks.sh).
 """
 
 from __future__ import annotations
@@ -26,16 +22,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gcl.synth.recipe import parse_recipe
 from gcl.synth.defaults import resolve_cifar10, resolve_esrgan, resolve_taef2
 from gcl.synth.generators import DEFAULT_RECIPES, load_generator
 from gcl.inputs import list_inputs, load_rgb, resize_center_crop
 from gcl.shards import Sample, ShardWriter, encode_image, sample_key
 from gcl.synth.worker import count_flops, generate_views
-from family_configs import BUILDERS  # noqa: E402 - bench/ is on sys.path above
 
-FP16_DENSE_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # tensor-core peaks without sparsity
 REAL_MODELS = {"taesd": resolve_taef2, "esrgan": resolve_esrgan}
 
 
@@ -74,13 +67,6 @@ def pipeline(npz, model, n, resolution, views, batch, out_dir, device="cpu", ext
     return json.loads(mpath.read_text())["throughput"]["images_per_s"], usage.ru_maxrss / 1024
 
 
-def gpu_peak_flops() -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    return next((tf * 1e12 for key, tf in FP16_DENSE_PEAK_TFLOPS.items() if key in name), None)
-
-
 def real_family(family, npz, items, args, tmp, device) -> dict:
     """Model-only bound and the end-to-end pipeline of one real model, back to back."""
     model = REAL_MODELS[family]()
@@ -105,37 +91,9 @@ def real_family(family, npz, items, args, tmp, device) -> dict:
     return res
 
 
-def random_family(family, full, device, dtype, resolution, batch, iters, tmp) -> dict:
-    """images/s (one view per image, the family's default recipe) and FLOPs of a random-init model."""
-    from family_configs import build
-
-    root = build(family, Path(tmp) / f"rand-{family}", full)
-    gen = load_generator(family, str(root), device, dtype)
-    recipe = parse_recipe(DEFAULT_RECIPES[family])
-    g = torch.Generator().manual_seed(0)
-    x = (torch.rand(batch, resolution, resolution, 3, generator=g) * 255).to(torch.uint8).numpy()
-    images, keys = list(x), [f"bench-{i}" for i in range(batch)]
-    generate_views(gen, images, keys, recipe, 1, 0)  # warm-up (kernels, allocator)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    for i in range(iters):
-        generate_views(gen, images, keys, recipe, 1, i)
-    sync()
-    ips = batch * iters / (time.perf_counter() - t)
-    flops = count_flops(gen, recipe, 1, resolution, 0)
-    res = {"img_s": round(ips, 2), "gflops_per_image": round(flops / 1e9, 2), "arch": gen.extra.get("arch", "")}
-    peak = gpu_peak_flops() if device == "cuda" else None
-    if peak:
-        res["share_of_fp16_peak"] = round(flops * ips / peak, 4)
-    return res
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="taesd,esrgan", help="real models to measure ('' to skip)")
-    ap.add_argument("--random-families", default="", help="random-init families ('all' or a list; '' to skip)")
-    ap.add_argument("--smoke", action="store_true", help="toy sizes of the random families (a CPU check of this script)")
     ap.add_argument("--images", type=int, default=256, help="TAEF2 images for model-only / pipeline")
     ap.add_argument("--esrgan-images", type=int, default=64, help="ESRGAN images (about 8x slower per image)")
     ap.add_argument("--naive-images", type=int, default=64, help="the naive loop is slow: fewer images suffice")
@@ -143,7 +101,6 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--views", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=5, help="timed batches per random family")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -157,11 +114,6 @@ def main() -> None:
             items = list_inputs(npz).items
             for fam in families:
                 res[fam] = real_family(fam, npz, items, args, tmp, device)
-        randoms = list(BUILDERS) if args.random_families == "all" else [f for f in args.random_families.split(",") if f]
-        dtype = torch.float16 if device == "cuda" else torch.float32
-        for fam in randoms:
-            res[f"random_{fam}" + ("_smoke" if args.smoke else "")] = random_family(
-                fam, not args.smoke, device, dtype, args.resolution, args.batch_size, args.iters, tmp)
     print(json.dumps(res, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
