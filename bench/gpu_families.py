@@ -131,6 +131,7 @@ def main() -> None:
     peak = matmul_peak(args.device, torch.bfloat16, args.peak_size)
     out["bf16_matmul_peak_tflops"] = float(f"{peak / 1e12:.4g}")
     path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     with tempfile.TemporaryDirectory() as tmp:
         for fam in families:

@@ -79,6 +79,12 @@ def test_rehearsal_runs_every_check_and_returns_at_most_8_files(tmp_path):
         result = json.load(tar.extractfile(f"runs/{study['new_results'][0]}"))
     assert "knn_top1" in json.dumps(result), result
 
+    table = subprocess.run([sys.executable, "bench/gpu_table.py", str(out / "summary.json")], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout
+    for fam in FAMILIES:
+        assert f"| {fam} | fp16 |" in table and f"| {fam} | bf16 |" in table, table
+    assert "| taesd (" in table and "| esrgan (" in table and "| resnet18 simclr" in table, table
+
     with tarfile.open(out / "logs.tar.gz") as tar:
         logs = {Path(n).name for n in tar.getnames()}
     assert {"install.log", "driver.log", "families.log", "synthesis.log", "training.log", "study.log"} <= logs, logs
