@@ -40,8 +40,10 @@ fail() {  # a one-line reason in summary.json, the logs beside it
 # the carried wheels (what the machine lacks), then gcl itself, into one --target folder; nothing from an index
 WHEELS=(.whl/*.whl)
 [ -e "${WHEELS[0]}" ] || fail "no .whl/*.whl: run bash bench/device_wheels.sh here and carry .whl"
+# gcl is built from a copy of its sources: no build/ left in the tree, none reused from an earlier build
+mkdir -p "$WORK/src" && cp -r pyproject.toml README.md gcl synth train eval "$WORK/src/"
 { "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "${WHEELS[@]}" &&
-  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" . ; } \
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" "$WORK/src" ; } \
   > "$LOGS/install.log" 2>&1 || fail "pip install --no-index of .whl/ and gcl failed (install.log)"
 export PYTHONPATH=$SITE HF_HUB_OFFLINE=1
 if [ $REHEARSE = 0 ]; then
