@@ -30,6 +30,9 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--generator", default="taesd", show_default=True, help="Generator family: taesd, vqgan, esrgan, diffusion, maskgit, mae.")
 @click.option("--model", default=None, help="Hub id or local directory (defaults: taesd TAEF2, esrgan Real-ESRGAN x4plus, from GCL_HOME, ../shared or download; vqgan amused/amused-256's VQ-GAN).")
+@click.option("--pixel-range", default="auto", show_default=True, type=click.Choice(["auto", "0-1", "-1-1"]),
+              help="Pixel range the VQ-GAN (vqgan, maskgit) was trained on. auto: from the model's layout "
+                   "(aMUSEd's model_index.json -> 0-1; any other VQModel -> -1-1, the taming/LDM convention).")
 @click.option("--input", "input_", default=None, help="ImageFolder, flat folder, or .npz with 'images' (default: CIFAR-10 train).")
 @click.option("--output", default="out/synth", show_default=True, help="Folder for shards, stats and the manifest.")
 @click.option("--name", default=None, help="Shard name prefix (default: <input>_<generator>_k<views>_r<resolution>).")

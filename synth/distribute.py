@@ -18,7 +18,7 @@ from gcl.synth.recipe import parse_recipe
 from gcl.synth.plan import ShardTask, SynthOptions
 
 log = logging.getLogger("gcl.synth")
-_GENERATORS: dict = {}  # per-process cache: (family, model, device, dtype) -> Generator
+_GENERATORS: dict = {}  # per-process cache: Runtime.generator_key(device) -> Generator
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class Runtime:
     dtype: str
     class_names: tuple[str, ...] | None
     torch_threads: int
+    pixel_range: str = "auto"  # VQ-GAN pixel range option (see generators.vqgan)
+
+    def generator_key(self, device: str) -> tuple:
+        return (self.family, self.model, device, self.dtype, self.pixel_range)
 
 
 def get_generator(rt: Runtime):
@@ -40,9 +44,9 @@ def get_generator(rt: Runtime):
     device = rt.device
     if device == "auto-gpu":
         device = f"cuda:{_worker_ordinal() % max(1, torch.cuda.device_count())}"
-    key = (rt.family, rt.model, device, rt.dtype)
+    key = rt.generator_key(device)
     if key not in _GENERATORS:
-        _GENERATORS[key] = load_generator(rt.family, rt.model, device, getattr(torch, rt.dtype))
+        _GENERATORS[key] = load_generator(rt.family, rt.model, device, getattr(torch, rt.dtype), rt.pixel_range)
     return _GENERATORS[key]
 
 

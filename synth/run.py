@@ -62,6 +62,7 @@ class RunConfig:
     reference: str | None = None  # a published manifest: report whether these shards match it
     progress: bool = True
     residual: bool = False  # views are x + G(view) - G(reconstruction)
+    pixel_range: str = "auto"  # VQ-GAN pixel range: auto (from the model's layout), "0-1" or "-1-1"
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -82,7 +83,7 @@ def prepare(cfg: RunConfig):
     recipe = parse_recipe(cfg.recipe or DEFAULT_RECIPES.get(cfg.generator, "noise"))
     device = pick_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    generator = load_generator(cfg.generator, cfg.model, str(device), getattr(torch, dtype))
+    generator = load_generator(cfg.generator, cfg.model, str(device), getattr(torch, dtype), cfg.pixel_range)
     if cfg.resolution % generator.downsample:
         raise UserError(f"--resolution {cfg.resolution} must be a multiple of the generator's downsampling ({generator.downsample})")
     if recipe_problem(generator, recipe):
@@ -97,7 +98,7 @@ def prepare(cfg: RunConfig):
         raise UserError(f"no inputs to process in {cfg.input}")
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     rt = Runtime(options, cfg.generator, generator.model_id, "auto-gpu" if gpus > 1 and cfg.workers > 1 else str(device), dtype,
-                 tuple(inputs.class_names) if inputs.class_names else None, threads_per_worker(cfg.workers))
+                 tuple(inputs.class_names) if inputs.class_names else None, threads_per_worker(cfg.workers), cfg.pixel_range)
     return plan, rt, generator, inputs
 
 
@@ -117,7 +118,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     layout = OutputLayout(cfg.output, plan.name)
     for stale in layout.unfinished():  # left by a killed run: never committed
         Path(stale).unlink(missing_ok=True)
-    _GENERATORS[(rt.family, rt.model, rt.device, rt.dtype)] = generator  # reuse in-process
+    _GENERATORS[rt.generator_key(rt.device)] = generator  # reuse in-process
     results: dict[int, dict] = {}
     failed: dict[int, str] = {}
     totals = Counter()

@@ -23,12 +23,17 @@ FAMILIES = {
 DEFAULT_RECIPES = {"taesd": "noise", "vqgan": "noise", "esrgan": "esrgan", "diffusion": "sdedit",
                    "maskgit": "resample", "mae": "remask"}
 # Families with no default model: the user names one (a hub id or a local directory).
-NEEDS_MODEL = {"diffusion": "a diffusers UNet2DModel or Stable Diffusion layout (unet/, scheduler/[, vae/, text_encoder/])",
+NEEDS_MODEL = {"diffusion": "a diffusers UNet2DModel (config.json + scheduler_config.json, or unet/ + scheduler/) or a Stable Diffusion layout",
                "maskgit": "an aMUSEd layout (vqvae/, transformer/, text_encoder/, tokenizer/)",
                "mae": "a transformers ViTMAEForPreTraining directory, e.g. facebook/vit-mae-base"}
 
 
-def load_generator(family: str, model: str | None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Generator:
+# Families whose VQ-GAN pixel range (--pixel-range) can be stated by the user.
+PIXEL_RANGE_FAMILIES = ("vqgan", "maskgit")
+
+
+def load_generator(family: str, model: str | None, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                   pixel_range: str = "auto") -> Generator:
     if family not in FAMILIES:
         raise GeneratorLoadError(f"unknown generator {family!r}; choose one of {', '.join(sorted(FAMILIES))}")
     if model is None:
@@ -38,8 +43,11 @@ def load_generator(family: str, model: str | None, device: str = "cpu", dtype: t
     except HubUnavailable as exc:
         raise GeneratorLoadError(str(exc)) from None
     module = importlib.import_module(FAMILIES[family])
-    gen = module.load(model, pick_device(device), dtype)
-    return gen
+    if family in PIXEL_RANGE_FAMILIES:
+        return module.load(model, pick_device(device), dtype, pixel_range=pixel_range)
+    if pixel_range != "auto":
+        raise GeneratorLoadError(f"--pixel-range is a VQ-GAN setting ({', '.join(PIXEL_RANGE_FAMILIES)}), not for {family}")
+    return module.load(model, pick_device(device), dtype)
 
 
 def default_model(family: str) -> str:

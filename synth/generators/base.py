@@ -137,6 +137,22 @@ def read_config(model: str, subfolder: str = "", filename: str = "config.json") 
         return json.load(fh)
 
 
+def read_optional_config(model: str, subfolder: str = "", filename: str = "config.json") -> dict | None:
+    """Like read_config, but None when the file is not there (e.g. no model_index.json)."""
+    try:
+        return read_config(model, subfolder, filename)
+    except GeneratorLoadError:
+        return None
+
+
+def component_dtype(config, dtype: torch.dtype) -> torch.dtype:
+    """fp32 for a component whose config says `force_upcast: true` (the pipelines run such a
+    VAE/VQ-GAN in fp32 next to a half-precision rest), else `dtype`."""
+    if dtype in (torch.float16, torch.bfloat16) and getattr(config, "force_upcast", False):
+        return torch.float32
+    return dtype
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

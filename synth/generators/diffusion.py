@@ -1,18 +1,24 @@
-"""Diffusion family: SDEdit / img2img views with a lean batched DDIM loop (no pipelines).
+"""Diffusion family: SDEdit / img2img views with a lean batched loop over diffusers' DDIMScheduler.
 
 A view noises the image (pixel models) or its latent (latent models) to strength s in [0, 1]
 and denoises it again: different noise = a different view with the same layout and new detail.
-Two layouts, told apart by unet/config.json:
-  - pixel diffusion: unet/ (UNet2DModel) + scheduler/ (e.g. google/ddpm-cifar10-32);
+Layouts, told apart by where the UNet's config lies:
+  - pixel diffusion: config.json + scheduler_config.json at the root (google/ddpm-cifar10-32,
+    loaded by diffusers with no subfolder) or unet/ + scheduler/ (UNet2DModel);
   - latent diffusion: unet/ (UNet2DConditionModel) + scheduler/ + vae/ (AutoencoderKL, or an
     AutoencoderTiny placed there for 5-20x cheaper encode/decode) + text_encoder/ + tokenizer/
     (Stable Diffusion 1.5/2.1, sd-turbo). The empty-prompt embedding is computed once.
 
-Per view the recipe draws `sdedit(strength, steps)`: `steps` is the DDIM step count over the
-whole schedule ("trailing" spacing: step 1 starts at the last timestep, as sd-turbo expects) and
-the view runs the last round(strength x steps) of them. Strength 0 = no noise = the plain
-reconstruction (decode of the encoded image). Every image has its own noise generator and its
-own timesteps; the UNet sees only the images still denoising at each iteration.
+The maths are StableDiffusionImg2ImgPipeline's with a DDIMScheduler built from the model's
+scheduler config (its timestep_spacing, steps_offset, set_alpha_to_one, prediction_type,
+clip_sample): `sdedit(strength, steps)` runs the last min(int(steps x strength), steps) of the
+`steps` DDIM timesteps, after `add_noise` to the first of them; each step is the scheduler's own
+`step` (eta 0). Strength 0 = no noise = the plain reconstruction (decode of the encoded image).
+Every image has its own noise generator (drawn like the pipeline draws its noise) and its own
+timesteps; the UNet sees only the images still denoising at each iteration. With "" as prompt
+and negative prompt, classifier-free guidance equals the plain prediction, so none is run.
+Known difference: latents of an AutoencoderKL are its posterior mean (deterministic encoding),
+where the pipeline samples the posterior. A VAE whose config says `force_upcast` runs in fp32.
 """
 
 from __future__ import annotations
@@ -20,52 +26,55 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gcl.synth.generators.base import (Generator, GeneratorLoadError, channels_last, from_pretrained_or_explain,
-                                       read_config, state_dict_sha256)
+from gcl.synth.generators.base import (Generator, GeneratorLoadError, channels_last, component_dtype,
+                                       from_pretrained_or_explain, read_config, read_optional_config, state_dict_sha256)
 
 
 class DiffusionGenerator(Generator):
     view_op = "sdedit"
 
-    def __init__(self, unet: nn.Module, alphas_cumprod: torch.Tensor, prediction_type: str, clip_sample: bool,
-                 vae: nn.Module | None = None, text_embedding: torch.Tensor | None = None, **kw):
+    def __init__(self, unet: nn.Module, scheduler_config: dict, vae: nn.Module | None = None,
+                 text_embedding: torch.Tensor | None = None, **kw):
         super().__init__(**kw)
         self._unet, self._vae, self._text = unet, vae, text_embedding
-        self._alphas = alphas_cumprod.double()  # schedule arithmetic in fp64: exact on any device
-        self._prediction, self._clip = prediction_type, clip_sample
-        self._num_train = len(alphas_cumprod)
+        self._scheduler_config = scheduler_config
+        self._schedulers: dict[int, object] = {}
+        self._vae_dtype = next(vae.parameters()).dtype if vae is not None else None
 
     # ---------------------------------------------------------------- autoencoder side
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        x = channels_last(x.to(self.device, self.dtype)) * 2 - 1
         if self._vae is None:
-            return x  # pixel diffusion: the "latent" is the image in [-1, 1]
+            return channels_last(x.to(self.device, torch.float32)) * 2 - 1  # pixel diffusion: the image in [-1, 1]
+        x = channels_last(x.to(self.device, self._vae_dtype)) * 2 - 1
         cfg = self._vae.config
         enc = self._vae.encode(x)
         # AutoencoderKL: the posterior mean, not a sample (encoding stays deterministic)
         z = enc.latent_dist.mean if hasattr(enc, "latent_dist") else enc.latents
-        return (z - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
+        return (z.float() - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        z = z.to(self.device, self.dtype)
+        z = z.to(self.device, torch.float32)
         if self._vae is not None:
             cfg = self._vae.config
-            z = self._vae.decode(channels_last(z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0))).sample
+            z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+            z = self._vae.decode(channels_last(z.to(self._vae_dtype))).sample
         return ((z.float() + 1) / 2).clamp(0, 1)
 
     # ---------------------------------------------------------------- the SDEdit loop
-    def timesteps(self, strength: float, steps: int) -> list[int]:
-        """Descending timesteps this view runs: the last round(strength x steps) of a trailing
-        `steps`-step schedule."""
-        run = int(round(strength * steps))
-        if strength > 0:
-            run = max(run, 1)
-        stride = self._num_train / steps
-        full = [int(round(self._num_train - k * stride)) - 1 for k in range(steps)]
-        return full[steps - run:] if run else []
+    def scheduler(self, steps: int):
+        """A DDIMScheduler from the model's config, set to `steps` steps (one per step count, kept)."""
+        if steps not in self._schedulers:
+            from diffusers import DDIMScheduler
 
-    def _alpha(self, t: int) -> float:
-        return 1.0 if t < 0 else float(self._alphas[t])  # below t=0: the clean image (alpha 1)
+            sched = DDIMScheduler.from_config(self._scheduler_config)
+            sched.set_timesteps(steps)
+            self._schedulers[steps] = sched
+        return self._schedulers[steps]
+
+    def timesteps(self, strength: float, steps: int) -> list[int]:
+        """Descending timesteps this view runs: StableDiffusionImg2ImgPipeline.get_timesteps."""
+        run = min(int(steps * strength), steps)
+        return self.scheduler(steps).timesteps[steps - run:].tolist() if run else []
 
     def _model(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x = channels_last(x.to(self.dtype))
@@ -80,41 +89,42 @@ class DiffusionGenerator(Generator):
         x = z.clone()
         for i, ts in enumerate(plans):
             if ts:  # forward-noise to the first timestep with this image's own generator
-                eps = torch.randn(z[i].shape, generator=gens[i]).to(self.device)
-                a = self._alpha(ts[0])
-                x[i] = a ** 0.5 * z[i] + (1 - a) ** 0.5 * eps
-        stride = [self._num_train / p["steps"] if p else 0 for p in params]
+                eps = torch.randn((1, *z[i].shape), generator=gens[i]).to(self.device)
+                x[i] = self.scheduler(params[i]["steps"]).add_noise(z[i:i + 1], eps, torch.tensor([ts[0]]))[0]
         for j in range(max((len(ts) for ts in plans), default=0)):
             active = [i for i, ts in enumerate(plans) if j < len(ts)]
             t_now = [plans[i][j] for i in active]
             out = self._model(x[active], torch.tensor(t_now, device=self.device))
             for row, i in enumerate(active):
-                x[i] = self._ddim_step(x[i], out[row], t_now[row], int(round(t_now[row] - stride[i])))
+                sched = self.scheduler(params[i]["steps"])
+                x[i] = sched.step(out[row:row + 1], t_now[row], x[i:i + 1], eta=0.0).prev_sample[0]
         return self.decode(x)
-
-    def _ddim_step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
-        """Deterministic DDIM (eta 0) from t to t_prev for epsilon / v / sample predictions."""
-        a, a_prev = self._alpha(t), self._alpha(t_prev)
-        if self._prediction == "epsilon":
-            eps, x0 = out, (x - (1 - a) ** 0.5 * out) / a ** 0.5
-        elif self._prediction == "v_prediction":
-            x0, eps = a ** 0.5 * x - (1 - a) ** 0.5 * out, a ** 0.5 * out + (1 - a) ** 0.5 * x
-        else:  # "sample"
-            x0, eps = out, (x - a ** 0.5 * out) / (1 - a) ** 0.5
-        if self._clip:
-            x0 = x0.clamp(-1, 1)
-            eps = (x - a ** 0.5 * x0) / (1 - a) ** 0.5
-        return a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
 
 
 # ---------------------------------------------------------------- loading
 
 
-def _schedule(model: str):
+def unet_layout(model: str) -> tuple[str, str, str]:
+    """(unet class name, unet subfolder, scheduler subfolder): unet/ + scheduler/, or both configs
+    at the root (google/ddpm-cifar10-32's layout)."""
+    cfg = read_optional_config(model, "unet")
+    if cfg is not None:
+        return cfg.get("_class_name"), "unet", "scheduler"
+    cfg = read_optional_config(model)
+    if cfg is None:
+        raise GeneratorLoadError(f"{model} has neither unet/config.json nor config.json: not a diffusers UNet layout")
+    if read_optional_config(model, filename="scheduler_config.json") is None:
+        raise GeneratorLoadError(f"{model} has config.json but no scheduler_config.json beside it: not the expected model layout")
+    return cfg.get("_class_name"), "", ""
+
+
+def _scheduler_config(model: str, subfolder: str) -> dict:
     from diffusers import DDIMScheduler
 
-    sched = from_pretrained_or_explain(DDIMScheduler, model, subfolder="scheduler")  # DDPM configs load as DDIM
-    return sched.alphas_cumprod.clone(), sched.config.prediction_type, bool(sched.config.clip_sample)
+    sched = from_pretrained_or_explain(DDIMScheduler, model, subfolder=subfolder or None)  # DDPM/PNDM configs load as DDIM
+    if sched.config.thresholding:
+        raise GeneratorLoadError(f"the scheduler config of {model} asks for dynamic thresholding, which gcl does not run")
+    return dict(sched.config)
 
 
 def _load_vae(model: str, device, dtype):
@@ -124,7 +134,8 @@ def _load_vae(model: str, device, dtype):
     cls = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}.get(cls_name)
     if cls is None:
         raise GeneratorLoadError(f"vae/ of {model} is a {cls_name}; expected AutoencoderKL or AutoencoderTiny")
-    vae = from_pretrained_or_explain(cls, model, subfolder="vae").eval().to(device, dtype, memory_format=torch.channels_last)
+    vae = from_pretrained_or_explain(cls, model, subfolder="vae").eval()
+    vae = vae.to(device, component_dtype(vae.config, dtype), memory_format=torch.channels_last)
     if cls is AutoencoderKL:
         return vae, 2 ** (len(vae.config.block_out_channels) - 1), cls_name
     down = 2 ** sum(1 for m in vae.encoder.layers if isinstance(m, nn.Conv2d) and m.stride[0] == 2)
@@ -142,25 +153,33 @@ def empty_prompt_embedding(model: str, device, dtype) -> torch.Tensor:
     return enc(ids)[0].to(device, dtype)
 
 
+def schedule_description(cfg: dict) -> dict:
+    """The scheduler settings that shape a view, for the manifest."""
+    keys = ("prediction_type", "timestep_spacing", "steps_offset", "set_alpha_to_one", "clip_sample", "beta_schedule")
+    return {"scheduler": "DDIMScheduler", **{k: cfg.get(k) for k in keys}}
+
+
 def load(model: str, device: torch.device, dtype: torch.dtype) -> DiffusionGenerator:
     from diffusers import UNet2DConditionModel, UNet2DModel
 
-    kind = read_config(model, "unet").get("_class_name")
+    kind, unet_dir, scheduler_dir = unet_layout(model)
     if kind not in ("UNet2DModel", "UNet2DConditionModel"):
-        raise GeneratorLoadError(f"unet/ of {model} is a {kind}; --generator diffusion needs UNet2DModel or UNet2DConditionModel")
-    alphas, prediction, clip = _schedule(model)
+        raise GeneratorLoadError(f"the UNet of {model} is a {kind}; --generator diffusion needs UNet2DModel or UNet2DConditionModel")
+    sched_cfg = _scheduler_config(model, scheduler_dir)
     cls = UNet2DModel if kind == "UNet2DModel" else UNet2DConditionModel
-    unet = from_pretrained_or_explain(cls, model, subfolder="unet").eval().to(device, dtype, memory_format=torch.channels_last)
+    unet = from_pretrained_or_explain(cls, model, subfolder=unet_dir or None).eval().to(device, dtype, memory_format=torch.channels_last)
     common = dict(family="diffusion", model_id=str(model), device=device, dtype=dtype)
     if cls is UNet2DModel:
-        return DiffusionGenerator(unet, alphas, prediction, clip, downsample=1, weights_sha256=state_dict_sha256(unet),
-                                  extra={"arch": "pixel UNet2DModel", "prediction": prediction}, **common)
+        return DiffusionGenerator(unet, sched_cfg, downsample=1, weights_sha256=state_dict_sha256(unet),
+                                  extra={"arch": "pixel UNet2DModel", "prediction": sched_cfg["prediction_type"],
+                                         **schedule_description(sched_cfg)}, **common)
     vae, down, vae_kind = _load_vae(model, device, dtype)
     text = empty_prompt_embedding(model, device, dtype)
     sha = state_dict_sha256(unet, vae)  # the text encoder only fixes the constant embedding, hashed below
     import hashlib
 
     sha = hashlib.sha256((sha + hashlib.sha256(text.float().cpu().numpy().tobytes()).hexdigest()).encode()).hexdigest()
-    return DiffusionGenerator(unet, alphas, prediction, clip, vae=vae, text_embedding=text, downsample=down,
-                              weights_sha256=sha, extra={"arch": f"latent UNet2DConditionModel + {vae_kind}",
-                                                         "prediction": prediction}, **common)
+    return DiffusionGenerator(unet, sched_cfg, vae=vae, text_embedding=text, downsample=down, weights_sha256=sha,
+                              extra={"arch": f"latent UNet2DConditionModel + {vae_kind}", "prediction": sched_cfg["prediction_type"],
+                                     "vae_dtype": str(next(vae.parameters()).dtype).removeprefix("torch."),
+                                     **schedule_description(sched_cfg)}, **common)

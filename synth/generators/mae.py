@@ -50,9 +50,13 @@ class MAEGenerator(Generator):
 
     def _reconstruct(self, z: torch.Tensor, noise: torch.Tensor, keep: int, n: int) -> torch.Tensor:
         cfg = self._mae.config
-        cfg.mask_ratio = (n - keep - 0.5) / n  # ViTMAE keeps int(n (1 - ratio)) = keep patches
         size = tuple(z.shape[-2:])
-        res = self._mae(z, noise=noise, interpolate_pos_encoding=size != (cfg.image_size, cfg.image_size))
+        published = cfg.mask_ratio
+        cfg.mask_ratio = (n - keep - 0.5) / n  # ViTMAE keeps int(n (1 - ratio)) = keep patches
+        try:
+            res = self._mae(z, noise=noise, interpolate_pos_encoding=size != (cfg.image_size, cfg.image_size))
+        finally:  # the loaded model keeps its published mask ratio
+            cfg.mask_ratio = published
         pred = res.logits
         if cfg.norm_pix_loss:  # predictions are per-patch normalised: undo with the input patches' statistics
             target = self._mae.patchify(z, interpolate_pos_encoding=True)
