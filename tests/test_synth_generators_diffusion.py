@@ -84,10 +84,13 @@ def test_latent_diffusion_views(latent_gen, check):
 
 
 def test_timesteps_follow_strength_and_steps(pixel_gen):
+    """StableDiffusionImg2ImgPipeline.get_timesteps on the config's DDIM schedule (a DDPM config:
+    leading spacing, steps_offset 0): the last int(steps x strength) of the `steps` timesteps."""
     assert pixel_gen.timesteps(0.0, 10) == []
-    assert pixel_gen.timesteps(1.0, 10) == [99, 89, 79, 69, 59, 49, 39, 29, 19, 9]  # trailing: starts at the last step
-    assert pixel_gen.timesteps(0.3, 10) == [29, 19, 9]
-    assert pixel_gen.timesteps(0.01, 10) == [9]  # any strength > 0 runs at least one step
+    assert pixel_gen.timesteps(1.0, 10) == [90, 80, 70, 60, 50, 40, 30, 20, 10, 0]
+    assert pixel_gen.timesteps(0.3, 10) == [20, 10, 0]
+    assert pixel_gen.timesteps(0.01, 10) == []  # int(0.1) = 0 steps: the pipeline runs none either
+    assert pixel_gen.extra["timestep_spacing"] == "leading" and pixel_gen.extra["set_alpha_to_one"] is True
 
 
 def test_latent_ops_run_before_noising(latent_gen):

@@ -7,10 +7,11 @@ unconditional ("") text embedding computed once (text_encoder/ + tokenizer/), an
 recipe op is `resample(ratio, steps)`; ratio 0 = the plain VQ reconstruction. Token ops
 (vq_replace, vq_swap) and latent ops still work before it: this generator is a VQ-GAN too.
 
-Each step is diffusers' `AmusedScheduler.step` itself (scheduler/ config; Gumbel temperature
-linspace(2, 0, N), its default), with `starting_mask_ratio` = the masked fraction: the maths of
-`AmusedInpaintPipeline` given those token positions as the mask, all draws from the image's own
-CPU generator, so a view never depends on its batch neighbours. (`AmusedImg2ImgPipeline` instead
+Each step is diffusers' `AmusedScheduler.step` itself (mask token from scheduler/; Gumbel
+temperature linspace(2, 0, N), its default; the linear masking schedule that
+`AmusedInpaintPipeline` sets) with `starting_mask_ratio` = the masked fraction: the maths of the
+inpainting pipeline given those token positions as the mask, all draws from the image's own CPU
+generator, so a view never depends on its batch neighbours. (`AmusedImg2ImgPipeline` instead
 masks each token with probability cos(pi/2 (N - int(N s)) / N); a ratio names the masked share
 directly.) With "" as both prompt and negative prompt, the pipelines' classifier-free guidance
 is the plain conditional prediction, so none is run.
@@ -25,6 +26,7 @@ from gcl.synth.generators.vqgan import VQ_SUBFOLDER, VQGANGenerator, load_vq, re
 
 AESTHETIC_SCORE = 6  # aMUSEd's default micro-conditioning (its pipelines' value)
 TEMPERATURE = (2, 0)  # AmusedScheduler.set_timesteps' default Gumbel temperature range
+MASKING_SCHEDULE = "linear"  # what AmusedInpaintPipeline registers on the scheduler, whatever its config says
 
 
 class MaskGITGenerator(VQGANGenerator):
@@ -100,8 +102,8 @@ def load(model: str, device: torch.device, dtype: torch.dtype, pixel_range: str 
     hidden, pooled = unconditional_text(model, device, dtype)
     # aMUSEd's scheduler config names the mask token; without one, the last transformer id is it
     scheduler_config = read_optional_config(model, "scheduler", "scheduler_config.json") or {}
-    scheduler_config = {"mask_token_id": int(tf.config.vocab_size) - 1, "masking_schedule": "cosine",
-                        **{k: v for k, v in scheduler_config.items() if k in ("mask_token_id", "masking_schedule")}}
+    scheduler_config = {"mask_token_id": int(scheduler_config.get("mask_token_id", int(tf.config.vocab_size) - 1)),
+                        "masking_schedule": MASKING_SCHEDULE}
     text_sha = hashlib.sha256(hidden.float().cpu().numpy().tobytes() + pooled.float().cpu().numpy().tobytes()).hexdigest()
     sha = hashlib.sha256((state_dict_sha256(vq, tf) + text_sha).encode()).hexdigest()
     return MaskGITGenerator(
