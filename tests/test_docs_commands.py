@@ -269,3 +269,22 @@ def test_python_snippets_run(page, tmp_path, monkeypatch):
         exec(compile(snippet, page, "exec"), scope)  # noqa: S102 - the page's own example code
     if page == "docs/shards.md":
         assert len(scope["views"]) == 2 and scope["label"] == 0 and len(next(iter(scope["ds"]))) > 0
+
+
+def test_the_readme_is_a_front_page_that_links_every_docs_page():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for page in PAGES[1:]:
+        assert f"(docs/{page.name})" in readme, page.name
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
+        assert (REPO / image).is_file(), image
+
+
+def test_pages_speak_of_the_project_not_of_how_it_was_built():
+    words = re.compile(r"\bthis session\b|\bissue #\d|\bissue \d|\blent\b|\bthe lead\b", re.I)
+    for page in PAGES:
+        found = words.findall(page.read_text())
+        assert not found, f"{page.relative_to(REPO)}: {found}"
+        for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
+            if not link.startswith("http"):
+                assert (page.parent / link).exists(), f"{page.relative_to(REPO)}: broken link {link}"
