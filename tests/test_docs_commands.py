@@ -47,6 +47,14 @@ EXERCISED = {
         "tests/test_synth_run.py::test_vqgan_token_recipe_end_to_end",),
     'gcl-synth run --generator vqgan': (
         "tests/test_synth_generators_run.py::test_cli_vqgan_as_typed_is_one_line",),
+    'gcl-synth run --generator vqgan --model ./amused-256 --recipe "noise(strength=0)" --image-format png '
+    '--output out/amused-recon': (
+        "tests/test_synth_published_layouts.py::test_vqgan_in_amused_layout_reconstructs_in_unit_range",),
+    'gcl-synth run --generator diffusion --model ./ddpm-cifar10-32 --resolution 32 --recipe '
+    '"sdedit(strength=0.3, steps=10)" --output out/ddpm': (
+        "tests/test_synth_published_layouts.py::test_diffusion_in_ddpm_root_layout_runs",),
+    'gcl-synth run --generator vqgan --model ./taming-vqgan --pixel-range -1-1 --output out/taming': (
+        "tests/test_synth_published_layouts.py::test_pixel_range_option_is_recorded",),
     'gcl-synth verify out/c10/cifar10_train_taesd_k2_r64.manifest.json': (
         "tests/test_synth_run.py::test_verify_names_flipped_byte_and_missing_shard",),
     'gcl-synth status out/c10': (

@@ -73,3 +73,23 @@ def test_broken_root_layout_is_one_line(tmp_path, cifar_test_npz, bad):
                  "--resolution", 32, "--output", tmp_path / "o"])
     assert res.exit_code != 0 and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
     assert "config.json" in res.output
+
+
+def test_pixel_range_option_is_recorded(tmp_path, cifar_test_npz):
+    """A bare VQModel is read as [-1, 1]; --pixel-range states otherwise, and a range change is another plan."""
+    model = build("ldm-celebahq-256-vqvae", tmp_path / "taming-vqgan")
+    base = ["--generator", "vqgan", "--model", model, "--input", cifar_test_npz, "--limit", 2, "--views", 1,
+            "--resolution", 32, "--image-format", "png"]
+    ranges = {}
+    for option in ("auto", "-1-1", "0-1"):
+        out = tmp_path / option
+        res = synth(base + ["--pixel-range", option, "--output", out])
+        assert res.exit_code == 0, res.output
+        (manifest,) = out.glob("*.manifest.json")
+        ranges[option] = json.loads(manifest.read_text())["generator"]["pixel_range"]
+        views = [s["view0.png"] for p in sorted(out.glob("*.tar")) for s in read_shard(p)]
+        ranges[option + " views"] = views
+    assert ranges["auto"] == ranges["-1-1"] == "-1-1" and ranges["0-1"] == "0-1"
+    assert ranges["auto views"] == ranges["-1-1 views"] != ranges["0-1 views"]
+    again = synth(base + ["--pixel-range", "0-1", "--output", tmp_path / "-1-1"])
+    assert again.exit_code != 0 and "generator" in again.output and len(again.output.strip().splitlines()) == 1
