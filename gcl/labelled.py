@@ -1,5 +1,5 @@
 """Labelled evaluation data from an npz archive, an ImageFolder, or labelled shards (a manifest,
-a shard list or a single .tar), loaded into memory as uint8 arrays.
+a pattern, a single .tar or a folder of shards), loaded into memory as uint8 arrays.
 
 Used by gcl-eval's probes and by gcl-train's online evaluation, so both read DATA the same way.
 Shard specs go through gcl.shardset (the one parser, which validates manifest locations); an
@@ -15,7 +15,7 @@ import numpy as np
 
 from gcl.inputs import InputError, list_inputs, load_rgb, resize_center_crop
 from gcl.shards import ORIG, FamilyError, ShardReadError, decode_image, parse_family, read_shard
-from gcl.shardset import ShardSetError, open_shard_set
+from gcl.shardset import ShardSetError, is_shard_spec, open_shard_set
 
 
 @dataclass
@@ -33,7 +33,7 @@ def load_labelled(path: str | os.PathLike, resolution: int | None = None, limit:
     Raises InputError (one line) for unlabelled inputs or mixed sizes without `resolution`.
     """
     path = str(path)
-    if path.endswith(".json") or path.endswith(".tar"):
+    if is_shard_spec(path):
         return _load_shards(path, resolution, limit)
     inputs = list_inputs(path)
     items = inputs.items[:limit] if limit else inputs.items

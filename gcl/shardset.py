@@ -1,7 +1,8 @@
 """Shard sets: the ONE parser of `--shards`, data specs that name shards, and inspect targets.
 
 A spec is a manifest (`NAME.manifest.json`, or a copy in manifests/), a brace pattern
-(`out/c10/x-{000000..000019}.tar`), a single `.tar`, or a folder of `.tar` files.
+(`out/c10/x-{000000..000019}.tar`), a single `.tar`, or a folder of `.tar` files (read through
+its manifest when it holds exactly one, as gcl-synth's output folders do).
 
 A shard set made by someone else is DATA, never code. webdataset opens `pipe:` URLs with
 `shell=True`, so every location that comes out of a manifest file is validated here: shard
@@ -79,7 +80,7 @@ def open_shard_set(specs: str | list[str], base: str | None = None, require_file
     specs = [str(specs)] if isinstance(specs, (str, os.PathLike)) else [str(s) for s in specs]
     if not specs:
         raise ShardSetError("no shards given; pass a manifest .json, a .tar pattern, or a folder of shards")
-    if base is not None and not all(s.endswith(".json") for s in specs):
+    if base is not None and not all(s.endswith(".json") or folder_manifest(s) for s in specs):
         raise ShardSetError("a shard base override applies to manifests only; pass manifest .json specs")
     parts = [_open_one(s, base, require_files) for s in specs]
     out = ShardSet([], [], min(p.num_views for p in parts), all(p.has_orig for p in parts),
@@ -97,6 +98,9 @@ def open_shard_set(specs: str | list[str], base: str | None = None, require_file
 def _open_one(spec: str, base: str | None, require_files: bool) -> ShardSet:
     if spec.endswith(".json"):
         return _from_manifest(spec, base, require_files)
+    manifest = folder_manifest(spec)
+    if manifest is not None:
+        return _from_manifest(manifest, base, require_files)
     if is_remote(spec):
         raise ShardSetError(f"{spec}: remote shards need their manifest (epoch length comes from its sample counts); "
                             "pass the manifest .json")
@@ -111,6 +115,22 @@ def _open_one(spec: str, base: str | None, require_files: bool) -> ShardSet:
         has_orig &= bool(orig)
         labelled &= first.get("labelled", False)
     return ShardSet(paths, counts, views or 0, has_orig, labelled, None, spec, side)
+
+
+def is_shard_spec(spec: str | os.PathLike) -> bool:
+    """A spec that names shards (a manifest, a .tar, a pattern, or a folder holding .tar files), not images."""
+    s = str(spec)
+    if s.endswith((".json", ".tar")) or "{" in s:
+        return True
+    return os.path.isdir(s) and bool(glob.glob(os.path.join(glob.escape(s), "*.tar")))
+
+
+def folder_manifest(spec: str) -> str | None:
+    """The manifest of a shard folder that holds exactly one (a gcl-synth output folder), else None."""
+    if not os.path.isdir(spec):
+        return None
+    found = glob.glob(os.path.join(glob.escape(spec), "*.manifest.json"))
+    return found[0] if len(found) == 1 else None
 
 
 def _local_paths(spec: str) -> list[str]:

@@ -20,7 +20,15 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
-@click.group()
+# Other names of a family: the docs call the taesd family by its default model, TAEF2.
+GENERATOR_ALIASES = {"taef2": "taesd"}
+
+
+def canonical_generator(_ctx, _param, value):
+    return GENERATOR_ALIASES.get(value, value) if value else value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log every skipped input and retry.")
 def main(verbose: bool) -> None:
     """Generate view families offline: encoder -> latent augmenter -> decoder -> WebDataset shards."""
@@ -28,7 +36,9 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--generator", default="taesd", show_default=True, help="Generator family: taesd, vqgan, esrgan, diffusion, maskgit, mae.")
+@click.option("--generator", default="taesd", show_default=True, callback=canonical_generator,
+              help="Generator family: taesd (or its alias taef2: the TAEF2 autoencoder), vqgan, esrgan, diffusion, "
+                   "maskgit, mae.")
 @click.option("--model", default=None, help="Hub id or local directory (defaults: taesd TAEF2, esrgan Real-ESRGAN x4plus, from GCL_HOME, ../shared or download; vqgan amused/amused-256's VQ-GAN).")
 @click.option("--pixel-range", default="auto", show_default=True, type=click.Choice(["auto", "0-1", "-1-1"]),
               help="Pixel range the VQ-GAN (vqgan, maskgit) was trained on. auto: from the model's layout "
@@ -83,17 +93,20 @@ def run(input_, no_progress, **options):
 
 
 @main.command()
-@click.argument("manifest", type=click.Path(dir_okay=False))
-def verify(manifest):
-    """Check every shard of MANIFEST against its claims (sha256, size, samples, K, labels); exit 1
-    naming each missing or changed shard."""
+@click.argument("shards")
+def verify(shards):
+    """Check every shard of SHARDS (a manifest .json, or an output folder holding one) against the
+    manifest's claims (sha256, size, samples, K, labels); exit 1 naming each missing or changed shard.
+    Shards without a manifest (a .tar pattern) are only read through."""
     from gcl.shardset import check_shard_set, open_shard_set
 
     try:
-        shard_set = open_shard_set(manifest, require_files=False)
+        shard_set = open_shard_set(shards, require_files=False)
         problems = check_shard_set(shard_set)
     except UserError as exc:
         _fail(exc)
+    if not shard_set.manifests:
+        click.echo(f"note: {shards} has no manifest: only checked that every shard reads through")
     for p in problems:
         click.echo(f"BAD  {p.url}: {p.problem}")
     checked = len(shard_set.urls)
@@ -103,11 +116,13 @@ def verify(manifest):
 
 
 @main.command()
-@click.argument("output", type=click.Path(file_okay=False))
+@click.argument("output", type=click.Path())
 def status(output):
-    """Show done / pending / failed shards of an output folder."""
+    """Show done / pending / failed shards of an output folder (or of the folder of its manifest)."""
     from gcl.synth.report import shard_status, status_text
 
+    if output.endswith(".json"):
+        output = os.path.dirname(output) or "."
     try:
         click.echo(status_text(shard_status(output)))
     except FileNotFoundError as exc:

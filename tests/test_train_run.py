@@ -45,7 +45,7 @@ def _val_split(tmp_path) -> str:
     return str(tmp_path / "val.npz")
 
 
-def test_short_run_logs_and_resume_continues(tmp_path):
+def test_short_run_logs_and_checkpoints(tmp_path):
     m = make_shards(tmp_path / "s", n=64, per_shard=16)
     out = tmp_path / "run"
     args = ["--shards", str(m), "--method", "simclr", "--backbone", "resnet18", "--batch-size", "16",
@@ -71,12 +71,10 @@ def test_short_run_logs_and_resume_continues(tmp_path):
 
     r = CliRunner().invoke(main, args + ["--epochs", "1"])  # same output without --resume: refused
     assert r.exit_code != 0 and "--resume" in r.output
+    # more epochs change the run's schedule: refused (tests/test_train_resume.py covers resuming)
     r = CliRunner().invoke(main, args + ["--epochs", "2", "--resume"])
-    assert r.exit_code == 0, r.output
-    info = json.loads((out / "run.json").read_text())
-    assert info["global_step"] == 8 and info["epochs_done"] == 2
-    rows = _rows(out)
-    assert {row["epoch"] for row in rows if row["test_knn_top1"]} == {"0", "1"}  # history kept across resume
+    assert r.exit_code == 1 and "--epochs 2 (the run's: 1)" in r.output
+    assert json.loads((out / "run.json").read_text())["global_step"] == 4
     from gcl.eval.features import resolve_checkpoint
 
     assert resolve_checkpoint(out).name == "last.ckpt"  # gcl-eval reports the last state by default
@@ -150,3 +148,40 @@ def test_ddp_two_gloo_ranks_see_every_sample_once(tmp_path):
         assert not set(per_rank[0]) & set(per_rank[1])
         assert sorted(per_rank[0] + per_rank[1]) == expected
     assert json.loads((out / "run.json").read_text())["global_step"] == 8
+
+
+def test_cli_says_what_it_trains_and_hides_lightning_noise(tmp_path):
+    """A run on a shard folder without a manifest: it says where it writes and that nothing was
+    checked, gives one summary paragraph before training, and none of Lightning's chatter."""
+    m = make_shards(tmp_path / "s", n=32, per_shard=16)
+    m.unlink()  # plain tars: nothing to check them against
+    exe = Path(sys.executable).with_name("gcl-train")
+    cmd = [str(exe), "--shards", str(tmp_path / "s"), "--backbone", "resnet20", "--batch-size", "16", "--epochs", "2",
+           "--num-workers", "1", "--output", str(tmp_path / "run"), "--eval-train", str(CIFAR_TEST),
+           "--eval-test", str(CIFAR_TEST), "--eval-limit", "32"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout + proc.stderr
+    lines = text.splitlines()
+    assert lines[0] == f"training in {tmp_path / 'run'} (run.json, metrics.csv, checkpoints/)"
+    assert lines[1].startswith("simclr on resnet20") and "32 images" in lines[1] and "K=2" in lines[1]
+    assert "2 steps per epoch x 2 epochs = 4 steps" in lines[1] and "warm-up 0.2 epochs" in lines[1]
+    assert "has no manifest, so nothing was checked" in lines[2]
+    for noise in ("Total FLOPs", "Tip:", "GPU available", "TPU available", "logger folder", "logs directory",
+                  "LeafSpec", "max_epochs=2` reached"):
+        assert noise not in text, noise
+
+
+def test_warmup_never_takes_more_than_a_tenth_of_the_epochs():
+    from gcl.train.config import TrainConfig
+    from gcl.train.methods import get_method
+
+    def lr_factors(epochs, steps=10):
+        cfg = TrainConfig(epochs=epochs, shards=["x.json"])  # solo-learn's 10 warm-up epochs
+        sched = get_method("simclr")(cfg.to_dict(), steps).configure_optimizers()["lr_scheduler"]["scheduler"]
+        return [sched.lr_lambdas[0](step) for step in range(epochs * steps)]
+
+    short = lr_factors(2)  # warm-up capped at 0.2 epochs = 2 steps, then the cosine decay
+    assert short[0] == 0.0 and short[1] == 0.5 and short[2] == 1.0 and short[-1] < 0.05
+    long = lr_factors(100)  # 10% of 100 epochs: the recipe's 10 epochs stand
+    assert long[99] < 1.0 and long[100] == 1.0

@@ -5,60 +5,95 @@ from __future__ import annotations
 import click
 
 from gcl.backbones import BACKBONES
-from gcl.train.config import METHODS, PAIRINGS, load_config
+from gcl.train.config import METHODS, PAIRINGS, WARMUP_MAX_FRACTION, TrainConfig, load_config
+
+_DEFAULTS = TrainConfig()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--shards", multiple=True, help="Manifest .json, brace pattern dir/name-{000000..000009}.tar, or tar paths "
-              "(repeat the option for a list).")
+def _default(key: str) -> str:
+    """The built-in value an option falls back to (a recipe's value wins over it, the option over both)."""
+    target, attr = (_DEFAULTS.optimizer, key[4:]) if key.startswith("opt_") else (_DEFAULTS, key)
+    return str(getattr(target, attr))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--shards", multiple=True, help="Manifest .json, folder of shards, brace pattern "
+              "dir/name-{000000..000009}.tar, or tar paths (repeat the option for a list).")
 @click.option("--shards-base", help="Read the manifest's shard files from this folder, http(s) URL, or pipe:COMMAND "
               "(the file name is appended) instead of the manifest's own base. Commands are taken only from here, "
               "never from a manifest.")
 @click.option("--input", "input_", help="Plain npz / ImageFolder instead of shards (handcrafted views only).")
-@click.option("--recipe", help="YAML recipe: a path or a bundled name such as cifar10/simclr.")
-@click.option("--method", type=click.Choice(METHODS))
-@click.option("--backbone", type=click.Choice(BACKBONES))
-@click.option("--cifar-stem/--no-cifar-stem", default=None, help="3x3 stem without max-pool for 32-64 px inputs.")
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int, help="Per device.")
-@click.option("--optimizer", "opt_name", type=click.Choice(["sgd", "lars", "adamw"]))
-@click.option("--lr", "opt_lr", type=float, help="Learning rate at batch 256 (scaled by total batch / 256).")
-@click.option("--gen-prob", type=float, help="Probability that each chosen view is a generated one (0: handcrafted baseline).")
-@click.option("--pairing", type=click.Choice(PAIRINGS), help="Which members make a pair.")
-@click.option("--family-views", type=int, help="M >= 2 members per family for the multi-positive loss (--method supcon).")
-@click.option("--members", help="Exact member types per family, in order: orig | gen (distinct generated views) | "
-              "gen? (generated with --gen-prob, else orig); e.g. orig,orig,gen with --method supcon, and its "
-              "control orig,orig,orig.")
-@click.option("--eval-train", help="Labelled kNN bank for online evaluation (npz / ImageFolder / labelled shards).")
-@click.option("--eval-val", help="Labelled validation queries held out of the training data: their kNN accuracy "
-              "(val_knn_top1) selects checkpoints/best.ckpt. Without it there is only last.ckpt.")
-@click.option("--eval-test", help="Labelled test queries: kNN / linear accuracy logged as test_*, never used to select.")
-@click.option("--eval-every", type=int, help="Evaluate every N epochs.")
-@click.option("--eval-limit", type=int, help="At most this many images per eval set (0: all).")
-@click.option("--output", help="Run folder: metrics.csv, run.json, checkpoints/, tb/.")
-@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoints/last.ckpt at the same step and data order.")
-@click.option("--verify/--no-verify", default=None, help="Check shards against the manifest (sha256, sample counts, K, "
-              "original, labels) before training [default: on; one read of every local shard].")
-@click.option("--seed", type=int)
-@click.option("--num-workers", type=int, help="Loader workers per device (-1: one per core, at most 8).")
-@click.option("--shuffle-buffer", type=int, help="Samples in each worker's shuffle buffer.")
-@click.option("--devices", type=int)
-@click.option("--num-nodes", type=int)
-@click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu", "cuda", "mps"]))
-@click.option("--precision", help="auto (fp32 on CPU, bf16/fp16 mixed on GPU), 32-true, bf16-mixed, 16-mixed.")
-@click.option("--ckpt-every-steps", type=int, help="Save last.ckpt every N steps (and every epoch).")
-@click.option("--max-steps-per-epoch", type=int, help="Cap an epoch (smoke runs, benchmarks).")
+@click.option("--recipe", help="Training YAML: a path or a bundled name such as cifar10/simclr (its values replace "
+              "the defaults below; options given here replace both).")
+@click.option("--method", type=click.Choice(METHODS), show_default=_default("method"), help="Contrastive method.")
+@click.option("--backbone", type=click.Choice(BACKBONES), show_default=_default("backbone"), help="Encoder network.")
+@click.option("--cifar-stem/--no-cifar-stem", default=None, show_default=_default("cifar_stem"),
+              help="3x3 stem without max-pool for 32-64 px inputs.")
+@click.option("--epochs", type=click.IntRange(1), show_default=_default("epochs"),
+              help=f"Passes over the training images (the LR warm-up takes at most {WARMUP_MAX_FRACTION:.0%} of them).")
+@click.option("--batch-size", type=click.IntRange(2), show_default=_default("batch_size"), help="Families per step, per device.")
+@click.option("--optimizer", "opt_name", type=click.Choice(["sgd", "lars", "adamw"]), show_default=_default("opt_name"),
+              help="Optimizer (LARS: solo-learn's CIFAR choice).")
+@click.option("--lr", "opt_lr", type=float, show_default=_default("opt_lr"),
+              help="Learning rate at batch 256 (scaled by total batch / 256).")
+@click.option("--gen-prob", type=click.FloatRange(0, 1), show_default=_default("gen_prob"),
+              help="Probability that each chosen view is a generated one (0: handcrafted baseline).")
+@click.option("--pairing", type=click.Choice(PAIRINGS), show_default=_default("pairing"), help="Which members make a pair.")
+@click.option("--family-views", type=int, show_default="2",
+              help="M >= 2 members per family for the multi-positive loss (--method supcon).")
+@click.option("--members", show_default="from --pairing", help="Exact member types per family, in order: orig | gen "
+              "(distinct generated views) | gen? (generated with --gen-prob, else orig); e.g. orig,orig,gen with "
+              "--method supcon, and its control orig,orig,orig.")
+@click.option("--eval-train", show_default="none: no online evaluation",
+              help="Labelled kNN bank for online evaluation (npz / ImageFolder / labelled shards).")
+@click.option("--eval-val", show_default="none", help="Labelled validation queries held out of the training data: "
+              "their kNN accuracy (val_knn_top1) selects checkpoints/best.ckpt. Without it there is only last.ckpt.")
+@click.option("--eval-test", show_default="none",
+              help="Labelled test queries: kNN / linear accuracy logged as test_*, never used to select.")
+@click.option("--eval-every", type=click.IntRange(1), show_default=_default("eval_every"), help="Evaluate every N epochs.")
+@click.option("--eval-limit", type=click.IntRange(0), show_default=_default("eval_limit"),
+              help="Use only the first N images of each eval set (0: all).")
+@click.option("--output", show_default=_default("output"), help="Run folder: run.json, metrics.csv, checkpoints/, tb/.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last.ckpt at the same step and data "
+              "order, with the options stored in its run.json (an option that changes results is refused).")
+@click.option("--verify/--no-verify", default=None, show_default=_default("verify"),
+              help="Check shards against the manifest (sha256, sample counts, K, original, labels) before training "
+              "(one read of every local shard).")
+@click.option("--seed", type=int, show_default=_default("seed"), help="Seed of the data order, augmentations and init.")
+@click.option("--num-workers", type=click.IntRange(-1), show_default=_default("num_workers"),
+              help="Loader workers per device (-1: one per core, at most 8).")
+@click.option("--shuffle-buffer", type=click.IntRange(1), show_default=_default("shuffle_buffer"),
+              help="Samples in each worker's shuffle buffer.")
+@click.option("--devices", type=click.IntRange(1), show_default=_default("devices"), help="Devices (GPUs or CPU processes) per node.")
+@click.option("--num-nodes", type=click.IntRange(1), show_default=_default("num_nodes"), help="Machines (DDP).")
+@click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu", "cuda", "mps"]), show_default=_default("accelerator"),
+              help="auto: a GPU when present, else the CPU.")
+@click.option("--precision", show_default=_default("precision"),
+              help="auto (fp32 on CPU, bf16/fp16 mixed on GPU), 32-true, bf16-mixed, 16-mixed.")
+@click.option("--ckpt-every-steps", type=click.IntRange(0), show_default=_default("ckpt_every_steps"),
+              help="Save last.ckpt every N steps (and every epoch).")
+@click.option("--max-steps-per-epoch", type=click.IntRange(0), show_default="0: no cap",
+              help="Cap an epoch (smoke runs, benchmarks).")
 @click.option("--record-keys", is_flag=True, help="Write the sample keys each rank trained on to OUTPUT/keys/.")
 def main(recipe, resume, record_keys, input_, shards, **options):
-    """Train a self-supervised encoder on view families; CLI options override recipe values."""
+    """Train a self-supervised encoder on view families; CLI options override recipe values.
+
+    `gcl-train --output RUN --resume` continues RUN with the options it started with.
+    """
     from gcl.errors import UserError
     from gcl.io import storage_error
 
     try:
-        cfg = load_config(recipe, {**options, "input": input_, "shards": shards})
+        overrides = {**options, "input": input_, "shards": shards}
+        if resume:
+            from gcl.train.resume import resume_config
+
+            cfg = resume_config(options["output"] or _default("output"), recipe, overrides)
+        else:
+            cfg = load_config(recipe, overrides)
         from gcl.train.run import train
 
-        info = train(cfg, resume, record_keys)
+        info = train(cfg, resume, record_keys, log=click.echo)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -69,7 +104,8 @@ def main(recipe, resume, record_keys, input_, shards, **options):
     if info.get("status") == "finished":
         m = info.get("final_metrics", {})
         parts = [f"{k}={m[k]:.2f}" for k in ("train_loss", "val_knn_top1", "test_knn_top1", "test_linear_top1") if k in m]
-        click.echo(f"done: {info['global_step']} steps, {' '.join(parts)} -> {cfg.output}")
+        head = "already finished, nothing to train" if info.get("already_finished") else "done"
+        click.echo(f"{head}: {info['global_step']} steps, {' '.join(parts)} -> {cfg.output}")
 
 
 if __name__ == "__main__":

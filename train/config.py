@@ -19,6 +19,9 @@ from gcl.errors import UserError
 RECIPES_DIR = Path(__file__).parent / "recipes"
 METHODS = ("simclr", "byol", "mocov2plus", "barlow_twins", "vicreg", "simsiam", "supcon")
 PAIRINGS = ("any", "orig+gen", "gen+gen")
+# The LR warm-up never takes more than this fraction of a run's epochs: solo-learn's 10 warm-up
+# epochs are made for 1000-epoch runs (1%); a 2-epoch smoke run would otherwise never leave them.
+WARMUP_MAX_FRACTION = 0.1
 
 
 class ConfigError(UserError):
@@ -59,7 +62,7 @@ class OptimConfig:
 @dataclass
 class SchedConfig:
     name: str = "warmup_cosine"  # per-step linear warmup then cosine; "none" keeps lr fixed
-    warmup_epochs: float = 10.0  # solo-learn's CIFAR warmup
+    warmup_epochs: float = 10.0  # solo-learn's CIFAR warmup; at most WARMUP_MAX_FRACTION of the run's epochs
     warmup_start_lr: float = 0.0
     min_lr: float = 0.0
 
@@ -184,17 +187,20 @@ def resolve_recipe(spec: str) -> Path:
     raise ConfigError(f"recipe {spec!r} not found; pass a YAML path or one of: {', '.join(have)}")
 
 
-def load_config(recipe: str | None, overrides: dict) -> TrainConfig:
-    """Recipe values first, then every CLI option the user gave (None means 'not given')."""
-    data: dict = {}
+def load_config(recipe: str | None, overrides: dict, base: dict | None = None) -> TrainConfig:
+    """Recipe values first, then every CLI option the user gave (None means 'not given').
+
+    base: values under the recipe (a resumed run's stored config); without it, the defaults."""
+    data: dict = dict(base or {})
     if recipe:
         path = resolve_recipe(recipe)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            recipe_data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(data, dict):
+        if not isinstance(recipe_data, dict):
             raise ConfigError(f"recipe {path} must be a mapping of config keys")
+        data.update(recipe_data)
         where = str(path)
         _no_commands(data, where)
     else:
@@ -294,6 +300,11 @@ def _validate_eval(cfg: TrainConfig) -> None:
 
 def resolution(cfg: TrainConfig) -> int:
     return cfg.augmentations[0].crop_size
+
+
+def warmup_epochs(cfg: TrainConfig) -> float:
+    """The recipe's warm-up, capped at WARMUP_MAX_FRACTION of the run's epochs."""
+    return min(cfg.scheduler.warmup_epochs, WARMUP_MAX_FRACTION * cfg.epochs)
 
 
 def default_workers(cfg: TrainConfig) -> int:

@@ -38,6 +38,10 @@ class EvalSets:
     queries: dict[str, LabelledTensors]
     num_classes: int
 
+    def sizes(self) -> dict[str, int]:
+        """Images per set: {"bank": N, "val": N, "test": N} (the sets given)."""
+        return {"bank": len(self.bank.labels), **{name: len(q.labels) for name, q in self.queries.items()}}
+
 
 def load_labelled_set(path: str, resolution: int, limit: int | None) -> LabelledTensors:
     """Read through the core's one labelled-data reader (gcl.labelled)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from gcl.train.data import build_train_loader
 from gcl.train.epochs import EpochLoader, LoaderPosition
 from gcl.train.evalsets import load_eval_sets
 from gcl.train.methods import get_method
+from gcl.train.resume import is_complete, read_run
+from gcl.train.summary import quiet_lightning, run_summary
 
 
 class SafeLastCheckpoint(Callback):
@@ -144,14 +145,6 @@ def _precision(cfg: TrainConfig) -> str:
     return "32-true"  # bf16 on CPU is 40-75x slower here (PITFALLS.md)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -184,16 +177,48 @@ def _merge_metrics(out: Path) -> None:
         prev.unlink()
 
 
-def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callbacks: tuple = ()) -> dict:
-    """Run (or --resume) one training run; extra_callbacks: e.g. bench/train_speed.py's step timer."""
+def _rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+# What decides the shapes of a checkpoint's weights: a resume with other values cannot load it.
+MODEL_KEYS = ("method", "backbone", "cifar_stem", "method_kwargs")
+
+
+def _check_same_model(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    made_with = (saved.get("hyper_parameters") or {}).get("cfg") or {}
+    now = cfg.to_dict()
+    differ = [k for k in MODEL_KEYS if k in made_with and made_with[k] != now[k]]
+    if differ:
+        shown = ", ".join(f"{k} {made_with[k]} (run.json: {now[k]})" for k in differ)
+        raise ConfigError(f"--resume: {path} was made by another model: {shown}; run.json does not describe this "
+                          "checkpoint: start a new run in another --output")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(lines[:2])[:300] if lines else type(exc).__name__
+
+
+def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callbacks: tuple = (), log=None) -> dict:
+    """Run (or --resume) one training run; extra_callbacks: e.g. bench/train_speed.py's step timer;
+    log: where the run summary goes (the cli passes click.echo; None: silent)."""
     out = Path(cfg.output)
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
         raise ConfigError(f"--resume: no checkpoint at {last}; start the run without --resume")
     if not resume and last.exists():
         raise ConfigError(f"{out} already holds a run; add --resume to continue it or choose another --output")
+    previous = read_run(out) if resume else None
+    if previous is not None and is_complete(previous):
+        return {**previous, "already_finished": True}  # nothing to train; run.json and its metrics stay as they are
+    saved = torch.load(last, map_location="cpu", weights_only=True) if resume else None
+    if saved is not None:
+        _check_same_model(saved, cfg, last)
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     world = cfg.devices * cfg.num_nodes
+    say = log if log is not None and _rank_zero() else (lambda _msg: None)
     loader, source = build_train_loader(cfg, world)
     res = resolution(cfg)
     num_classes, eval_sets = len(source.class_names or []), None
@@ -202,6 +227,12 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         num_classes = max(num_classes, eval_sets.num_classes)
     queries = eval_sets.queries if eval_sets else {}
     model = get_method(cfg.method)(cfg.to_dict(), loader.steps, num_classes, world)
+    # after every check that can fail: a configuration error stays one line
+    say(f"{'resuming' if resume else 'training'} in {out} (run.json, metrics.csv, checkpoints/)")
+    say(run_summary(cfg, source, loader.steps, world, sum(p.numel() for p in model.parameters())))
+    if source.shard_set and cfg.verify and not source.shard_set.manifests:
+        say(f"note: {source.shard_set.description} has no manifest, so nothing was checked (sha256, sample counts, "
+            "K, labels); train on the manifest .json to verify the shards")
     val = None
     if queries:
         # one loader per query set, in the order of model.eval_names ("val" first when given)
@@ -209,17 +240,20 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         val = [torch.utils.data.DataLoader(torch.utils.data.TensorDataset(q.images, q.labels), batch_size=512)
                for q in queries.values()]
 
-    rank_zero = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    rank_zero = _rank_zero()
     if resume and rank_zero:
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        _stash_metrics(out, int(ckpt["global_step"]))
+        _stash_metrics(out, int(saved["global_step"]))
     # the code and loader workers of every sitting (a resumed run lists each): what trained is on record
     sitting = {**code_version(), "num_workers": loader.num_workers}
-    earlier = _read_json(out / "run.json").get("sittings", []) if resume else []
-    info = {"config": cfg.to_dict(), "method": cfg.method, "shards": cfg.shards or cfg.input, "gen_prob": cfg.gen_prob,
-            "epochs": cfg.epochs, "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
+    earlier = previous.get("sittings", []) if previous else []
+    # a resumed run keeps the options it started with (train/resume.py refused any that change results)
+    info = {"config": previous["config"] if previous else cfg.to_dict(), "method": cfg.method,
+            "shards": cfg.shards or cfg.input, "gen_prob": cfg.gen_prob, "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
             "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running",
-            "sittings": [*earlier, sitting] if isinstance(earlier, list) else [sitting]}
+            "sittings": [*earlier, sitting] if isinstance(earlier, list) else [sitting],
+            # images behind the online numbers (gcl-eval compare shows them next to each number)
+            "eval_sizes": eval_sets.sizes() if eval_sets else {}}
     if rank_zero:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "run.json", info)
@@ -241,11 +275,18 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         logger=[CSVLogger(save_dir=str(out), name="", version=""), TensorBoardLogger(save_dir=str(out), name="tb", version="")],
         callbacks=callbacks, check_val_every_n_epoch=cfg.eval_every, num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing="val" in queries,
-        default_root_dir=str(out),
+        default_root_dir=str(out), enable_model_summary=False,  # run_summary says what matters
     )
     try:
         trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None,
                     weights_only=True)  # resume reads plain tensors/dicts only, never pickled code
+    except BaseException as exc:
+        if trainer.is_global_zero:  # run.json never says "running" for a run that stopped
+            write_json_atomic(out / "run.json", {**info, "status": "stopped", "error": _one_line(exc)})
+        if resume and isinstance(exc, RuntimeError) and "loading state_dict" in str(exc):
+            raise ConfigError(f"--resume: {last} does not fit this run's {cfg.method} / {cfg.backbone} model "
+                              "(missing or unexpected weights); start a new run in another --output") from None
+        raise
     finally:
         if trainer.is_global_zero:
             _merge_metrics(out)

@@ -19,7 +19,7 @@ from gcl.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_predict
 from gcl.backbones import build_backbone
 from gcl.checkpoint import CKPT_INFO_KEY
 from gcl.train.augment import augment_seed, augment_views
-from gcl.train.config import AugConfig, ConfigError
+from gcl.train.config import WARMUP_MAX_FRACTION, AugConfig, ConfigError
 
 
 class BaseMethod(L.LightningModule):
@@ -154,7 +154,8 @@ class BaseMethod(L.LightningModule):
             opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(oc["betas"]))
         if sc["name"] == "none":
             return opt
-        warm = int(sc["warmup_epochs"] * self.steps_per_epoch)
+        # a short run still leaves its warm-up: at most WARMUP_MAX_FRACTION of the epochs
+        warm = int(min(sc["warmup_epochs"], WARMUP_MAX_FRACTION * self.cfg["epochs"]) * self.steps_per_epoch)
         total = max(self.total_steps, warm + 1)
         start_f, min_f = sc["warmup_start_lr"] / max(oc["lr"], 1e-12), sc["min_lr"] / max(oc["lr"], 1e-12)
 

@@ -1,0 +1,109 @@
+"""gcl-train --resume: options come back from run.json; a result-changing option is refused in
+one line; run.json keeps its options and a finished run's metrics; a stopped run never says running."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from lightning.pytorch.callbacks import Callback
+
+from test_train_data import CIFAR_TEST, make_shards
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from gcl.train.cli import main  # noqa: E402
+from gcl.train.config import load_config  # noqa: E402
+from gcl.train.run import train  # noqa: E402
+
+# Non-default options everywhere, so a resume that fell back to defaults could not pass.
+RECIPE = {"method": "simclr", "backbone": "resnet20", "batch_size": 16, "gen_prob": 0.25, "seed": 3, "epochs": 2,
+          "num_workers": 1, "shuffle_buffer": 50, "eval_limit": 64, "method_kwargs": {"proj_output_dim": 32},
+          "optimizer": {"name": "sgd", "lr": 0.1}}
+
+
+class CrashAfterFirstEpoch(Callback):
+    """Stands for a killed sitting: after epoch 0's last.ckpt is saved, the run dies."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            raise RuntimeError("simulated crash")
+
+
+def _crashed_run(tmp_path):
+    manifest = make_shards(tmp_path / "s", n=64, per_shard=16)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    out = tmp_path / "run"
+    cfg = load_config(str(recipe), {"shards": (str(manifest),), "output": str(out), "eval_train": str(CIFAR_TEST),
+                                    "eval_test": str(CIFAR_TEST)})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, resume=False, extra_callbacks=(CrashAfterFirstEpoch(),))
+    return out, cfg
+
+
+def _one_line_error(result, *needles):
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def test_resume_needs_no_other_option_and_refuses_changes(tmp_path):
+    out, cfg = _crashed_run(tmp_path)
+    stopped = json.loads((out / "run.json").read_text())
+    assert stopped["status"] == "stopped" and "simulated crash" in stopped["error"]
+
+    before = (out / "run.json").read_bytes()
+    for extra, needle in ((["--gen-prob", "0.3"], "--gen-prob 0.3 (the run's: 0.25)"),
+                          (["--method", "byol"], "--method byol (the run's: simclr)"),
+                          (["--epochs", "3"], "--epochs 3 (the run's: 2)"),
+                          (["--shards", str(tmp_path / "s" / "fix-000000.tar")], "--shards")):
+        r = CliRunner().invoke(main, ["--output", str(out), "--resume"] + extra)
+        _one_line_error(r, needle, "keeps its options")
+        assert (out / "run.json").read_bytes() == before  # refused before any work: nothing rewritten
+
+    r = CliRunner().invoke(main, ["--output", str(out), "--resume", "--num-workers", "2"])  # harmless: allowed
+    assert r.exit_code == 0, r.output
+    assert "resuming in" in r.output and "64 images" in r.output and "gen-prob 0.25" in r.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "finished" and info["global_step"] == 8 and info["epochs_done"] == 2
+    assert info["config"] == cfg.to_dict()  # never rewritten (num_workers stays the run's 1)
+    assert info["config"]["num_workers"] == 1 and "error" not in info
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["cfg"]["backbone"] == "resnet20" and ckpt["global_step"] == 8
+    with open(out / "metrics.csv") as fh:  # the first sitting's epoch is kept in the log
+        import csv
+
+        epochs = {row["epoch"] for row in csv.DictReader(fh) if row.get("test_knn_top1")}
+    assert epochs == {"0", "1"}
+
+    # a finished run: resuming it trains nothing and keeps run.json (final metrics included) as it is
+    finished = (out / "run.json").read_bytes()
+    assert json.loads(finished)["final_metrics"]["test_knn_top1"] >= 0
+    r = CliRunner().invoke(main, ["--output", str(out), "--resume"])
+    assert r.exit_code == 0 and "already finished" in r.output, r.output
+    r = CliRunner().invoke(main, ["--output", str(out), "--resume", "--gen-prob", "0.3"])
+    _one_line_error(r, "--gen-prob 0.3")
+    assert (out / "run.json").read_bytes() == finished
+
+
+def test_resume_of_a_checkpoint_from_another_model_is_one_line(tmp_path):
+    out, _ = _crashed_run(tmp_path)
+    info = json.loads((out / "run.json").read_text())
+    info["config"]["method"] = info["method"] = "byol"  # run.json and last.ckpt now disagree
+    (out / "run.json").write_text(json.dumps(info))
+    r = CliRunner().invoke(main, ["--output", str(out), "--resume"])
+    _one_line_error(r, "made by another model", "method simclr (run.json: byol)")
+    assert json.loads((out / "run.json").read_text())["status"] == "stopped"
+
+
+def test_resume_without_a_run_is_one_line(tmp_path):
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "empty" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    r = CliRunner().invoke(main, ["--output", str(tmp_path / "empty"), "--resume"])
+    _one_line_error(r, "run.json not found")

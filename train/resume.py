@@ -1,0 +1,103 @@
+"""`gcl-train --output RUN --resume`: the run's options come back from RUN/run.json.
+
+A resumed run is the same experiment: its options are restored, and an option given again must
+agree with them. One that changes what the run computes (method, data, seed, epochs, lr, ...) is
+refused in one line before any work starts; options that only change how the run is carried out
+(loader workers, shard checks, where the same shards are read from, checkpoint frequency) may
+differ. run.json keeps the options the run started with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from gcl.train.config import ConfigError, TrainConfig, load_config, validate
+
+# Options that change how a run is carried out, never what it computes.
+HARMLESS = ("num_workers", "verify", "shards_base", "ckpt_every_steps", "output")
+# Options that name files: compared by the file they point to, not by their spelling.
+PATH_KEYS = ("shards", "input", "eval_train", "eval_val", "eval_test")
+# Config key -> the gcl-train option that sets it, where the two differ.
+OPTION_NAMES = {"optimizer.name": "--optimizer", "optimizer.lr": "--lr"}
+
+
+def read_run(output: str | os.PathLike) -> dict:
+    """RUN/run.json as written by gcl-train, or a one-line ConfigError."""
+    path = Path(output) / "run.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--resume: {path} not found; {output} holds no gcl-train run to resume") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--resume: cannot read {path} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        raise ConfigError(f"--resume: {path} records no options ('config'); start a new run in another --output")
+    return info
+
+
+def is_complete(info: dict) -> bool:
+    """The run trained every epoch it was asked for."""
+    return info.get("status") == "finished" and int(info.get("epochs_done") or 0) >= int(info["config"].get("epochs", 0))
+
+
+def resume_config(output: str, recipe: str | None, overrides: dict) -> TrainConfig:
+    """The stored config of the run in OUTPUT; options given again must agree with it (HARMLESS
+    ones may differ and are used for this sitting)."""
+    stored = read_run(output)["config"]
+    where = f"{Path(output) / 'run.json'}"
+    try:
+        saved = load_config(None, {}, base=stored)
+        given = load_config(recipe, overrides, base=stored)
+    except TypeError as exc:  # a key of this version that the stored config spells differently
+        raise ConfigError(f"--resume: the options in {where} do not fit this gcl-train ({exc})") from None
+    changed = differences(saved.to_dict(), given.to_dict())
+    if changed:
+        listed = ", ".join(f"{option_name(key)} {_show(new)} (the run's: {_show(old)})" for key, old, new in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ConfigError(f"--resume: {listed}{more} would change the results of the run in {where}; a resumed run keeps "
+                          "its options: drop them, or start a new run in another --output")
+    for key in HARMLESS:
+        setattr(saved, key, getattr(given, key))
+    saved.output = str(output)
+    validate(saved)
+    return saved
+
+
+def differences(saved: dict, given: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(key, saved value, given value) for each result-changing leaf that differs."""
+    out = []
+    for key in sorted(set(saved) | set(given)):
+        name = f"{prefix}{key}"
+        if not prefix and key in HARMLESS:
+            continue
+        a, b = saved.get(key), given.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{name}.")
+        elif not prefix and key in PATH_KEYS:
+            if _paths(a) != _paths(b):
+                out.append((name, a, b))
+        elif a != b:
+            out.append((name, a, b))
+    return out
+
+
+def _paths(value):
+    """Local paths as the files they name (a run resumed from another folder spells them differently)."""
+    if value is None:
+        return None
+    values = value if isinstance(value, list) else [value]
+    return [v if "://" in v or v.startswith("pipe:") else os.path.realpath(v) for v in values]
+
+
+def option_name(key: str) -> str:
+    if key in OPTION_NAMES:
+        return OPTION_NAMES[key]
+    return "--" + key.replace("_", "-") if "." not in key else f"recipe key {key}"
+
+
+def _show(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "(none)"
+    return str(value)
