@@ -8,6 +8,7 @@ import os
 import click
 
 from gcl.errors import UserError
+from gcl.eval.options import encoder_options, encoder_free_data_options, eval_data
 from gcl.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 
 
@@ -26,33 +27,6 @@ def _user_errors(fn):
     return wrapper
 
 
-def _encoder_options(fn):
-    opts = [
-        click.option("--ckpt", type=click.Path(exists=True), help="gcl-train checkpoint (.ckpt) or run folder."),
-        click.option("--backbone", default=None, help="Baseline: a backbone name (with --random-init)."),
-        click.option("--random-init", is_flag=True, help="Baseline: randomly initialised --backbone (seed 0)."),
-        click.option("--raw-pixels", is_flag=True, help="Baseline: standardised raw pixels as features."),
-        click.option("--cifar-stem/--imagenet-stem", default=True, show_default=True,
-                     help="Stem of the --random-init backbone (CIFAR: 3x3 conv, no max-pool)."),
-        click.option("--train", "train_data", required=True, help="Labelled DATA: npz, ImageFolder, manifest or .tar."),
-        click.option("--test", "test_data", required=True, help="Labelled DATA to score."),
-        click.option("--resolution", type=int, default=None,
-                     help="Resize/crop DATA to this size [default: the checkpoint's; 32 for --random-init; "
-                          "as stored for --raw-pixels]."),
-        click.option("--limit-train", type=int, default=None, help="Use only the first N train images."),
-        click.option("--limit-test", type=int, default=None, help="Use only the first N test images."),
-        click.option("--batch-size", type=int, default=256, show_default=True, help="Feature extraction batch."),
-        click.option("--device", default="cpu", show_default=True, help="Feature extraction device (cpu, cuda, cuda:N)."),
-        click.option("--cache-dir", default=None,
-                     help="Feature cache folder [default: RUN/features for a checkpoint, none for baselines]."),
-        click.option("--no-cache", is_flag=True, help="Neither read nor write cached features."),
-        click.option("--out", default=None, help="Results folder [default: RUN/eval, or ./eval-results]."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
 def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution=None, device="cpu"):
     from gcl.eval.features import checkpoint_encoder, random_encoder, raw_pixel_encoder
 
@@ -63,8 +37,6 @@ def _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolutio
         raise click.UsageError("--random-init needs --backbone (e.g. resnet18)")
     if backbone and not random_init:
         raise click.UsageError("--backbone is only for --random-init; a checkpoint records its own backbone")
-    if resolution is not None and resolution < 8:
-        raise click.UsageError("--resolution must be >= 8")
     if ckpt:
         enc = checkpoint_encoder(ckpt, device)
         enc.resolution = resolution or enc.resolution  # preprocess() resizes to the trained size anyway
@@ -87,45 +59,68 @@ def _cache_dir(ckpt, cache_dir, no_cache):
     return None
 
 
-def _run(probe, ckpt, backbone, random_init, raw_pixels, cifar_stem, train_data, test_data, resolution, limit_train,
-         limit_test, batch_size, device, cache_dir, no_cache, out, **probe_kwargs):
+def _run(probe, ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution, batch_size, device, cache_dir,
+         no_cache, output, old_out, baselines=False, **kw):
+    from gcl.eval.baselines import baseline_line, chance_line, measure_baselines
     from gcl.eval.probe import run_probe
     from gcl.eval.results import results_dir, save_result
 
+    train_data, test_data, limit_train, limit_test = eval_data(kw)
+    device = _device(device)
     encoder = _make_encoder(ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution, device)
     log = functools.partial(click.echo, err=True)
+    folder = results_dir(encoder.describe if ckpt else None, output or old_out)
+    cache = _cache_dir(ckpt, cache_dir, no_cache)
     record = run_probe(probe, encoder, train_data, test_data, limit_train=limit_train, limit_test=limit_test,
-                       cache_dir=_cache_dir(ckpt, cache_dir, no_cache), batch_size=batch_size, log=log, **probe_kwargs)
-    json_path, table = save_result(record, results_dir(encoder.describe if ckpt else None, out))
+                       cache_dir=cache, batch_size=batch_size, log=log, **kw)
+    if baselines and not (random_init or raw_pixels):
+        record["baselines"] = measure_baselines(encoder, train_data, test_data, limit_train, limit_test, cache,
+                                                batch_size, device, log, **kw)
+    json_path, table = save_result(record, folder)
     click.echo(f"{probe} {encoder.describe}: top-1 {record['top1']:.2f}%  top-5 {record['top5']:.2f}%  "
-               f"(n_test {record['n_test']}, chance {record['chance_top1']:.1f}%)")
+               f"({record['n_train']} train / {record['n_test']} test images)")
+    click.echo(chance_line(record))
+    if record.get("baselines"):
+        click.echo(baseline_line(record))
     click.echo(f"wrote {json_path} and a row in {table}", err=True)
     return record
 
 
-@click.group()
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """Evaluate gcl-train checkpoints with frozen-feature probes, and compare runs."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @main.command()
-@_encoder_options
+@encoder_options
 @click.option("--k", type=int, default=DEFAULT_K, show_default=True, help="Neighbours (solo-learn/lightly: 20).")
 @click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True,
               help="Vote weight exp(cos/T) (solo-learn/lightly: 0.07).")
+@click.option("--baselines/--no-baselines", default=True, show_default=True,
+              help="Also score raw pixels and a random-init encoder of the same backbone on the same images "
+                   "(the floors a trained encoder must beat; the random-init features are cached like the run's).")
 @_user_errors
-def knn(k, temperature, **kw):
-    """Weighted cosine kNN on frozen features; prints top-1 and top-5."""
+def knn(k, temperature, baselines, **kw):
+    """Weighted cosine kNN on frozen features; prints top-1 and top-5, the chance level and the baselines."""
     if k < 1 or temperature <= 0:
         raise click.UsageError("--k must be >= 1 and --temperature > 0")
-    _run("knn", k=k, temperature=temperature, **kw)
+    _run("knn", k=k, temperature=temperature, baselines=baselines, **kw)
 
 
 @main.command()
-@_encoder_options
-@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML: a 'linear:' section of LinearRecipe keys, or a solo-learn linear yaml (optimizer/scheduler/max_epochs).")
+@encoder_options
+@click.option("--linear-recipe", "--recipe", "recipe", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Linear-probe YAML: a 'linear:' section of LinearRecipe keys, or a solo-learn linear yaml "
+                   "(optimizer/scheduler/max_epochs)  [default: 100 epochs, lr 0.1, step schedule].")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs (default 100).")
 @click.option("--lr", type=float, default=None, help="Override the recipe's lr (default 0.1).")
 @click.option("--schedule", type=click.Choice(["step", "cosine"]), default=None, help="Override the lr schedule.")
@@ -144,42 +139,55 @@ def linear(recipe, epochs, lr, schedule, standardize, **kw):
 
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--plot", default="compare.png", show_default=True, help="PNG of accuracy over epochs.")
-@click.option("--markdown", default=None, help="Also write the table to this .md file.")
+@click.option("--output", default=None, help="Folder for compare.png and compare.md [default: the first RUN].")
+@click.option("--plot", default=None, hidden=True)
+@click.option("--markdown", default=None, hidden=True)
 @_user_errors
-def compare(runs, plot, markdown):
-    """One table of runs (method, shards, gen-prob, epochs, kNN, linear) and a plot over epochs."""
+def compare(runs, output, plot, markdown):
+    """One table of runs (method, shards, gen-prob, epochs, kNN, linear), each number with its protocol and
+    data size, and a plot of accuracy over epochs; written as compare.md and compare.png."""
+    from pathlib import Path
+
     from gcl.eval.compare import disambiguate, format_table, plot_runs, summarize_run
+    from gcl.io import write_bytes_atomic
 
     rows = disambiguate([summarize_run(r) for r in runs])
     table = format_table(rows)
     click.echo(table)
-    if markdown:
-        with open(markdown, "w") as fh:
-            fh.write(table + "\n")
-    n = plot_runs(rows, plot)
-    click.echo(f"plot: {plot} ({n} curves)" if n else f"plot: {plot} (no per-epoch accuracy in the runs' logs)", err=True)
+    folder = Path(output or runs[0])
+    markdown, plot = markdown or folder / "compare.md", plot or folder / "compare.png"
+    Path(markdown).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(Path(markdown), (table + "\n").encode())
+    n = plot_runs(rows, str(plot))
+    curves = f"{n} curves" if n else "no per-epoch accuracy in the runs' logs"
+    click.echo(f"wrote {markdown} and {plot} ({curves})", err=True)
 
 
 @main.command()
-@click.option("--train", "train_data", required=True, help="Labelled DATA used as the kNN memory bank.")
-@click.option("--test", "test_data", required=True, help="Labelled DATA to score.")
-@click.option("--backbone", default="resnet18", show_default=True)
-@click.option("--limit-train", type=int, default=None)
-@click.option("--limit-test", type=int, default=None)
-@click.option("--out", default="eval-results", show_default=True)
+@encoder_free_data_options
+@click.option("--backbone", default="resnet18", show_default=True, help="Backbone of the random-init baseline.")
+@click.option("--cifar-stem/--imagenet-stem", default=True, show_default=True,
+              help="Stem of the random-init backbone (CIFAR: 3x3 conv, no max-pool).")
+@click.option("--resolution", type=click.IntRange(8), default=32, show_default=True,
+              help="Resize/crop DATA to this size for the random-init backbone.")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda if present), cpu, cuda, cuda:N.")
 @_user_errors
-def baselines(train_data, test_data, backbone, limit_train, limit_test, out):
+def baselines(backbone, cifar_stem, resolution, device, output, old_out, **kw):
     """kNN floors: a random-init backbone and raw pixels (every trained number must beat these)."""
     from gcl.eval.features import random_encoder, raw_pixel_encoder
     from gcl.eval.probe import run_probe
-    from gcl.eval.results import save_result
+    from gcl.eval.results import results_dir, save_result
 
+    train_data, test_data, limit_train, limit_test = eval_data(kw)
     log = functools.partial(click.echo, err=True)
-    for enc in (random_encoder(backbone), raw_pixel_encoder()):
+    folder = results_dir(None, output or old_out)
+    for enc in (random_encoder(backbone, cifar_stem, resolution=resolution, device=_device(device)),
+                raw_pixel_encoder()):
         rec = run_probe("knn", enc, train_data, test_data, limit_train=limit_train, limit_test=limit_test, log=log)
-        save_result(rec, out)
-        click.echo(f"knn {enc.describe}: top-1 {rec['top1']:.2f}%  top-5 {rec['top5']:.2f}%")
+        save_result(rec, folder)
+        click.echo(f"knn {enc.describe}: top-1 {rec['top1']:.2f}%  top-5 {rec['top5']:.2f}%  "
+                   f"({rec['n_train']} train / {rec['n_test']} test images)")
+    click.echo(f"wrote results to {folder}", err=True)
 
 
 @main.command()

@@ -3,8 +3,10 @@
 A run folder (written by gcl-train) holds run.json (method, shards, gen_prob, epochs, ...) and
 metrics.csv (one row per logged step/epoch; columns include epoch, knn_top1, linear_top1, blank
 where a row did not log that metric). Offline probe results come from RUN/eval/*.json
-(gcl-eval knn/linear); when a run has none, the last online value from metrics.csv is shown
-with a '*' (online kNN during training, same implementation, possibly on a smaller bank).
+(gcl-eval knn/linear); when a run has none, the last online value from metrics.csv is shown.
+Every number is shown with how it was measured (gcl-eval or online, and on how many bank / test
+images), and a column that holds numbers measured in different ways says so under the table:
+numbers from different protocols or data sizes are not comparable.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class RunSummary:
     epochs: str = ""
     knn: str = ""
     linear: str = ""
+    protocol: dict[str, str] = field(default_factory=dict)  # probe -> how its number was measured
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(epoch, acc)]
     offline: dict[str, tuple[float, float]] = field(default_factory=dict)  # probe -> (epoch, acc) from gcl-eval
 
@@ -103,12 +106,38 @@ def summarize_run(run_dir: str) -> RunSummary:
     for probe, metric in (("knn", "knn_top1"), ("linear", "linear_top1")):
         if probe in offline:
             setattr(s, probe, f"{offline[probe]['top1']:.2f}")
+            s.protocol[probe] = offline_protocol(offline[probe])
             ep = _num(offline[probe].get("epoch"))
             if ep is not None:
                 s.offline[probe] = (ep, float(offline[probe]["top1"]))
         elif s.curves.get(metric):
-            setattr(s, probe, f"{s.curves[metric][-1][1]:.2f}*")
+            setattr(s, probe, f"{s.curves[metric][-1][1]:.2f}")
+            s.protocol[probe] = online_protocol(probe, info)
     return s
+
+
+def _size(n) -> str:
+    return "?" if n in (None, "") else str(n)
+
+
+def offline_protocol(rec: dict) -> str:
+    """'gcl-eval kNN k=20, 50000 bank / 10000 test' (linear: its epochs)."""
+    params = rec.get("params") if isinstance(rec.get("params"), dict) else {}
+    if rec.get("probe") == "knn":
+        how = f"gcl-eval kNN k={params['k']}" if "k" in params else "gcl-eval kNN"
+        return f"{how}, {_size(rec.get('n_train'))} bank / {_size(rec.get('n_test'))} test"
+    how = f"gcl-eval linear {params['epochs']} ep" if "epochs" in params else "gcl-eval linear"
+    return f"{how}, {_size(rec.get('n_train'))} train / {_size(rec.get('n_test'))} test"
+
+
+def online_protocol(probe: str, info: dict) -> str:
+    """How gcl-train measured its online numbers: bank and query sizes from run.json."""
+    sizes = info.get("eval_sizes") if isinstance(info.get("eval_sizes"), dict) else {}
+    limit = info.get("eval_limit")
+    bank = sizes.get("bank") or (f"<={limit}" if limit else "?")
+    test = sizes.get("test") or sizes.get("val") or (f"<={limit}" if limit else "?")
+    how = "online kNN" if probe == "knn" else "online linear (trained with the encoder)"
+    return f"{how}, {bank} bank / {test} test"
 
 
 def disambiguate(rows: list[RunSummary]) -> list[RunSummary]:
@@ -121,12 +150,17 @@ def disambiguate(rows: list[RunSummary]) -> list[RunSummary]:
 
 
 def format_table(rows: list[RunSummary]) -> str:
-    head = ["run", "method", "shards/manifest", "gen-prob", "epochs", "kNN top-1", "linear top-1"]
-    body = [[r.name, r.method, r.shards, r.gen_prob, r.epochs, r.knn or "-", r.linear or "-"] for r in rows]
+    head = ["run", "method", "shards/manifest", "gen-prob", "epochs", "kNN top-1", "kNN measured as", "linear top-1",
+            "linear measured as"]
+    body = [[r.name, r.method, r.shards, r.gen_prob, r.epochs, r.knn or "-", r.protocol.get("knn", "-"),
+             r.linear or "-", r.protocol.get("linear", "-")] for r in rows]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
-    if any(r.knn.endswith("*") or r.linear.endswith("*") for r in rows):
-        lines.append("\n`*` online value from the run's metrics.csv (no gcl-eval result in RUN/eval yet)")
+    for probe, label in (("knn", "kNN"), ("linear", "linear")):
+        kinds = sorted({r.protocol[probe] for r in rows if probe in r.protocol})
+        if len(kinds) > 1:
+            lines.append(f"\nnote: the {label} column mixes {len(kinds)} ways of measuring ({'; '.join(kinds)}): "
+                         "compare only rows measured the same way (gcl-eval knn/linear on every run gives one)")
     return "\n".join(lines)
 
 

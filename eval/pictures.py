@@ -26,6 +26,8 @@ from gcl.shardset import OutputLayout
 DEFAULT_ROWS = 8
 # 64 px: TAEF2's latent is 8x8 there (32 dB reconstructions); at 32 px it is 4x4 (24 dB).
 DEFAULT_PREVIEW_RESOLUTION = 64
+# preview has no run or shard folder of its own: its picture goes to this gitignored folder.
+PREVIEW_FOLDER = "out/preview"
 # 200 families x K views are enough for stable means per group (a few seconds on CPU).
 DEFAULT_STATS_SAMPLES = 200
 
@@ -39,25 +41,44 @@ def _save_sheet(sheet, out: str) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+def png_path(output: str | None, default_folder: str | None, name: str) -> str:
+    """--output: a folder (the PNG gets `name`) or a .png path; without it, `name` in default_folder."""
+    if output:
+        return output if output.lower().endswith(".png") else os.path.join(output, name)
+    if default_folder is None:
+        raise click.UsageError("these shards are not local: pass --output FOLDER for the picture")
+    return os.path.join(default_folder, name)
+
+
+def _shard_folder(shards: str) -> str | None:
+    """The folder that holds a shard set's (local) shards: where its pictures go by default."""
+    from gcl.eval.sheet import shard_paths
+
+    try:
+        return os.path.dirname(shard_paths(shards)[0]) or "."
+    except Exception:  # noqa: BLE001 - read_families reports an unreadable spec as the user error it is
+        return None
+
+
 @click.command("inspect")
 @click.argument("shards")
-@click.option("--out", default="sheet.png", show_default=True, help="PNG contact sheet to write.")
-@click.option("--rows", type=int, default=DEFAULT_ROWS, show_default=True, help="Images (rows) to show.")
+@click.option("--output", default=None, help="Folder for sheet.png, or a .png path [default: the shards' folder].")
+@click.option("--out", "old_out", default=None, hidden=True)
+@click.option("--rows", type=click.IntRange(1), default=DEFAULT_ROWS, show_default=True, help="Images (rows) to show.")
 @click.option("--seed", type=int, default=None, help="Random sample of rows over all shards (default: the first rows).")
-@click.option("--tile", type=int, default=None, help="Image size in px [default: 4x for 32 px, native up to 256].")
-def inspect(shards, out, rows, seed, tile):
-    """Contact sheet of SHARDS (a manifest .json, a .tar, or a folder of shards): one row per image,
+@click.option("--tile", type=click.IntRange(8), default=None, help="Image size in px [default: 4x for 32 px, native up to 256].")
+def inspect(shards, output, old_out, rows, seed, tile):
+    """Contact sheet of SHARDS (a manifest .json, a .tar pattern, or a folder of shards): one row per image,
     the original then its views, each captioned with its ops and strengths."""
     from gcl.eval.sheet import contact_sheet
 
-    if rows < 1:
-        raise click.UsageError("--rows must be >= 1")
     skipped: list[str] = []
     fams = read_families(shards, rows, seed, skipped)
     if skipped:
         click.echo(f"skipped {len(skipped)} unusable families (first: {skipped[0][:60]})", err=True)
     if not fams:
         raise InputError(f"{shards}: no readable families to draw")
+    out = png_path(output or old_out, _shard_folder(shards), "sheet.png")
     sheet, layout = contact_sheet(fams, tile=tile)
     _save_sheet(sheet, out)
     click.echo(f"wrote {out}: {layout.rows} rows x {layout.cols} columns (original + {layout.cols - 1} views), "
@@ -65,25 +86,28 @@ def inspect(shards, out, rows, seed, tile):
 
 
 @click.command("preview")
-@click.option("--generator", "family", default="taesd", show_default=True, help="Generator family (as gcl-synth run).")
-@click.option("--model", default=None, help="Model path / hub id [taesd: ../shared/models/taef2 or the cache].")
-@click.option("--input", "input_path", required=True, help="Images: npz, ImageFolder or flat folder.")
-@click.option("--recipe", default="noise", show_default=True, help="Recipe spec or preset name.")
-@click.option("--views", type=int, default=4, show_default=True, help="Views per image (K).")
-@click.option("--rows", type=int, default=DEFAULT_ROWS, show_default=True, help="Images to run.")
-@click.option("--resolution", type=int, default=DEFAULT_PREVIEW_RESOLUTION, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--out", default="preview.png", show_default=True)
+@click.option("--generator", "family", default="taesd", show_default=True,
+              help="Generator family, as gcl-synth run (taesd or its alias taef2, vqgan, esrgan, ...).")
+@click.option("--model", default=None, help="Model path / hub id [default: the family's, as gcl-synth run].")
+@click.option("--input", "input_path", default=None, help="Images: npz, ImageFolder or flat folder [default: CIFAR-10 "
+              "train, as gcl-synth run].")
+@click.option("--recipe", default="noise", show_default=True, help="Latent recipe spec or preset name (as gcl-synth run).")
+@click.option("--views", type=click.IntRange(1), default=4, show_default=True, help="Views per image (K).")
+@click.option("--rows", type=click.IntRange(1), default=DEFAULT_ROWS, show_default=True, help="Images to run.")
+@click.option("--resolution", type=click.IntRange(8), default=DEFAULT_PREVIEW_RESOLUTION, show_default=True,
+              help="Synthesis size in px.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Global seed, as gcl-synth run.")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda if present), cpu, cuda, cuda:N.")
+@click.option("--output", default=PREVIEW_FOLDER, show_default=True, help="Folder for preview.png, or a .png path.")
+@click.option("--out", "old_out", default=None, hidden=True)
 @click.option("--stats/--no-stats", default=True, show_default=True, help="Also print PSNR/SSIM per op and strength.")
-def preview(family, model, input_path, recipe, views, rows, resolution, seed, device, out, stats):
+def preview(family, model, input_path, recipe, views, rows, resolution, seed, device, output, old_out, stats):
     """Run the generator with RECIPE on a handful of images and write the contact sheet (the
     temporary shards are deleted): tune strengths here before paying for a full run."""
     from gcl.eval.sheet import contact_sheet
     from gcl.eval.viewstats import compute_view_stats, format_stats_table
 
-    if views < 1 or rows < 1:
-        raise click.UsageError("--views and --rows must be >= 1")
+    out = png_path(old_out or output, None, "preview.png")
     with tempfile.TemporaryDirectory(prefix="gcl-preview-") as tmp:
         manifest = synthesize(tmp, generator=family, model=model, input=input_path, recipe=recipe, views=views,
                               limit=rows, resolution=resolution, seed=seed, device=device, batch_size=rows)
@@ -114,7 +138,7 @@ def synthesize(out_dir: str, **options) -> str:
 
 
 @click.command("viewstats")
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.argument("manifest", type=click.Path(exists=True))
 @click.option("--ckpt", default=None, type=click.Path(exists=True),
               help="Encoder checkpoint (or run folder): adds the cosine similarity of its features.")
 @click.option("--samples", type=int, default=DEFAULT_STATS_SAMPLES, show_default=True,
@@ -124,11 +148,15 @@ def synthesize(out_dir: str, **options) -> str:
 @click.option("--no-store", is_flag=True, help="Print only; do not write 'view_stats' into the manifest.")
 def viewstats(manifest, ckpt, samples, seed, bin_width, no_store):
     """PSNR / SSIM (and feature cosine with --ckpt) of views against their originals, per op and
-    strength; printed as a table and stored in MANIFEST under 'view_stats'."""
+    strength; printed as a table and stored in MANIFEST (a .json, or a shard folder holding one)
+    under 'view_stats'."""
     from gcl.eval.viewstats import compute_view_stats, format_stats_table, store_in_manifest
+    from gcl.shardset import folder_manifest
 
+    manifest = folder_manifest(manifest) or manifest
     if not manifest.endswith(".json"):
-        raise click.UsageError("MANIFEST must be a manifest .json (the stats are stored in it)")
+        raise click.UsageError("MANIFEST must be a manifest .json, or a shard folder holding one (the stats are "
+                               "stored in it)")
     if samples < 1 or bin_width <= 0:
         raise click.UsageError("--samples must be >= 1 and --bin-width > 0")
     encoder = None

@@ -18,8 +18,13 @@ TABLE_COLUMNS = ("time", "probe", "encoder", "method", "epoch", "train", "test",
                  "top1", "top5", "params")
 
 
+# Where results without a run folder (baselines) go unless --output says otherwise: a gitignored
+# folder, never the current folder itself.
+NO_RUN_RESULTS = "out/eval"
+
+
 def results_dir(ckpt_path: str | None, out: str | None) -> Path:
-    """--out if given; else RUN/eval for a checkpoint inside a run folder; else ./eval-results."""
+    """--output if given; else RUN/eval for a checkpoint inside a run folder; else NO_RUN_RESULTS."""
     if out:
         return Path(out)
     if ckpt_path:
@@ -28,7 +33,7 @@ def results_dir(ckpt_path: str | None, out: str | None) -> Path:
         if run.name == "checkpoints":
             run = run.parent
         return run / "eval"
-    return Path("eval-results")
+    return Path(NO_RUN_RESULTS)
 
 
 def _slug(s: str) -> str:

@@ -108,10 +108,10 @@ def _npz(path, n, seed, names=("a", "b", "c"), labels=True, size=8):
 def test_cli_knn_and_linear_raw_pixels_write_results(tmp_path):
     tr, te = _npz(tmp_path / "tr.npz", 90, 0), _npz(tmp_path / "te.npz", 30, 1)
     out = tmp_path / "res"
-    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(tr), "--test", str(te), "--out", str(out)])
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--eval-train", str(tr), "--eval-test", str(te), "--output", str(out)])
     assert r.exit_code == 0, r.output
     assert "top-1 100.00%" in r.output and "top-5" in r.output
-    r = CliRunner().invoke(main, ["linear", "--raw-pixels", "--train", str(tr), "--test", str(te), "--out", str(out),
+    r = CliRunner().invoke(main, ["linear", "--raw-pixels", "--eval-train", str(tr), "--eval-test", str(te), "--output", str(out),
                                   "--epochs", "20"])
     assert r.exit_code == 0, r.output
     recs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
@@ -120,9 +120,43 @@ def test_cli_knn_and_linear_raw_pixels_write_results(tmp_path):
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| time | probe") and len(table) == 4  # header, rule, 2 rows
     big = _npz(tmp_path / "b.npz", 30, 1, size=16)
-    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(tr), "--test", str(big), "--resolution", "8",
-                                  "--out", str(out)])
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--eval-train", str(tr), "--eval-test", str(big), "--resolution", "8",
+                                  "--output", str(out)])
     assert r.exit_code == 0 and "top-1 100.00%" in r.output, r.output
+    # the earlier spellings still work (unlisted): --train/--test/--limit-*/--out
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(tr), "--test", str(te), "--limit-test", "10",
+                                  "--out", str(tmp_path / "old")])
+    assert r.exit_code == 0 and "(90 train / 10 test images)" in r.output, r.output
+    assert len(list((tmp_path / "old").glob("knn-*.json"))) == 1
+    assert "--limit-train" not in CliRunner().invoke(main, ["knn", "-h"]).output
+
+
+def test_knn_states_chance_and_beats_or_not_its_baselines(tmp_path):
+    from gcl.backbones import build_backbone
+
+    tr, te = _npz(tmp_path / "tr.npz", 90, 0), _npz(tmp_path / "te.npz", 30, 1)
+    torch.manual_seed(1)
+    net, _ = build_backbone("resnet20", cifar_stem=True)
+    info = {"method": "simclr", "backbone": "resnet20", "cifar_stem": True, "resolution": 16,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"gcl": info, "epoch": 0, "global_step": 1,
+                "state_dict": {f"backbone.{k}": v for k, v in net.state_dict().items()}}, run / "checkpoints" / "last.ckpt")
+    r = CliRunner().invoke(main, ["knn", "--ckpt", str(run), "--eval-train", str(tr), "--eval-test", str(te)])
+    assert r.exit_code == 0, r.output
+    labels = np.load(te)["labels"]
+    chance = 100 * np.bincount(labels).max() / len(labels)
+    assert f"chance {chance:.1f}%: always answering the most frequent class of the 30 test images (3 classes)" in r.output
+    rec = json.loads(next((run / "eval").glob("knn-*.json")).read_text())
+    assert set(rec["baselines"]) == {"raw pixels", "random-init resnet20"}
+    assert rec["baselines"]["raw pixels"] == 100.0  # class-coloured images: pixels alone get every one right
+    verdict = "above" if all(rec["top1"] > v for v in rec["baselines"].values()) else "NOT above"
+    assert f"raw pixels 100.00%" in r.output and f"this encoder is {verdict} them" in r.output
+    assert len(list((run / "features").glob("*.safetensors"))) == 4  # the run's and the random-init features
+    r = CliRunner().invoke(main, ["knn", "--ckpt", str(run), "--eval-train", str(tr), "--eval-test", str(te),
+                                  "--no-baselines"])
+    assert r.exit_code == 0 and "baselines" not in r.output
 
 
 def test_cli_user_errors_are_one_line(tmp_path):
@@ -135,16 +169,16 @@ def test_cli_user_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_text("not a checkpoint")
     cases = [
-        (["knn", "--raw-pixels", "--train", str(tr), "--test", str(other)], "class sets differ"),
-        (["knn", "--raw-pixels", "--train", str(tr), "--test", str(unl)], "no labels"),
-        (["knn", "--train", str(tr), "--test", str(tr)], "exactly one of"),
-        (["knn", "--raw-pixels", "--train", str(tr), "--test", str(big)], "pass --resolution"),
-        (["knn", "--random-init", "--train", str(tr), "--test", str(tr)], "needs --backbone"),
-        (["knn", "--ckpt", str(empty), "--train", str(tr), "--test", str(tr)], "no .ckpt file"),
-        (["knn", "--ckpt", str(bad), "--train", str(tr), "--test", str(tr)], "not a gcl-train checkpoint"),
+        (["knn", "--raw-pixels", "--eval-train", str(tr), "--eval-test", str(other)], "class sets differ"),
+        (["knn", "--raw-pixels", "--eval-train", str(tr), "--eval-test", str(unl)], "no labels"),
+        (["knn", "--eval-train", str(tr), "--eval-test", str(tr)], "exactly one of"),
+        (["knn", "--raw-pixels", "--eval-train", str(tr), "--eval-test", str(big)], "pass --resolution"),
+        (["knn", "--random-init", "--eval-train", str(tr), "--eval-test", str(tr)], "needs --backbone"),
+        (["knn", "--ckpt", str(empty), "--eval-train", str(tr), "--eval-test", str(tr)], "no .ckpt file"),
+        (["knn", "--ckpt", str(bad), "--eval-train", str(tr), "--eval-test", str(tr)], "not a gcl-train checkpoint"),
     ]
     for args, msg in cases:
-        r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "o")])
+        r = CliRunner().invoke(main, args + ["--output", str(tmp_path / "o")])
         assert r.exit_code != 0 and msg in r.output, (args, r.output)
         assert "Traceback" not in r.output and not isinstance(r.exception, (KeyError, TypeError, AttributeError))
 
@@ -172,12 +206,26 @@ def test_compare_table_and_plot(tmp_path):
         (run / "metrics.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "b" / "eval").mkdir()
     (tmp_path / "b" / "eval" / "linear-test-x.json").write_text(json.dumps({"probe": "linear", "top1": 51.234}))
-    png = tmp_path / "cmp.png"
-    r = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(png)])
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("| a ") or ln.startswith("| b ")]
-    assert lines[0].split("|")[2:8] == [" simclr ", " cifar.json ", " 0.0 ", " 3/3 ", " 35.00* ", " - "]
-    assert " 40.00* " in lines[1] and " 51.23 " in lines[1]
+    assert lines[0].split("|")[2:10] == [" simclr ", " cifar.json ", " 0.0 ", " 3/3 ", " 35.00 ", " online kNN, ? bank / ? test ",
+                                         " - ", " - "]
+    assert " 40.00 " in lines[1] and " 51.23 " in lines[1] and "note:" not in r.output  # one way of measuring each
+    png = tmp_path / "c" / "compare.png"
+    assert (tmp_path / "c" / "compare.md").read_text().splitlines()[2] == lines[0]
+
+    # an offline kNN result next to an online one: each number says how it was measured, and the mix is named
+    (tmp_path / "b" / "eval" / "knn-test-x.json").write_text(json.dumps(
+        {"probe": "knn", "top1": 41.5, "n_train": 5000, "n_test": 1000, "params": {"k": 20, "T": 0.07}}))
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"method": "simclr", "shards": "m/cifar.json", "gen_prob": 0.0,
+                                                         "epochs": 3, "eval_sizes": {"bank": 64, "test": 64}}))
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])  # default: the first run's folder
+    assert r.exit_code == 0, r.output
+    assert "| 35.00 | online kNN, 64 bank / 64 test |" in r.output
+    assert "| 41.50 | gcl-eval kNN k=20, 5000 bank / 1000 test |" in r.output
+    assert "note: the kNN column mixes 2 ways of measuring" in r.output and "linear column mixes" not in r.output
+    assert (tmp_path / "a" / "compare.png").is_file() and (tmp_path / "a" / "compare.md").is_file()
     from PIL import Image
 
     assert Image.open(png).size == (840, 540)

@@ -62,7 +62,7 @@ def test_preview_writes_sheet_without_shards(tmp_path):
 
     out = tmp_path / "p.png"
     r = CliRunner().invoke(preview, ["--model", str(TAEF2), "--input", str(CIFAR_TEST), "--views", "3", "--rows", "2",
-                                     "--recipe", "noise(strength=0.2..0.8)", "--out", str(out)])
+                                     "--recipe", "noise(strength=0.2..0.8)", "--output", str(out)])
     assert r.exit_code == 0, r.output
     assert Image.open(out).size[0] == 8 + 4 * 136  # 64 px tiles shown 2x -> 128, original + 3 views
     assert "noise strength" in r.output and list(tmp_path.iterdir()) == [out]
@@ -93,9 +93,9 @@ def test_knn_linear_on_checkpoint_run_folder_with_cache(tmp_path):
     from gcl.eval.cli import main
 
     run = _fake_run(tmp_path)
-    args = ["--ckpt", str(run), "--train", str(SHARED / "data" / "cifar10_train.npz"), "--test", str(CIFAR_TEST),
-            "--limit-train", "300", "--limit-test", "100"]
-    r = CliRunner().invoke(main, ["knn", *args])
+    args = ["--ckpt", str(run), "--eval-train", str(SHARED / "data" / "cifar10_train.npz"), "--eval-test", str(CIFAR_TEST),
+            "--eval-limit", "300"]
+    r = CliRunner().invoke(main, ["knn", *args, "--no-baselines"])
     assert r.exit_code == 0, r.output
     assert "knn " in r.output and "top-1" in r.output
     assert len(list((run / "features").glob("*.safetensors"))) == 2  # train + test cached in RUN/features
@@ -104,7 +104,7 @@ def test_knn_linear_on_checkpoint_run_folder_with_cache(tmp_path):
     assert "(cache)" in r.output  # second probe reuses the features
     recs = {json.loads(p.read_text())["probe"]: json.loads(p.read_text()) for p in (run / "eval").glob("*.json")}
     assert set(recs) == {"knn", "linear"} and recs["knn"]["epoch"] == 3 and recs["knn"]["method"] == "simclr"
-    r = CliRunner().invoke(main, ["compare", str(run), "--plot", str(tmp_path / "c.png")])
+    r = CliRunner().invoke(main, ["compare", str(run), "--output", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert f"| {recs['knn']['top1']:.2f} |" in r.output and "| toy.json | 0.5 |" in r.output
 

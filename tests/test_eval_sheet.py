@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from gcl.eval.sheet import Family, contact_sheet, format_op, read_families
 from gcl.eval.viewstats import PSNR_CAP, compute_view_stats, group_key, psnr, ssim
-from gcl.eval.pictures import inspect, viewstats
+from gcl.eval.cli import main as gcl_eval
 from gcl.manifest import load_manifest, write_manifest
 from gcl.shards import Sample, ShardWriter, encode_image, shard_name
 
@@ -109,20 +109,28 @@ def test_view_stats_group_by_op_and_strength(tmp_path):
 
 def test_inspect_and_viewstats_commands(tmp_path):
     man = _write_shards(tmp_path)
-    png = tmp_path / "sheet.png"
-    r = CliRunner().invoke(inspect, [str(man), "--out", str(png), "--rows", "4"])
+    png = tmp_path / "pictures" / "sheet.png"
+    r = CliRunner().invoke(gcl_eval, ["inspect", str(man), "--output", str(tmp_path / "pictures"), "--rows", "4"])
     assert r.exit_code == 0, r.output
     from PIL import Image
 
     assert Image.open(png).size[0] == 8 + 4 * 136  # original + 3 views
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "pictures")
+    try:  # without --output: next to the shards, never in the current folder
+        r = CliRunner().invoke(gcl_eval, ["inspect", str(man), "--rows", "2"])
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code == 0 and (tmp_path / "shards" / "sheet.png").is_file(), r.output
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["sheet.png"]
     before = load_manifest(man)
-    r = CliRunner().invoke(viewstats, [str(man), "--samples", "5"])
+    r = CliRunner().invoke(gcl_eval, ["viewstats", str(man), "--samples", "5"])
     assert r.exit_code == 0, r.output
     assert "| noise strength 0.40-0.50 | 5 |" in r.output
     after = load_manifest(man)
     assert after["view_stats"]["families"] == 5 and after["view_stats"]["views"] == 15
     assert {k: v for k, v in after.items() if k != "view_stats"} == before  # other fields kept
-    r = CliRunner().invoke(inspect, [str(tmp_path / "nothing"), "--out", str(png)])
+    r = CliRunner().invoke(gcl_eval, ["inspect", str(tmp_path / "nothing"), "--output", str(png)])
     assert r.exit_code != 0 and "no shards found" in r.output and "Traceback" not in r.output
 
 
@@ -131,8 +139,14 @@ def test_probe_on_labelled_shards_and_error_on_unlabelled(tmp_path):
 
     man = _write_shards(tmp_path / "l")
     tar = str(tmp_path / "l" / "shards" / shard_name("toy", 0))
-    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(man), "--test", tar, "--out", str(tmp_path / "o")])
-    assert r.exit_code == 0 and "n_test 6" in r.output, r.output
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--eval-train", str(man), "--eval-test", tar,
+                                  "--output", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "(6 train / 6 test images)" in r.output, r.output
+    # a folder of shards is shards (read through the core's parser), not an image folder
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--eval-train", str(tmp_path / "l" / "shards"),
+                                  "--eval-test", tar, "--output", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "(6 train / 6 test images)" in r.output, r.output
     unl = _write_shards(tmp_path / "u", labelled=False)
-    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--train", str(man), "--test", str(unl), "--out", str(tmp_path)])
+    r = CliRunner().invoke(main, ["knn", "--raw-pixels", "--eval-train", str(man), "--eval-test", str(unl),
+                                  "--output", str(tmp_path)])
     assert r.exit_code != 0 and "unlabelled" in r.output and "Traceback" not in r.output
