@@ -118,7 +118,8 @@ def knn(k, temperature, baselines, **kw):
 
 @main.command()
 @encoder_options
-@click.option("--linear-recipe", "--recipe", "recipe", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--recipe", "old_recipe", type=click.Path(exists=True, dir_okay=False), default=None, hidden=True)
+@click.option("--linear-recipe", "recipe", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Linear-probe YAML: a 'linear:' section of LinearRecipe keys, or a solo-learn linear yaml "
                    "(optimizer/scheduler/max_epochs)  [default: 100 epochs, lr 0.1, step schedule].")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs (default 100).")
@@ -126,12 +127,12 @@ def knn(k, temperature, baselines, **kw):
 @click.option("--schedule", type=click.Choice(["step", "cosine"]), default=None, help="Override the lr schedule.")
 @click.option("--standardize/--no-standardize", default=None, help="z-score features before the linear layer.")
 @_user_errors
-def linear(recipe, epochs, lr, schedule, standardize, **kw):
+def linear(recipe, old_recipe, epochs, lr, schedule, standardize, **kw):
     """Linear classifier on frozen features (solo-learn protocol); prints top-1 and top-5."""
     from gcl.eval.linear import load_recipe
 
     try:
-        rec = load_recipe(recipe, epochs=epochs, lr=lr, schedule=schedule, standardize=standardize)
+        rec = load_recipe(recipe or old_recipe, epochs=epochs, lr=lr, schedule=schedule, standardize=standardize)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     _run("linear", recipe=rec, **kw)

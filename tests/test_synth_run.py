@@ -118,11 +118,14 @@ def test_dask_two_workers_cover_every_input(tmp_path, cifar_test_npz, taef2_dir)
 
 def test_verify_names_flipped_byte_and_missing_shard(tmp_path, cifar_test_npz, taef2_dir):
     out = tmp_path / "v"
-    synth(["--model", taef2_dir, "--input", cifar_test_npz, "--limit", 30, "--resolution", 32, "--shard-size", 10,
-           "--output", out])
+    synth(["--generator", "taef2", "--model", taef2_dir, "--input", cifar_test_npz, "--limit", 30, "--resolution", 32,
+           "--shard-size", 10, "--output", out])  # taef2: the docs' name of the taesd family
     mpath = manifest_of(out)
+    assert "_taesd_" in mpath.name
     runner = CliRunner()
     assert runner.invoke(main, ["verify", str(mpath)]).exit_code == 0
+    res = runner.invoke(main, ["verify", str(out)])  # the output folder: read through its manifest
+    assert res.exit_code == 0 and "3/3 shards OK" in res.output and "no manifest" not in res.output, res.output
     tars = sorted(out.glob("*.tar"))
     data = bytearray(tars[1].read_bytes())
     data[len(data) // 3] ^= 0x01
@@ -132,6 +135,8 @@ def test_verify_names_flipped_byte_and_missing_shard(tmp_path, cifar_test_npz, t
     assert res.exit_code == 1
     assert f"{tars[1]}: sha256 mismatch" in res.output and f"{tars[2]}: missing" in res.output
     assert "1/3 shards OK" in res.output
+    res = runner.invoke(main, ["verify", str(out)])
+    assert res.exit_code == 1 and "1/3 shards OK" in res.output
 
 
 def test_changed_options_refused_unless_overwrite(tmp_path, cifar_test_npz, taef2_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from gcl.backbones import BACKBONES
 from gcl.train.config import METHODS, PAIRINGS, WARMUP_MAX_FRACTION, TrainConfig, load_config
@@ -10,10 +11,18 @@ from gcl.train.config import METHODS, PAIRINGS, WARMUP_MAX_FRACTION, TrainConfig
 _DEFAULTS = TrainConfig()
 
 
-def _default(key: str) -> str:
-    """The built-in value an option falls back to (a recipe's value wins over it, the option over both)."""
+def _value(key: str):
+    """The built-in value an option shows as its default. Only options typed on the command line
+    are passed on (a recipe's value wins over this default, a typed option over both)."""
     target, attr = (_DEFAULTS.optimizer, key[4:]) if key.startswith("opt_") else (_DEFAULTS, key)
-    return str(getattr(target, attr))
+    return getattr(target, attr)
+
+
+def _typed(options: dict) -> dict:
+    """The options the user typed; the rest None (load_config then keeps the recipe's values)."""
+    ctx = click.get_current_context()
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {k: (v if ctx.get_parameter_source(k) in typed else None) for k, v in options.items()}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -25,20 +34,20 @@ def _default(key: str) -> str:
 @click.option("--input", "input_", help="Plain npz / ImageFolder instead of shards (handcrafted views only).")
 @click.option("--recipe", help="Training YAML: a path or a bundled name such as cifar10/simclr (its values replace "
               "the defaults below; options given here replace both).")
-@click.option("--method", type=click.Choice(METHODS), show_default=_default("method"), help="Contrastive method.")
-@click.option("--backbone", type=click.Choice(BACKBONES), show_default=_default("backbone"), help="Encoder network.")
-@click.option("--cifar-stem/--no-cifar-stem", default=None, show_default=_default("cifar_stem"),
+@click.option("--method", type=click.Choice(METHODS), default=_value("method"), help="Contrastive method.")
+@click.option("--backbone", type=click.Choice(BACKBONES), default=_value("backbone"), help="Encoder network.")
+@click.option("--cifar-stem/--no-cifar-stem", default=_value("cifar_stem"),
               help="3x3 stem without max-pool for 32-64 px inputs.")
-@click.option("--epochs", type=click.IntRange(1), show_default=_default("epochs"),
+@click.option("--epochs", type=click.IntRange(1), default=_value("epochs"),
               help=f"Passes over the training images (the LR warm-up takes at most {WARMUP_MAX_FRACTION:.0%} of them).")
-@click.option("--batch-size", type=click.IntRange(2), show_default=_default("batch_size"), help="Families per step, per device.")
-@click.option("--optimizer", "opt_name", type=click.Choice(["sgd", "lars", "adamw"]), show_default=_default("opt_name"),
+@click.option("--batch-size", type=click.IntRange(2), default=_value("batch_size"), help="Families per step, per device.")
+@click.option("--optimizer", "opt_name", type=click.Choice(["sgd", "lars", "adamw"]), default=_value("opt_name"),
               help="Optimizer (LARS: solo-learn's CIFAR choice).")
-@click.option("--lr", "opt_lr", type=float, show_default=_default("opt_lr"),
+@click.option("--lr", "opt_lr", type=float, default=_value("opt_lr"),
               help="Learning rate at batch 256 (scaled by total batch / 256).")
-@click.option("--gen-prob", type=click.FloatRange(0, 1), show_default=_default("gen_prob"),
+@click.option("--gen-prob", type=click.FloatRange(0, 1), default=_value("gen_prob"),
               help="Probability that each chosen view is a generated one (0: handcrafted baseline).")
-@click.option("--pairing", type=click.Choice(PAIRINGS), show_default=_default("pairing"), help="Which members make a pair.")
+@click.option("--pairing", type=click.Choice(PAIRINGS), default=_value("pairing"), help="Which members make a pair.")
 @click.option("--family-views", type=int, show_default="2",
               help="M >= 2 members per family for the multi-positive loss (--method supcon).")
 @click.option("--members", show_default="from --pairing", help="Exact member types per family, in order: orig | gen "
@@ -50,27 +59,27 @@ def _default(key: str) -> str:
               "their kNN accuracy (val_knn_top1) selects checkpoints/best.ckpt. Without it there is only last.ckpt.")
 @click.option("--eval-test", show_default="none",
               help="Labelled test queries: kNN / linear accuracy logged as test_*, never used to select.")
-@click.option("--eval-every", type=click.IntRange(1), show_default=_default("eval_every"), help="Evaluate every N epochs.")
-@click.option("--eval-limit", type=click.IntRange(0), show_default=_default("eval_limit"),
+@click.option("--eval-every", type=click.IntRange(1), default=_value("eval_every"), help="Evaluate every N epochs.")
+@click.option("--eval-limit", type=click.IntRange(0), default=_value("eval_limit"),
               help="Use only the first N images of each eval set (0: all).")
-@click.option("--output", show_default=_default("output"), help="Run folder: run.json, metrics.csv, checkpoints/, tb/.")
+@click.option("--output", default=_value("output"), help="Run folder: run.json, metrics.csv, checkpoints/, tb/.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last.ckpt at the same step and data "
               "order, with the options stored in its run.json (an option that changes results is refused).")
-@click.option("--verify/--no-verify", default=None, show_default=_default("verify"),
+@click.option("--verify/--no-verify", default=_value("verify"),
               help="Check shards against the manifest (sha256, sample counts, K, original, labels) before training "
               "(one read of every local shard).")
-@click.option("--seed", type=int, show_default=_default("seed"), help="Seed of the data order, augmentations and init.")
-@click.option("--num-workers", type=click.IntRange(-1), show_default=_default("num_workers"),
+@click.option("--seed", type=int, default=_value("seed"), help="Seed of the data order, augmentations and init.")
+@click.option("--num-workers", type=click.IntRange(-1), default=_value("num_workers"),
               help="Loader workers per device (-1: one per core, at most 8).")
-@click.option("--shuffle-buffer", type=click.IntRange(1), show_default=_default("shuffle_buffer"),
+@click.option("--shuffle-buffer", type=click.IntRange(1), default=_value("shuffle_buffer"),
               help="Samples in each worker's shuffle buffer.")
-@click.option("--devices", type=click.IntRange(1), show_default=_default("devices"), help="Devices (GPUs or CPU processes) per node.")
-@click.option("--num-nodes", type=click.IntRange(1), show_default=_default("num_nodes"), help="Machines (DDP).")
-@click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu", "cuda", "mps"]), show_default=_default("accelerator"),
+@click.option("--devices", type=click.IntRange(1), default=_value("devices"), help="Devices (GPUs or CPU processes) per node.")
+@click.option("--num-nodes", type=click.IntRange(1), default=_value("num_nodes"), help="Machines (DDP).")
+@click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu", "cuda", "mps"]), default=_value("accelerator"),
               help="auto: a GPU when present, else the CPU.")
-@click.option("--precision", show_default=_default("precision"),
+@click.option("--precision", default=_value("precision"),
               help="auto (fp32 on CPU, bf16/fp16 mixed on GPU), 32-true, bf16-mixed, 16-mixed.")
-@click.option("--ckpt-every-steps", type=click.IntRange(0), show_default=_default("ckpt_every_steps"),
+@click.option("--ckpt-every-steps", type=click.IntRange(0), default=_value("ckpt_every_steps"),
               help="Save last.ckpt every N steps (and every epoch).")
 @click.option("--max-steps-per-epoch", type=click.IntRange(0), show_default="0: no cap",
               help="Cap an epoch (smoke runs, benchmarks).")
@@ -84,11 +93,11 @@ def main(recipe, resume, record_keys, input_, shards, **options):
     from gcl.io import storage_error
 
     try:
-        overrides = {**options, "input": input_, "shards": shards}
+        overrides = {**_typed(options), "input": input_, "shards": shards}
         if resume:
             from gcl.train.resume import resume_config
 
-            cfg = resume_config(options["output"] or _default("output"), recipe, overrides)
+            cfg = resume_config(options["output"], recipe, overrides)
         else:
             cfg = load_config(recipe, overrides)
         from gcl.train.run import train
