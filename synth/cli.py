@@ -78,7 +78,6 @@ def run(input_, no_progress, **options):
         from gcl.synth.run import RunConfig, execute
 
         input_path = str(resolve_cifar10("train")) if input_ is None else input_
-        click.echo(f"writing shards, stats and the manifest to {options['output']}", err=True)
         result = execute(RunConfig(input=input_path, progress=not no_progress, **options))
     except UserError as exc:
         _fail(exc)

@@ -107,3 +107,19 @@ def test_resume_without_a_run_is_one_line(tmp_path):
     (tmp_path / "empty" / "checkpoints" / "last.ckpt").write_bytes(b"")
     r = CliRunner().invoke(main, ["--output", str(tmp_path / "empty"), "--resume"])
     _one_line_error(r, "run.json not found")
+
+
+def test_resume_never_runs_a_command_read_from_run_json(tmp_path):
+    """run.json is a file in a folder that may come from someone else: a pipe: shard base in it is
+    not restored; the user types it again or the resume stops in one line."""
+    from gcl.train.config import TrainConfig
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"")
+    marker = tmp_path / "ran"
+    cfg = TrainConfig(shards=["m.manifest.json"], shards_base=f"pipe:touch {marker}; cat ", output=str(out))
+    (out / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "status": "stopped"}))
+    r = CliRunner().invoke(main, ["--output", str(out), "--resume"])
+    _one_line_error(r, "a command runs only when typed", "--shards-base")
+    assert not marker.exists()

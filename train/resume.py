@@ -58,6 +58,11 @@ def resume_config(output: str, recipe: str | None, overrides: dict) -> TrainConf
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
         raise ConfigError(f"--resume: {listed}{more} would change the results of the run in {where}; a resumed run keeps "
                           "its options: drop them, or start a new run in another --output")
+    base = saved.shards_base
+    if base and not overrides.get("shards_base") and not base.startswith(("http://", "https://")) \
+            and ("://" in base or ":" in base.split("/", 1)[0]):
+        raise ConfigError(f"--resume: this run read its shards through {base[:60]!r}; a command runs only when typed: "
+                          "give --shards-base again to resume")
     for key in HARMLESS:
         setattr(saved, key, getattr(given, key))
     saved.output = str(output)
