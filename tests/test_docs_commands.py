@@ -32,8 +32,8 @@ EXERCISED = {
     '--epochs 5 --gen-prob 0.5 --output runs/demo-p05 --eval-train ../shared/data/cifar10_train.npz --eval-test '
     '../shared/data/cifar10_test.npz --eval-limit 2000': (
         "tests/test_shard_sharing.py::test_readme_next_steps_train_and_score_the_demo_on_a_cpu",),
-    '.venv/bin/gcl-eval knn --ckpt runs/demo-p05 --train ../shared/data/cifar10_train.npz --test '
-    '../shared/data/cifar10_test.npz --limit-train 5000 --limit-test 2000': (
+    '.venv/bin/gcl-eval knn --ckpt runs/demo-p05 --eval-train ../shared/data/cifar10_train.npz --eval-test '
+    '../shared/data/cifar10_test.npz --eval-limit 2000': (
         "tests/test_shard_sharing.py::test_readme_next_steps_train_and_score_the_demo_on_a_cpu",),
     # docs/generators.md
     'gcl-synth run --generator taesd --model ../shared/models/taef2 --input ../shared/data/cifar10_train.npz '
@@ -69,7 +69,7 @@ EXERCISED = {
         "tests/test_train_real.py::test_taef2_shards_one_epoch_logs_loss_and_knn",),
     'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --recipe cifar10/simclr --gen-prob 0 '
     '--output runs/simclr-p0': (
-        "tests/test_train_run.py::test_short_run_logs_and_resume_continues",),
+        "tests/test_train_run.py::test_short_run_logs_and_checkpoints",),
     'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --method supcon --members orig,orig,gen '
     '--output runs/extra': (
         "tests/test_train_members.py::test_supcon_run_with_extra_generated_positive",),
@@ -77,24 +77,25 @@ EXERCISED = {
     '--output runs/ctrl': (
         "tests/test_train_members.py::test_supcon_run_with_extra_generated_positive",
         "tests/test_train_members.py::test_members_choose_exact_types_and_distinct_generated_views"),
-    'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --recipe cifar10/simclr --gen-prob 0 '
-    '--output runs/simclr-p0 --resume': (
-        "tests/test_train_run.py::test_short_run_logs_and_resume_continues",),
+    'gcl-train --output runs/simclr-p0 --resume': (
+        "tests/test_train_resume.py::test_resume_needs_no_other_option_and_refuses_changes",),
     # docs/evaluation.md
-    'gcl-eval knn --ckpt runs/NAME --train ../shared/data/cifar10_train.npz --test ../shared/data/cifar10_test.npz': (
-        "tests/test_eval_real.py::test_knn_linear_on_checkpoint_run_folder_with_cache",),
-    'gcl-eval linear --ckpt runs/NAME --train ../shared/data/cifar10_train.npz --test '
+    'gcl-eval knn --ckpt runs/NAME --eval-train ../shared/data/cifar10_train.npz --eval-test '
+    '../shared/data/cifar10_test.npz': (
+        "tests/test_eval_real.py::test_knn_linear_on_checkpoint_run_folder_with_cache",
+        "tests/test_eval_probes.py::test_knn_states_chance_and_beats_or_not_its_baselines"),
+    'gcl-eval linear --ckpt runs/NAME --eval-train ../shared/data/cifar10_train.npz --eval-test '
     '../shared/data/cifar10_test.npz': (
         "tests/test_eval_real.py::test_knn_linear_on_checkpoint_run_folder_with_cache",),
-    'gcl-eval baselines --train ../shared/data/cifar10_train.npz --test ../shared/data/cifar10_test.npz '
-    '--out runs/floors': (
+    'gcl-eval baselines --eval-train ../shared/data/cifar10_train.npz --eval-test ../shared/data/cifar10_test.npz '
+    '--output runs/floors': (
         "tests/test_eval_probes.py::test_cli_baselines_are_the_random_init_and_raw_pixel_floors",),
-    'gcl-eval compare runs/A runs/B --plot runs/compare.png': (
+    'gcl-eval compare runs/A runs/B --output runs': (
         "tests/test_eval_probes.py::test_compare_table_and_plot",),
-    'gcl-eval inspect out/c10/cifar10_train_taesd_k2_r64.manifest.json --out runs/sheet.png --rows 8': (
+    'gcl-eval inspect out/c10 --rows 8': (
         "tests/test_eval_sheet.py::test_inspect_and_viewstats_commands",),
     'gcl-eval preview --input ../shared/data/cifar10_test.npz --recipe "noise(strength=0.2..0.9)" --views 4 '
-    '--out runs/preview.png': (
+    '--output runs': (
         "tests/test_eval_real.py::test_preview_writes_sheet_without_shards",),
     'gcl-eval viewstats out/c10/cifar10_train_taesd_k2_r64.manifest.json --samples 200': (
         "tests/test_eval_sheet.py::test_inspect_and_viewstats_commands",),

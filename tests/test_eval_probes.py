@@ -234,8 +234,8 @@ def test_compare_table_and_plot(tmp_path):
 def test_cli_baselines_are_the_random_init_and_raw_pixel_floors(tmp_path):
     tr, te = _npz(tmp_path / "tr.npz", 90, 0), _npz(tmp_path / "te.npz", 30, 1)
     out = tmp_path / "floors"
-    r = CliRunner().invoke(main, ["baselines", "--train", str(tr), "--test", str(te), "--backbone", "resnet20",
-                                  "--out", str(out)])
+    r = CliRunner().invoke(main, ["baselines", "--eval-train", str(tr), "--eval-test", str(te), "--backbone", "resnet20",
+                                  "--output", str(out)])
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("knn ")]
     assert len(lines) == 2 and "top-1 100.00%" in lines[1], lines  # raw pixels separate the class colours

@@ -116,13 +116,17 @@ def test_inspect_and_viewstats_commands(tmp_path):
 
     assert Image.open(png).size[0] == 8 + 4 * 136  # original + 3 views
     cwd = os.getcwd()
-    os.chdir(tmp_path / "pictures")
+    (tmp_path / "cwd").mkdir()
+    os.chdir(tmp_path / "cwd")
     try:  # without --output: next to the shards, never in the current folder
         r = CliRunner().invoke(gcl_eval, ["inspect", str(man), "--rows", "2"])
     finally:
         os.chdir(cwd)
     assert r.exit_code == 0 and (tmp_path / "shards" / "sheet.png").is_file(), r.output
-    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["sheet.png"]
+    assert not list((tmp_path / "cwd").iterdir())
+    r = CliRunner().invoke(gcl_eval, ["inspect", str(tmp_path / "shards"), "--rows", "2", "--output",
+                                      str(tmp_path / "pictures" / "folder.png")])  # a shard folder, a .png path
+    assert r.exit_code == 0 and (tmp_path / "pictures" / "folder.png").is_file(), r.output
     before = load_manifest(man)
     r = CliRunner().invoke(gcl_eval, ["viewstats", str(man), "--samples", "5"])
     assert r.exit_code == 0, r.output

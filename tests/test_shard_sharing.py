@@ -376,8 +376,9 @@ def test_readme_next_steps_train_and_score_the_demo_on_a_cpu(readme_demo, tmp_pa
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["gen_prob"] == 0.5, record
     assert "knn_top1" in (run / "metrics.csv").read_text()
-    for option, value in (("--ckpt", run), ("--limit-train", 1000), ("--limit-test", 300)):
+    for option, value in (("--ckpt", run), ("--eval-limit", 300)):
         knn_args[knn_args.index(option) + 1] = str(value)
     res = CliRunner().invoke(gcl_eval, ["knn", *knn_args])
-    assert res.exit_code == 0 and "top-1" in res.output, res.output[-2000:]
+    assert res.exit_code == 0 and "top-1" in res.output and "chance" in res.output, res.output[-2000:]
+    assert "baselines on the same images: raw pixels" in res.output
     assert list((run / "eval").glob("*.json")) and _git_status() == readme_demo["before"]

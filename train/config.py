@@ -202,7 +202,7 @@ def load_config(recipe: str | None, overrides: dict, base: dict | None = None) -
             raise ConfigError(f"recipe {path} must be a mapping of config keys")
         data.update(recipe_data)
         where = str(path)
-        _no_commands(data, where)
+        _no_commands(recipe_data, where)
     else:
         where = "options"
     cfg = _build(TrainConfig, data, where)
