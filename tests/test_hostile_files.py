@@ -36,8 +36,8 @@ def test_a_python_tag_in_a_linear_recipe_is_one_line(tmp_path):
     recipe = tmp_path / "lin.yaml"
     recipe.write_text('linear: !!python/object/apply:os.system ["touch PWNED"]\n')
     data = hostile.npz(tmp_path / "d.npz")
-    result = hostile.invoke(main, ["linear", "--raw-pixels", "--train", data, "--test", data, "--recipe", recipe,
-                                   "--out", tmp_path / "o"])
+    result = hostile.invoke(main, ["linear", "--raw-pixels", "--eval-train", data, "--eval-test", data,
+                                   "--linear-recipe", recipe, "--output", tmp_path / "o"])
     assert "lin.yaml is not a plain YAML recipe" in hostile.one_line_error(result)
     assert not (tmp_path / "PWNED").exists()
 
@@ -49,7 +49,7 @@ def test_compare_shows_a_run_whose_run_json_is_not_an_object(tmp_path, content):
     run = tmp_path / "odd"
     run.mkdir()
     (run / "run.json").write_text(content)
-    result = hostile.invoke(main, ["compare", run, "--plot", tmp_path / "c.png"])
+    result = hostile.invoke(main, ["compare", run, "--output", tmp_path])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert "| odd " in result.output
 
