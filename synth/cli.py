@@ -55,7 +55,8 @@ def main(verbose: bool) -> None:
 @click.option("--recipe", default=None, help="Latent recipe: preset (noise, mask, mix, tokens, sdedit, resample, remask, esrgan) or spec like 'noise(strength=0.2..0.6); mask(ratio=0.1..0.3)' (default: the generator's preset).")
 @click.option("--residual", is_flag=True, help="Residual views: x + G(view) - G(reconstruction), so a zero perturbation gives the input itself.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Global seed; each view is seeded from (seed, key, view).")
-@click.option("--image-format", default="jpg", show_default=True, type=click.Choice(IMAGE_FORMATS))
+@click.option("--image-format", default="jpg", show_default=True, type=click.Choice(IMAGE_FORMATS),
+              help="How each image is stored in the shards (png: lossless, larger).")
 @click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG/WebP quality (95: artefacts well below the generator's own error).")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if present), cpu, cuda, cuda:N.")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "float16", "bfloat16"]), help="auto: float16 on CUDA, float32 on CPU.")

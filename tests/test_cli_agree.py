@@ -79,3 +79,16 @@ def test_train_defaults_shown_in_help_never_override_a_recipe(tmp_path, monkeypa
     r = CliRunner().invoke(gcl_train, ["--shards", "x.json", "--recipe", str(recipe), "--epochs", "100"])
     assert r.exit_code == 0 and seen["cfg"].epochs == 100  # typed: wins even when equal to the default
     assert load_config(str(recipe), {"shards": ("x.json",)}).epochs == 7
+
+
+def test_every_option_of_every_command_has_help():
+    def commands(name, cmd):
+        yield name, cmd
+        for sub, child in getattr(cmd, "commands", {}).items():
+            yield from commands(f"{name} {sub}", child)
+
+    for tool, root in (("gcl-synth", gcl_synth), ("gcl-train", gcl_train), ("gcl-eval", gcl_eval)):
+        for name, cmd in commands(tool, root):
+            for opt in cmd.params:
+                if isinstance(opt, click.Option) and not opt.hidden:
+                    assert opt.help, f"{name} {opt.opts[0]} has no help"
