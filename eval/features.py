@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,12 @@ class Encoder:
     forward: Callable[[np.ndarray], torch.Tensor]
     resolution: int | None  # images are loaded at this size (None: as stored)
     info: dict = field(default_factory=dict)
+    sha256: str = ""  # the checkpoint file's full sha256 (empty for the baselines)
+
+    @property
+    def key(self) -> str:
+        """What a feature cache must have been made by: the checkpoint's full sha256, else the id."""
+        return self.sha256 or self.id
 
 
 def resolve_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
@@ -79,8 +86,10 @@ def checkpoint_encoder(path: str | os.PathLike, device: str = "cpu") -> Encoder:
         if "weights only load failed" in msg.lower() or "unpickl" in type(exc).__name__.lower():
             msg = "not a gcl-train checkpoint (torch.load(weights_only=True) cannot read it)"
         raise EncoderError(f"cannot load {ckpt}: {msg}") from None
+    sha = sha256_file(ckpt)
     return Encoder(
-        id=sha256_file(ckpt)[:16],
+        id=sha[:16],
+        sha256=sha,
         describe=str(ckpt),
         forward=_backbone_forward(net, lambda x: preprocess(x, info), device),
         resolution=int(info["resolution"]) if info.get("resolution") else None,
@@ -144,12 +153,12 @@ def _backbone_forward(net: torch.nn.Module, prep: Callable[[np.ndarray], torch.T
     return forward
 
 
-def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+def data_fingerprint(images: np.ndarray, labels: np.ndarray, full: bool = False) -> str:
     h = hashlib.sha256()
     h.update(str(images.shape).encode())
     h.update(np.ascontiguousarray(images).tobytes())
     h.update(np.asarray(labels, dtype=np.int64).tobytes())
-    return h.hexdigest()[:16]
+    return h.hexdigest() if full else h.hexdigest()[:16]
 
 
 def extract(encoder: Encoder, images: np.ndarray, batch_size: int = DEFAULT_BATCH,
@@ -164,23 +173,73 @@ def extract(encoder: Encoder, images: np.ndarray, batch_size: int = DEFAULT_BATC
 
 
 def cached_features(encoder: Encoder, images: np.ndarray, labels: np.ndarray, cache_dir: str | os.PathLike | None,
-                    batch_size: int = DEFAULT_BATCH, progress=None) -> tuple[torch.Tensor, bool]:
-    """Features from the cache file if present, else extracted (and cached when cache_dir is set).
+                    batch_size: int = DEFAULT_BATCH, progress=None, log=None) -> tuple[torch.Tensor, bool]:
+    """Features from the cache file if it is this encoder's on this data, else extracted (and
+    cached when cache_dir is set). Returns (features, hit).
 
-    Returns (features, hit).
+    A cache may come with a run folder someone sent, so a file is used only when its metadata
+    names the encoder's full key (the checkpoint's sha256) and the data's full fingerprint, its
+    features are (N, D) float32 with the encoder's width D, its labels are the data's, and
+    SPOT_CHECK_ROWS rows picked at random now match features computed now. Anything else is
+    logged, ignored and replaced.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
-    path = None
+    path, fingerprint = None, data_fingerprint(images, labels, full=True)
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{encoder.id}-{data_fingerprint(images, labels)}.safetensors"
+        path = Path(cache_dir) / f"{encoder.id}-{fingerprint[:16]}.safetensors"
         if path.is_file():
-            return load_file(str(path))["features"], True
+            try:
+                feats = _checked_cache(path, encoder, images, labels, fingerprint)
+                return feats, True
+            except (CacheMismatch, SafetensorError, OSError, KeyError, ValueError) as exc:
+                if log:
+                    log(f"ignoring feature cache {path.name}: {exc}")
     feats = extract(encoder, images, batch_size, progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         save_file({"features": feats.contiguous(), "labels": torch.from_numpy(np.asarray(labels, dtype=np.int64))},
-                  str(tmp), metadata={"encoder": encoder.describe, "n": str(len(images))})
+                  str(tmp), metadata={"encoder": encoder.describe, "encoder_key": encoder.key, "data": fingerprint,
+                                      "n": str(len(images)), "width": str(feats.shape[1])})
         os.replace(tmp, path)
     return feats, False
+
+
+# Rows recomputed to check a cache: forged features must then be right on rows chosen at load
+# time, i.e. everywhere. Costs one small forward pass.
+SPOT_CHECK_ROWS = 4
+# Relative distance allowed between a cached and a recomputed row: other devices and kernels
+# (TF32 on GPUs) move features by ~1e-3 relative; a forged row is off by order 1.
+SPOT_CHECK_TOLERANCE = 2e-2
+
+
+class CacheMismatch(ValueError):
+    """A feature cache file that is not this encoder's features of this data."""
+
+
+def _checked_cache(path: Path, encoder: Encoder, images: np.ndarray, labels: np.ndarray, fingerprint: str):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("encoder_key") != encoder.key:
+        raise CacheMismatch("made by another encoder (or without the encoder's sha256)")
+    if meta.get("data") != fingerprint:
+        raise CacheMismatch("made on other data")
+    tensors = load_file(str(path))
+    feats, cached_labels = tensors["features"], tensors["labels"]
+    if feats.dtype != torch.float32 or feats.ndim != 2 or feats.shape[0] != len(images):
+        raise CacheMismatch(f"holds {tuple(feats.shape)} {feats.dtype} features for {len(images)} images")
+    if not torch.equal(cached_labels, torch.from_numpy(np.asarray(labels, dtype=np.int64))):
+        raise CacheMismatch("its labels differ from the data's")
+    rows = sorted(random.SystemRandom().sample(range(len(images)), min(SPOT_CHECK_ROWS, len(images))))
+    fresh = encoder.forward(images[rows]).float().cpu()
+    if fresh.shape[1] != feats.shape[1]:
+        raise CacheMismatch(f"holds {feats.shape[1]}-d features; the encoder gives {fresh.shape[1]}-d")
+    distance = (feats[rows] - fresh).norm(dim=1) / fresh.norm(dim=1).clamp_min(1e-6)
+    if not bool(torch.isfinite(feats[rows]).all()) or float(distance.max()) > SPOT_CHECK_TOLERANCE:
+        raise CacheMismatch("its features differ from the encoder's on the rows checked")
+    return feats

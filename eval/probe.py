@@ -70,7 +70,7 @@ def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, 
             log(f"{name}: skipped {ds.skipped} unreadable samples of {ds.source}")
     feats = {}
     for name, ds in (("train", train), ("test", test)):
-        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, _progress(name, log))
+        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, _progress(name, log), log)
         log(f"{name} features {tuple(f.shape)} ({'cache' if hit else 'extracted'})")
         feats[name] = f
     ytr, yte = torch.from_numpy(train.labels), torch.from_numpy(test.labels)

@@ -44,7 +44,7 @@ def evaluate_checkpoint(ckpt: Path, data: EvalData, cache_dir: Path, log=print) 
     bank, test, num_classes = data.at(encoder.resolution)
     feats = {}
     for name, ds in (("bank", bank), ("test", test)):
-        feats[name], hit = cached_features(encoder, ds.images, ds.labels, cache_dir, spec.batch_size)
+        feats[name], hit = cached_features(encoder, ds.images, ds.labels, cache_dir, spec.batch_size, log=log)
         log(f"  {name} features {tuple(feats[name].shape)} ({'cache' if hit else 'extracted'})")
     ybank, ytest = torch.from_numpy(bank.labels), torch.from_numpy(test.labels)
     knn = knn_accuracy(feats["bank"], ybank, feats["test"], ytest, num_classes, k=spec.k, temperature=spec.temperature)

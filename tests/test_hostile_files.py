@@ -95,3 +95,48 @@ def test_a_stopped_study_runner_ends_its_training_child(tmp_path, stop):
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, f"the child outlived a runner stopped by {stop.name}"
+
+
+def _plant(cache_dir: Path, data: Path, width: int, forge_metadata: bool) -> None:
+    """Cache files where gcl-eval looks for them, holding 10 one-hot 'features' per label: a kNN on
+    them is 100% whatever the encoder really does."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from gcl.eval.features import data_fingerprint, raw_pixel_encoder
+    from gcl.labelled import load_labelled
+
+    ds = load_labelled(str(data))
+    feats = torch.zeros(len(ds.labels), width)
+    feats[torch.arange(len(ds.labels)), torch.from_numpy(ds.labels)] = 1.0
+    enc = raw_pixel_encoder()
+    meta = {"encoder_key": enc.key, "data": data_fingerprint(ds.images, ds.labels, full=True)} if forge_metadata else {}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"features": feats, "labels": torch.from_numpy(np.asarray(ds.labels, dtype=np.int64))},
+              str(cache_dir / f"{enc.id}-{data_fingerprint(ds.images, ds.labels)}.safetensors"), metadata=meta)
+
+
+@pytest.mark.parametrize("width, forge_metadata", [(10, False), (8 * 8 * 3, True)])
+def test_a_planted_feature_cache_does_not_decide_the_score(tmp_path, width, forge_metadata):
+    from gcl.eval.cli import main
+
+    train = hostile.npz(tmp_path / "train.npz", n=60)
+    test = tmp_path / "test.npz"
+    hostile.npz(test, n=30)
+    import numpy as np
+
+    with np.load(test) as z:  # a test set whose labels the pixels do not predict
+        np.savez(test, images=z["images"], labels=np.roll(z["labels"], 1), class_names=z["class_names"])
+    args = ["knn", "--raw-pixels", "--train", train, "--test", test, "--k", 3, "--out", tmp_path / "o"]
+    honest = hostile.invoke(main, args + ["--no-cache"])
+    assert honest.exit_code == 0 and "top-1 100.00%" not in honest.output, honest.output
+    cache = tmp_path / "features"
+    _plant(cache, train, width, forge_metadata)
+    _plant(cache, test, width, forge_metadata)
+    planted = hostile.invoke(main, args + ["--cache-dir", cache])
+    assert planted.exit_code == 0 and "ignoring feature cache" in planted.output, planted.output
+    score = [ln for ln in planted.output.splitlines() if "top-1" in ln]
+    assert score == [ln for ln in honest.output.splitlines() if "top-1" in ln]
+    again = hostile.invoke(main, args + ["--cache-dir", cache])  # the replaced cache is used, and agrees
+    assert "(cache)" in again.output and "ignoring" not in again.output and score[0] in again.output
