@@ -48,15 +48,21 @@ def _last_error_line(tail: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends SIGTERM if the study runner dies, even by
-    SIGKILL, so a killed study never leaves a trainer writing into a run folder (Linux only)."""
+def _parent_death_signal():
+    """A function for the child, between fork and exec, asking the kernel for SIGTERM when the study
+    runner dies (even by SIGKILL), so a killed study never leaves a trainer writing into a run
+    folder. Linux only (None elsewhere). prctl is looked up here, in the parent: the child runs
+    nothing but the one C call (no import, no lock another thread might have held at fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    args = (ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(int(signal.SIGTERM)))
+    return lambda: prctl(*args)
 
 
 def run_logged(cmd: list[str], log: Path) -> tuple[int, float]:
@@ -70,7 +76,7 @@ def run_logged(cmd: list[str], log: Path) -> tuple[int, float]:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
         child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                 preexec_fn=_parent_death_signal())
         try:
             code = child.wait()
         except BaseException:

@@ -24,6 +24,7 @@ from pathlib import PurePosixPath
 
 from gcl.errors import UserError
 from gcl.manifest import ManifestError, load_manifest
+from gcl.streams import open_stream
 from gcl.shards import FamilyError, ShardReadError, decode_image, family_members, iter_samples, parse_family, shard_name, stats_name
 
 REMOTE_SCHEMES = ("http://", "https://")  # the only schemes a manifest may name
@@ -252,27 +253,32 @@ class ShardProblem:
 
 def check_shard(url: str, claim: ShardClaim, num_views: int, has_orig: bool, labelled: bool | None,
                 hash_bytes: bool = True) -> list[ShardProblem]:
-    """Stream one local shard once: size, sha256 (optional), sample count and every family's members."""
-    if not os.path.isfile(url):
-        return [ShardProblem(url, "missing")]
-    size = os.path.getsize(url)
-    if claim.bytes is not None and size != claim.bytes:
-        return [ShardProblem(url, f"size mismatch: {size} bytes, manifest says {claim.bytes}")]
+    """Stream one shard once (a local file, or an http(s) URL with bounded timeouts): size,
+    sha256 (optional), sample count and every family's members."""
+    remote = is_remote(url)
+    if not remote:
+        if not os.path.isfile(url):
+            return [ShardProblem(url, "missing")]
+        size = os.path.getsize(url)
+        if claim.bytes is not None and size != claim.bytes:
+            return [ShardProblem(url, f"size mismatch: {size} bytes, manifest says {claim.bytes}")]
     sha = hashlib.sha256()
     problems: list[ShardProblem] = []
     count = 0
     try:
-        with open(url, "rb", buffering=1 << 20) as fh:
+        with open_stream(url) as fh:
             reader = _HashingReader(fh, sha if hash_bytes else None)
             for raw in iter_samples(reader):
                 count += 1
                 if not problems:
                     problem = _family_problem(raw, num_views, has_orig, labelled)
                     if problem:
-                        problems.append(ShardProblem(url, f"family {raw.get('__key__', '?')}: {problem}"))
+                        problems.append(ShardProblem(url, f"family {raw.get('__key__', '?')[:60]}: {problem}"))
             reader.drain()
     except (OSError, ShardReadError) as exc:
         return [ShardProblem(url, f"unreadable: {exc}")]
+    if remote and claim.bytes is not None and reader.size != claim.bytes:
+        return [ShardProblem(url, f"size mismatch: {reader.size} bytes, manifest says {claim.bytes}")]
     if hash_bytes and claim.sha256 and sha.hexdigest() != claim.sha256:
         return [ShardProblem(url, f"sha256 mismatch: {sha.hexdigest()[:12]}..., manifest says {claim.sha256[:12]}...")]
     if claim.samples is not None and count != claim.samples:
@@ -300,9 +306,11 @@ class _HashingReader:
 
     def __init__(self, fh, sha):
         self._fh, self._sha = fh, sha
+        self.size = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._fh.read(n)
+        self.size += len(data)
         if self._sha is not None:
             self._sha.update(data)
         return data
@@ -313,11 +321,12 @@ class _HashingReader:
             pass
 
 
-def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None) -> list[ShardProblem]:
-    """Every local shard against its manifest claims; remote shards are skipped (say so upstream)."""
+def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None, remote: bool = False) -> list[ShardProblem]:
+    """Every local shard against its manifest claims; remote (http(s)) shards too with remote=True
+    (a download of each), else they are skipped (say so upstream)."""
     problems: list[ShardProblem] = []
     for url, claim in zip(ss.urls, ss.claims or [ShardClaim()] * len(ss.urls)):
-        if is_remote(url):
+        if is_remote(url) and not (remote and url.startswith(REMOTE_SCHEMES)):
             continue
         problems += check_shard(url, claim, ss.num_views, ss.has_orig, ss.labelled, hash_bytes)
         if progress:

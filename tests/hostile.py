@@ -97,14 +97,18 @@ def crafted_members(case: str) -> tuple[list[tuple[bytes, bytes]], bytes | None]
 def shard_set(folder: Path, case: str = "") -> Path:
     """A labelled shard set of FAMILIES families (one crafted), with a manifest whose claims
     (bytes, sha256, samples) match the tar, so only the crafted content is wrong."""
-    folder.mkdir(parents=True, exist_ok=True)
     members, lying = crafted_members(case)
-    data = tar_bytes(members, lying)
+    return write_set(folder, tar_bytes(members, lying), FAMILIES)
+
+
+def write_set(folder: Path, data: bytes, samples: int) -> Path:
+    """One shard of these tar bytes and a manifest whose claims match them."""
+    folder.mkdir(parents=True, exist_ok=True)
     tar = folder / shard_name(NAME, 0)
     tar.write_bytes(data)
     manifest = {"name": NAME, "views": 2, "has_orig": True, "labelled": True, "class_names": ["a", "b", "c"],
                 "resolution": 16,
-                "shards": [{"url": tar.name, "index": 0, "samples": FAMILIES, "bytes": len(data),
+                "shards": [{"url": tar.name, "index": 0, "samples": samples, "bytes": len(data),
                             "sha256": hashlib.sha256(data).hexdigest()}]}
     return write_manifest(manifest, folder / f"{NAME}.manifest.json", folder)
 

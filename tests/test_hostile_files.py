@@ -140,3 +140,49 @@ def test_a_planted_feature_cache_does_not_decide_the_score(tmp_path, width, forg
     assert score == [ln for ln in honest.output.splitlines() if "top-1" in ln]
     again = hostile.invoke(main, args + ["--cache-dir", cache])  # the replaced cache is used, and agrees
     assert "(cache)" in again.output and "ignoring" not in again.output and score[0] in again.output
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_pickle_given_to_resume_runs_nothing_and_is_one_line(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    manifest = hostile.shard_set(tmp_path / "set")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps({"state_dict": _Payload()}))
+    result = hostile.train_shards(manifest, tmp_path, "--resume")
+    assert "last.ckpt is not a gcl-train checkpoint" in hostile.one_line_error(result)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_one_trainer_per_run_folder_and_ctrl_c_says_interrupted(tmp_path):
+    """A second trainer (a rerun study's --resume) in a folder being trained is refused in one line;
+    Ctrl-C leaves run.json saying 'interrupted', not 'running', and keeps last.ckpt."""
+    manifest = hostile.shard_set(tmp_path / "set")
+    run = tmp_path / "run"
+    args = ["--shards", manifest, "--gen-prob", 0, "--epochs", 10_000, "--batch-size", 2, "--num-workers", 0,
+            "--accelerator", "cpu", "--output", run, "--ckpt-every-steps", 1]
+    first = subprocess.Popen([sys.executable, "-m", "gcl.train.cli", *map(str, args)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (run / "checkpoints" / "last.ckpt").exists():
+            assert first.poll() is None and time.time() < deadline, first.stdout.read()[-2000:] if first.poll() else ""
+            time.sleep(0.5)
+        from gcl.train.cli import main
+
+        second = hostile.invoke(main, [*args, "--resume"])
+        error = hostile.one_line_error(second)
+        assert "is being written by another gcl-train run" in error and f"pid {first.pid}" in error, error
+        first.send_signal(signal.SIGINT)
+        first.wait(120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["global_step"] >= 1
+    assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -80,3 +80,49 @@ def test_npz_images_and_labels_are_checked_when_listed(tmp_path, case, message):
     with pytest.raises(InputError, match=message):
         list_inputs(path)
     assert len(list_inputs(hostile.npz(tmp_path / "ok.npz")).items) == 12
+
+
+def _loader(manifest, **options):
+    from gcl.train.config import load_config
+    from gcl.train.data import build_train_loader
+
+    cfg = load_config(None, {"shards": (str(manifest),), "gen_prob": 0.0, "batch_size": 2, "num_workers": 0,
+                             "verify": False, **options})
+    return build_train_loader(cfg, 1)[0]
+
+
+def test_training_skips_only_the_bad_sample_keeps_reading_and_counts_every_epoch(tmp_path):
+    """A non-UTF-8 name used to abandon the rest of its shard as one skip (16 steps saw 9 of 16
+    families); now only its sample is skipped, and run.json's count covers every epoch."""
+    from gcl.train.epochs import LoaderPosition
+
+    members = []
+    for i in range(16):
+        fam = hostile.family(i)
+        if i == 5:  # every member of this family has a non-UTF-8 key
+            fam = [(b"k\xff" + name[4:], data) for name, data in fam]
+        if i == 9:
+            fam = [(name, b"{not json") if name.endswith(b".json") else (name, data) for name, data in fam]
+        members += fam
+    loader = _loader(hostile.write_set(tmp_path / "s", hostile.tar_bytes(members), 16), max_steps_per_epoch=7)
+    good = {f"k{i:03d}" for i in range(16) if i not in (5, 9)}
+    for epoch in range(2):
+        loader.start_epoch(LoaderPosition(epoch))
+        keys = [k for batch in loader for k in batch["key"]]
+        assert sorted(keys) == sorted(good)
+    assert loader.skipped == 4  # 2 bad samples x 2 epochs
+
+
+def test_a_skip_after_the_last_chunk_is_still_counted(tmp_path):
+    """A corrupt shard tail read after a worker's last chunk used to be counted nowhere."""
+    from gcl.train.data import CHUNK
+    from gcl.train.epochs import LoaderPosition
+
+    members = [m for i in range(CHUNK) for m in hostile.family(i)] + [(b"k999.orig.png", b"x" * 600)]
+    data = hostile.tar_bytes(members, lying_size=b"777777777777")  # the tail: a member cut short
+    loader = _loader(hostile.write_set(tmp_path / "s", data, CHUNK + 2))
+    loader.start_epoch(LoaderPosition(0))
+    assert sum(len(batch["key"]) for batch in loader) == CHUNK + 2  # wraps into a second pass
+    # the tail is read by both passes (the shuffle buffer reads ahead): counted both times, the
+    # first pass's count arriving after its last chunk
+    assert loader.skipped == 2

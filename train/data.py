@@ -31,6 +31,7 @@ from gcl.errors import UserError
 from gcl.inputs import InputError, InputSet, list_inputs, load_rgb, resize_center_crop
 from gcl.shards import ORIG, ShardReadError, decode_image, iter_samples, parse_family
 from gcl.shardset import ShardSet, open_shard_set, require_valid
+from gcl.streams import open_stream
 from gcl.train.config import TrainConfig, default_workers, family_count, resolution
 from gcl.train.epochs import DataError, EpochLoader
 from gcl.train.pairing import PairingError, check_family, choose_members
@@ -129,6 +130,7 @@ class FamilyStream(IterableDataset):
         torch.manual_seed(hash((self.seed, self.epoch, self.pass_, self.rank)) & 0x7FFFFFFF)
         self.skipped = 0
         units = self.rank_units()
+        reported = 0
         raw = self._shard_samples(units, worker) if self.source.shard_set else (self.source.units[i] for i in units)
         decode = self._pair if self.source.shard_set else self._input_sample
         for c, group in enumerate(_chunks(raw, CHUNK)):
@@ -136,7 +138,12 @@ class FamilyStream(IterableDataset):
                 continue  # another worker's stripe
             samples = [s for s in map(decode, group) if s is not None]
             # an all-corrupt chunk still goes out (empty): the round-robin order must not skip a turn
+            reported = self.skipped
             yield self._chunk(samples, worker)
+        if self.skipped != reported:
+            # samples skipped after this worker's last chunk (a corrupt shard tail): an empty chunk
+            # carries the count. It comes after every real chunk, so the order is unchanged.
+            yield self._chunk([], worker)
 
     def _chunk(self, samples, worker):
         if not samples:
@@ -168,13 +175,12 @@ class FamilyStream(IterableDataset):
         yield from wds.shuffle(self.buffer, initial=min(self.buffer, 100), rng=rng)(samples)
 
     def _read_units(self, urls, worker):
-        """Families from each shard URL (local path, http(s)://, pipe:) via webdataset's gopen and
-        the shard module's fast tar reader; an unreadable shard or corrupt tail is counted, not fatal."""
-        from webdataset.gopen import gopen
-
+        """Families from each shard URL (local path, http(s):// with bounded timeouts, a typed pipe:)
+        via the shard module's fast tar reader; an unreadable shard or corrupt tail is counted, not
+        fatal. A bad member (a non-UTF-8 name, bad metadata) costs only its own sample (_pair)."""
         for url in urls:
             try:
-                with gopen(url, "rb") as stream:
+                with open_stream(url) as stream:
                     yield from iter_samples(stream)
             except (OSError, ShardReadError, ValueError) as exc:
                 self._tar_error(exc, worker)

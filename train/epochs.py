@@ -38,7 +38,7 @@ class EpochLoader:
     def __init__(self, dataset: IterableDataset, batch_size: int, steps: int, num_workers: int):
         self.stream, self.batch_size, self.steps, self.num_workers = dataset, batch_size, steps, num_workers
         self.position = LoaderPosition()
-        self.skipped = 0
+        self.skipped = 0  # samples skipped as corrupt, summed over every epoch this loader ran
 
     def start_epoch(self, position: LoaderPosition) -> None:
         """Where the next iteration starts (read lazily, when the first batch is requested)."""
@@ -56,13 +56,13 @@ class EpochLoader:
         ds, pos = self.stream, self.position
         ds.epoch, ds.rank, ds.world, skip = pos.epoch, pos.rank, pos.world, pos.skip_batches
         ds.pass_ = 0
-        pending, produced, per_worker_skip = [], 0, {}
+        pending, produced, per_worker_skip, before = [], 0, {}, self.skipped
         while produced < self.steps:
             got = 0
             for chunk in self._loader():
                 got += len(chunk["key"])
                 per_worker_skip[(ds.pass_, chunk["worker"])] = chunk["skipped"]
-                self.skipped = sum(per_worker_skip.values())
+                self.skipped = before + sum(per_worker_skip.values())
                 if not chunk["key"]:
                     continue  # a chunk whose samples were all corrupt: it only carries the count
                 pending.append(chunk)
@@ -75,7 +75,7 @@ class EpochLoader:
                     return
             if got == 0:
                 raise DataError(f"rank {ds.rank} got no readable samples in a full pass "
-                                f"({self.skipped} skipped as corrupt); check the shards with --verify")
+                                f"({self.skipped - before} skipped as corrupt); check the shards with --verify")
             ds.pass_ += 1
 
 

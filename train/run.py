@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from gcl.folderlock import FolderLock
 from gcl.io import write_json_atomic
 from gcl.provenance import code_version
 from gcl.train.config import ConfigError, TrainConfig, resolution
@@ -21,6 +23,8 @@ from gcl.train.methods import get_method
 from gcl.train.resume import is_complete, read_run
 from gcl.train.summary import quiet_lightning, run_summary
 
+
+RUN_LOCK = ".gcl-train.lock"  # in the run folder: held by the one trainer writing there
 
 class SafeLastCheckpoint(Callback):
     """last.ckpt every N steps and at each epoch end, written to a temp file and renamed, so a
@@ -177,6 +181,15 @@ def _merge_metrics(out: Path) -> None:
         prev.unlink()
 
 
+def _load_resume_checkpoint(last: Path) -> dict:
+    """last.ckpt as plain tensors and dicts (weights_only): a pickle or another tool's file is one line."""
+    try:
+        return torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a pickle, a truncated zip, another tool's file
+        reason = "weights_only loading refuses it" if "weights only" in str(exc).lower() else _one_line(exc)[:100]
+        raise ConfigError(f"--resume: {last} is not a gcl-train checkpoint ({reason})") from None
+
+
 def _rank_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
@@ -212,7 +225,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
     previous = read_run(out) if resume else None
     if previous is not None and is_complete(previous):
         return {**previous, "already_finished": True}  # nothing to train; run.json and its metrics stay as they are
-    saved = torch.load(last, map_location="cpu", weights_only=True) if resume else None
+    saved = _load_resume_checkpoint(last) if resume else None
     if saved is not None:
         _check_same_model(saved, cfg, last)
     quiet_lightning()
@@ -241,58 +254,64 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
                for q in queries.values()]
 
     rank_zero = _rank_zero()
-    if resume and rank_zero:
-        _stash_metrics(out, int(saved["global_step"]))
-    # the code and loader workers of every sitting (a resumed run lists each): what trained is on record
-    sitting = {**code_version(), "num_workers": loader.num_workers}
-    earlier = previous.get("sittings", []) if previous else []
-    # a resumed run keeps the options it started with (train/resume.py refused any that change results)
-    info = {"config": previous["config"] if previous else cfg.to_dict(), "method": cfg.method,
-            "shards": cfg.shards or cfg.input, "gen_prob": cfg.gen_prob, "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
-            "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running",
-            "sittings": [*earlier, sitting] if isinstance(earlier, list) else [sitting],
-            # images behind the online numbers (gcl-eval compare shows them next to each number)
-            "eval_sizes": eval_sets.sizes() if eval_sets else {}}
-    if rank_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "run.json", info)
+    # one trainer per run folder: a second one (a rerun study, a second --resume) would write the
+    # same last.ckpt.tmp; held until this process ends, released by the kernel if it is killed
+    with FolderLock(out, RUN_LOCK, "gcl-train run", "--output") if rank_zero else contextlib.nullcontext():
+        if resume and rank_zero:
+            _stash_metrics(out, int(saved["global_step"]))
+        # the code and loader workers of every sitting (a resumed run lists each): what trained is on record
+        sitting = {**code_version(), "num_workers": loader.num_workers}
+        earlier = previous.get("sittings", []) if previous else []
+        # a resumed run keeps the options it started with (train/resume.py refused any that change results)
+        info = {"config": previous["config"] if previous else cfg.to_dict(), "method": cfg.method,
+                "shards": cfg.shards or cfg.input, "gen_prob": cfg.gen_prob, "epochs": cfg.epochs,
+                "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
+                "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running",
+                "sittings": [*earlier, sitting] if isinstance(earlier, list) else [sitting],
+                # images behind the online numbers (gcl-eval compare shows them next to each number)
+                "eval_sizes": eval_sets.sizes() if eval_sets else {}}
+        if rank_zero:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "run.json", info)
 
-    # KeyRecorder and WeightAverage before SafeLastCheckpoint: what a step or epoch adds is in its checkpoint
-    callbacks = [LoaderDriver(loader), *([KeyRecorder(out / "keys")] if record_keys else []),
-                 *([WeightAverage(last.with_name("avg.ckpt"), cfg.epochs, cfg.average_last_epochs)]
-                   if cfg.average_last_epochs > 0 else []),
-                 SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
-    if "val" in queries:
-        # best.ckpt is chosen on held-out validation queries only; test_* metrics are never monitored
-        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_knn_top1",
-                                         mode="max", save_top_k=1, auto_insert_metric_name=False,
-                                         enable_version_counter=False))
-    callbacks += list(extra_callbacks)
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy="ddp" if world > 1 else "auto", precision=_precision(cfg),
-        logger=[CSVLogger(save_dir=str(out), name="", version=""), TensorBoardLogger(save_dir=str(out), name="tb", version="")],
-        callbacks=callbacks, check_val_every_n_epoch=cfg.eval_every, num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing="val" in queries,
-        default_root_dir=str(out), enable_model_summary=False,  # run_summary says what matters
-    )
-    try:
-        trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None,
-                    weights_only=True)  # resume reads plain tensors/dicts only, never pickled code
-    except BaseException as exc:
-        if trainer.is_global_zero:  # run.json never says "running" for a run that stopped
-            write_json_atomic(out / "run.json", {**info, "status": "stopped", "error": _one_line(exc)})
-        if resume and isinstance(exc, RuntimeError) and "loading state_dict" in str(exc):
-            raise ConfigError(f"--resume: {last} does not fit this run's {cfg.method} / {cfg.backbone} model "
-                              "(missing or unexpected weights); start a new run in another --output") from None
-        raise
-    finally:
+        # KeyRecorder and WeightAverage before SafeLastCheckpoint: what a step or epoch adds is in its checkpoint
+        callbacks = [LoaderDriver(loader), *([KeyRecorder(out / "keys")] if record_keys else []),
+                     *([WeightAverage(last.with_name("avg.ckpt"), cfg.epochs, cfg.average_last_epochs)]
+                       if cfg.average_last_epochs > 0 else []),
+                     SafeLastCheckpoint(last, cfg.ckpt_every_steps)]
+        if "val" in queries:
+            # best.ckpt is chosen on held-out validation queries only; test_* metrics are never monitored
+            callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_knn_top1",
+                                             mode="max", save_top_k=1, auto_insert_metric_name=False,
+                                             enable_version_counter=False))
+        callbacks += list(extra_callbacks)
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+            strategy="ddp" if world > 1 else "auto", precision=_precision(cfg),
+            logger=[CSVLogger(save_dir=str(out), name="", version=""), TensorBoardLogger(save_dir=str(out), name="tb", version="")],
+            callbacks=callbacks, check_val_every_n_epoch=cfg.eval_every, num_sanity_val_steps=0,
+            log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing="val" in queries,
+            default_root_dir=str(out), enable_model_summary=False,  # run_summary says what matters
+        )
+        try:
+            trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None,
+                        weights_only=True)  # resume reads plain tensors/dicts only, never pickled code
+        except BaseException as exc:
+            if trainer.is_global_zero:  # run.json never says "running" for a run that stopped
+                interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) or trainer.interrupted  # Ctrl-C, SIGTERM
+                write_json_atomic(out / "run.json", {**info, "status": "interrupted" if interrupted else "stopped",
+                                                     "error": _one_line(exc), "global_step": int(trainer.global_step),
+                                                     "skipped_samples": int(loader.skipped)})
+            if resume and isinstance(exc, RuntimeError) and "loading state_dict" in str(exc):
+                raise ConfigError(f"--resume: {last} does not fit this run's {cfg.method} / {cfg.backbone} model "
+                                  "(missing or unexpected weights); start a new run in another --output") from None
+            raise
+        finally:
+            if trainer.is_global_zero:
+                _merge_metrics(out)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         if trainer.is_global_zero:
-            _merge_metrics(out)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    if trainer.is_global_zero:
-        info.update(status="finished", global_step=int(trainer.global_step), epochs_done=int(trainer.current_epoch),
-                    skipped_samples=int(loader.skipped), final_metrics=metrics)
-        write_json_atomic(out / "run.json", info)
-    return info
+            info.update(status="finished", global_step=int(trainer.global_step), epochs_done=int(trainer.current_epoch),
+                        skipped_samples=int(loader.skipped), final_metrics=metrics)
+            write_json_atomic(out / "run.json", info)
+        return info
