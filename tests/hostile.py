@@ -181,13 +181,14 @@ def synth_verify(manifest: Path, tmp: Path):
 def eval_inspect(shards: Path, tmp: Path):
     from gcl.eval.cli import main
 
-    return invoke(main, ["inspect", shards, "--out", tmp / "sheet.png"])
+    return invoke(main, ["inspect", shards, "--output", tmp / "sheet.png"])
 
 
 def eval_knn(data: Path, tmp: Path, test: Path | None = None):
     from gcl.eval.cli import main
 
-    return invoke(main, ["knn", "--raw-pixels", "--train", data, "--test", test or data, "--out", tmp / "eval",
+    return invoke(main, ["knn", "--raw-pixels", "--no-baselines", "--eval-train", data, "--eval-test", test or data,
+                         "--output", tmp / "eval",
                          "--k", 3])
 
 

@@ -128,7 +128,8 @@ def test_a_planted_feature_cache_does_not_decide_the_score(tmp_path, width, forg
 
     with np.load(test) as z:  # a test set whose labels the pixels do not predict
         np.savez(test, images=z["images"], labels=np.roll(z["labels"], 1), class_names=z["class_names"])
-    args = ["knn", "--raw-pixels", "--train", train, "--test", test, "--k", 3, "--out", tmp_path / "o"]
+    args = ["knn", "--raw-pixels", "--no-baselines", "--eval-train", train, "--eval-test", test, "--k", 3,
+            "--output", tmp_path / "o"]
     honest = hostile.invoke(main, args + ["--no-cache"])
     assert honest.exit_code == 0 and "top-1 100.00%" not in honest.output, honest.output
     cache = tmp_path / "features"
@@ -154,7 +155,12 @@ def test_a_pickle_given_to_resume_runs_nothing_and_is_one_line(tmp_path, monkeyp
     manifest = hostile.shard_set(tmp_path / "set")
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps({"state_dict": _Payload()}))
-    result = hostile.train_shards(manifest, tmp_path, "--resume")
+    from gcl.train.cli import main
+    from gcl.train.config import load_config
+
+    cfg = load_config(None, {"shards": (str(manifest),), "gen_prob": 0.0, "output": str(tmp_path / "run")})
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "status": "stopped"}))
+    result = hostile.invoke(main, ["--output", tmp_path / "run", "--resume"])
     assert "last.ckpt is not a gcl-train checkpoint" in hostile.one_line_error(result)
     assert not (tmp_path / "PWNED").exists()
 

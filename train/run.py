@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gcl.folderlock import FolderLock
 from gcl.io import write_json_atomic
@@ -298,7 +299,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
                         weights_only=True)  # resume reads plain tensors/dicts only, never pickled code
         except BaseException as exc:
             if trainer.is_global_zero:  # run.json never says "running" for a run that stopped
-                interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) or trainer.interrupted  # Ctrl-C, SIGTERM
+                # Ctrl-C (Lightning turns it into SystemExit) or SIGTERM; anything else is an error
+                interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, SIGTERMException))
                 write_json_atomic(out / "run.json", {**info, "status": "interrupted" if interrupted else "stopped",
                                                      "error": _one_line(exc), "global_step": int(trainer.global_step),
                                                      "skipped_samples": int(loader.skipped)})
