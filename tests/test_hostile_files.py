@@ -192,3 +192,40 @@ def test_one_trainer_per_run_folder_and_ctrl_c_says_interrupted(tmp_path):
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "interrupted" and info["global_step"] >= 1
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_the_documented_shard_readers_decode_only_gcls_members(tmp_path, monkeypatch):
+    """docs/shards.md's reading examples (the core's reader and plain webdataset) run on a shard
+    that also carries .pickle / .pyd / .pth members whose unpickling would create a file."""
+    import pickle
+    import re
+
+    from gcl.shards import shard_name
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "PWNED"), "w"))
+
+    payload = pickle.dumps(Planted())
+    folder = tmp_path / "out" / "c10"
+    folder.mkdir(parents=True)
+    for index in range(20):
+        members = []
+        for name, data in hostile.family(index):
+            key = f"k{index}".encode()
+            members.append((key + name[4:].replace(b".png", b".jpg"), data))
+        members += [(f"k{index}.x.pickle".encode(), payload), (f"k{index}.x.pyd".encode(), payload),
+                    (f"k{index}.x.pth".encode(), payload)]
+        (folder / shard_name("cifar10_train_taesd_k2_r64", index)).write_bytes(hostile.tar_bytes(members))
+    monkeypatch.chdir(tmp_path)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "shards.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert any("webdataset" in s for s in snippets) and any("gcl.shards" in s for s in snippets)
+    scope: dict = {}
+    for snippet in snippets:
+        exec(compile(snippet, "docs/shards.md", "exec"), scope)  # noqa: S102 - the page's own example code
+        if "ds" in scope:
+            samples = list(scope["ds"])
+            assert len(samples) == 20
+            assert all(isinstance(s[m], bytes) for s in samples for m in ("x.pickle", "x.pyd", "x.pth"))
+    assert not (tmp_path / "PWNED").exists()
