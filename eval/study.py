@@ -242,6 +242,7 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, s
         log(f"{len(todo)} run(s) would run" + ("; their arm recipes pass gcl-train's check" if todo else ""))
         return 0
     if todo:
+        log(f"{len(todo)} run(s) to do; checking their arm recipes with gcl-train first")
         check_arms(study, sorted({p.arm for p in todo}))  # before synthesis: a typo must not cost hours
     else:
         log(f"nothing to run: all {len(runs)} selected run(s) have current results")
@@ -250,6 +251,7 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, s
     failed = sum(not execute(study, p, f"[{i}/{len(todo)}]", data, manifests, log, clock)
                  for i, p in enumerate(todo, 1))
     write_report(study, log, measure_train_flops(study))
+    clock.finish(failed)
     if study.note:
         log(study.note)
     return failed

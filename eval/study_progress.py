@@ -143,6 +143,10 @@ class StudyClock:
         return self.heartbeat(f"{step} {run_name} training", lambda: training_progress(run_dir), "steps",
                               training_work(recipe))
 
+    def finish(self, failed: int = 0) -> None:
+        failures = f", {failed} failed" if failed else ""
+        self.log(f"sitting done in {clock_text(self.now() - self.started)}: {self.done_runs} run(s) trained{failures}")
+
     def run_finished(self, seconds: float) -> None:
         self.measured_seconds += seconds
         self.measured_work += self.work[self.done_runs]

@@ -94,6 +94,9 @@ def test_time_left_for_the_run_and_the_study(monkeypatch):
     now[0] = 100.0
     clock.run_finished(100.0)
     assert lines[-1] == "  1/2 run(s) done; study: 1:40 elapsed, about 2:30 left"
+    now[0] = 250.0
+    clock.finish()
+    assert lines[-1] == "sitting done in 4:10: 1 run(s) trained"
     assert clock_text(3725) == "1:02:05"
 
 
@@ -125,4 +128,5 @@ def test_quickstart_runs_the_loop_at_a_smaller_size_and_leaves_the_tree_clean(tm
     assert "synthesis of taef2_res: 0/3 shards" in r.output
     assert re.search(r"\[1/3\] hand2-s0 training: \d+/\d+ steps, [\d:]+ elapsed, ", r.output)
     assert re.search(r"1/3 run\(s\) done; study: [\d:]+ elapsed, about [\d:]+ left", r.output)
+    assert re.search(r"sitting done in [\d:]+: 3 run\(s\) trained\n", r.output)
     assert _git_status() == before
