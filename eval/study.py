@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gcl
-from gcl.eval.study_config import Study, StudyError
+from gcl.eval.study_config import Study, StudyError, data_file
 from gcl.eval.study_progress import StudyClock
 from gcl.eval.study_runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
                                  run_state, shard_set_ready, train_run, train_status, write_arm_recipes)
@@ -104,14 +104,18 @@ def result_record(study: Study, arm: str, seed: int, scores: dict, manifest: dic
     steps = int(info.get("global_step", 0))
     samples = steps * int(info.get("batch_size", 0)) * int(info.get("world_size", 1))
     recipe = study.merged[arm]
+    last = scores.get("last", {})
+    headline = last.get("test") or {}  # top-level numbers: last.ckpt on the test split, when scored
     return {
         "study": study.name, "arm": arm, "seed": seed, "digest": study.digest(arm), "shard_set": study.arms[arm].shards,
         "run_dir": run_dir.as_posix(), "checkpoint": "checkpoints/last.ckpt",
-        **{k: scores[k] for k in ("knn_top1", "knn_top5", "linear_top1", "linear_top5") if k in scores},
-        "eval": {"bank": study.eval.bank, "test": study.eval.test, "k": study.eval.k,
-                 "temperature": study.eval.temperature, "n_bank": scores["n_bank"], "n_test": scores["n_test"],
-                 "feature_dim": scores["feature_dim"], "ckpt_id": scores["ckpt_id"],
-                 "linear_epochs": scores.get("linear_epochs")},
+        **{k: headline[k] for k in ("knn_top1", "knn_top5", "linear_top1", "linear_top5") if k in headline},
+        "scores": scores,  # checkpoint (last, avg) -> split (test, val) -> kNN / linear top-1 and top-5, sizes
+        "eval": {"bank": study.eval.bank, "test": study.eval.test, "val_bank": study.eval.val_bank,
+                 "val_queries": study.eval.val_queries, "k": study.eval.k, "temperature": study.eval.temperature,
+                 "n_bank": headline.get("n_bank"), "n_test": headline.get("n_queries"),
+                 "feature_dim": last.get("feature_dim"), "ckpt_id": last.get("ckpt_id"),
+                 "linear_epochs": headline.get("linear_epochs") or (last.get("val") or {}).get("linear_epochs")},
         "train": {"seconds": seconds, "sittings": len(sittings), "epochs": info.get("epochs_done"), "steps": steps,
                   "samples_per_s": round(samples / seconds, 2) if seconds else None,
                   "method": recipe.get("method"), "backbone": recipe.get("backbone"),
@@ -119,7 +123,7 @@ def result_record(study: Study, arm: str, seed: int, scores: dict, manifest: dic
                   "code": info.get("sittings", [])},  # per training sitting: commit, dirty, loader workers
         "synth": synth_cost(manifest),
         "recipe": recipe,  # the merged gcl-train recipe the digest covers (with the shard set's options)
-        "gcl": code_version(),  # the code that scored; the run records the code that trained
+        "gcl": code_version(),  # the code that scored; train.code records the code that trained
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -163,8 +167,11 @@ def check_ownership(study: Study, runs: list[PlannedRun]) -> None:
 
 def check_eval_data(study: Study) -> None:
     """The probes' data must exist before hours of training, not after."""
-    for what, path in (("eval bank", study.eval.bank), ("eval test", study.eval.test)):
-        if not Path(path).exists():
+    ev = study.eval
+    for what, spec in (("eval bank", ev.bank), ("eval test", ev.test), ("eval val_bank", ev.val_bank),
+                       ("eval val_queries", ev.val_queries)):
+        path = data_file(spec)
+        if path is not None and not Path(path).exists():
             raise StudyError(f"{what} {path} not found (study paths are relative to the current folder: "
                              "run from the repository root)")
 
@@ -260,7 +267,7 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, s
 def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, dict], log,
             clock: StudyClock | None = None) -> bool:
     """Train (or resume) one run if needed, then score it and write its result; False when training failed."""
-    from gcl.eval.study_eval import evaluate_checkpoint
+    from gcl.eval.study_eval import evaluate_run
 
     if p.action == "stale":  # only now, once every check has passed: --rerun-stale deletes the old run
         p = forget(study, p)
@@ -280,13 +287,15 @@ def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, d
                 "seconds": round(seconds, 1), "log": (run_dir / "train.log").as_posix(), "log_tail": tail})
             log(f"  FAILED (exit {code}); see {study.failed_path(p.arm, p.seed)}")
             return False
-    log(f"{step} {name}: evaluate {run_dir / 'checkpoints' / 'last.ckpt'}")
-    scores = evaluate_checkpoint(run_dir / "checkpoints" / "last.ckpt", data, run_dir / "features", log)
+    log(f"{step} {name}: evaluate {run_dir / 'checkpoints'}")
+    scores = evaluate_run(run_dir, data, log)
     record = result_record(study, p.arm, p.seed, scores, manifests.get(set_name) or {})
     study.result_path(p.arm, p.seed).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(study.result_path(p.arm, p.seed), record)
     study.failed_path(p.arm, p.seed).unlink(missing_ok=True)
-    log(f"  kNN {record['knn_top1']:.2f}" + (f"  linear {record['linear_top1']:.2f}" if "linear_top1" in record else ""))
+    for split, sc in scores["last"].items():
+        if isinstance(sc, dict):
+            log(f"  {split}: kNN {sc['knn_top1']:.2f}" + (f"  linear {sc['linear_top1']:.2f}" if "linear_top1" in sc else ""))
     if clock and p.action in ("train", "resume"):
         clock.run_finished(time.time() - started)
     return True

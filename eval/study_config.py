@@ -23,8 +23,13 @@ import yaml
 from gcl.errors import UserError
 from gcl.shardset import OutputLayout
 
-STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "bar", "results", "note"}
-EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size"}
+STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "decision", "results",
+              "note"}
+EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size",
+             "val_queries", "val_bank", "checkpoints"}
+DECISION_KEYS = {"metric", "split", "alpha", "effect", "power"}
+METRICS = ("mean", "knn", "linear")  # mean: the mean of kNN and linear top-1
+CHECKPOINTS = ("last", "avg")
 PLOT_KEYS = {"x", "label"}
 # Arm keys the study itself reads; every other arm key is a gcl-train recipe key.
 ARM_STUDY_KEYS = {"shards", "x", "series", "recipe", "control"}
@@ -53,6 +58,22 @@ class EvalSpec:
     limit_test: int | None = None  # first N test images only (tests); None: all
     device: str = "auto"  # feature extraction: cuda when present, else cpu
     batch_size: int = 256  # images per feature-extraction forward pass
+    # validation split: labelled queries held out of pretraining and of the test split (FILE[A:B]
+    # takes images A..B-1 of a file), scored against val_bank (default: bank); None: no val split
+    val_queries: str | None = None
+    val_bank: str | None = None
+    checkpoints: list = field(default_factory=lambda: ["last"])  # last (decides) and/or avg (reported)
+
+
+@dataclass
+class Decision:
+    """The rule a study's verdict follows, fixed in the study file before its runs."""
+
+    metric: str = "mean"  # mean of kNN and linear top-1 | knn | linear
+    split: str = "test"  # test (confirmatory) | val (screening)
+    alpha: float = 0.05  # one-sided paired t-test: "helps" only if the (1 - alpha) lower bound is > 0
+    effect: float = 1.0  # points: the effect the seed count is powered for
+    power: float = 0.8
 
 
 @dataclass
@@ -80,7 +101,7 @@ class Study:
     output: Path  # run folders and shard sets
     plot_x: str | None = None
     plot_label: str | None = None
-    bar: float | None = None  # the kNN delta (points) an arm must reach with every seed positive
+    decision: Decision = field(default_factory=Decision)
     note: str | None = None  # said at the top of results.md and at the end of every sitting
     merged: dict = field(default_factory=dict)  # arm -> merged recipe, filled by load_study
 
@@ -186,7 +207,68 @@ def _eval_spec(data) -> EvalSpec:
         raise StudyError("eval: k, temperature, batch_size, limit_bank and limit_test must be numbers")
     if spec.k < 1 or spec.temperature <= 0 or spec.batch_size < 1:
         raise StudyError("eval needs k >= 1, temperature > 0 and batch_size >= 1")
+    for key in ("bank", "test", "val_queries", "val_bank"):
+        if getattr(spec, key) is not None and not isinstance(getattr(spec, key), str):
+            raise StudyError(f"eval: {key} must be a file path (FILE or FILE[A:B]), got {getattr(spec, key)!r}")
+    if not spec.test and not spec.val_queries:
+        raise StudyError("eval needs test or val_queries: something to score")
+    if (not isinstance(spec.checkpoints, list) or not spec.checkpoints
+            or not set(spec.checkpoints) <= set(CHECKPOINTS) or spec.checkpoints[0] != "last"):
+        raise StudyError(f"eval: checkpoints must be a list starting with last, from {', '.join(CHECKPOINTS)}; "
+                         f"got {spec.checkpoints!r}")
     return spec
+
+
+def _decision(data) -> Decision:
+    data = _mapping(data, "decision")
+    _no_unknown(data, DECISION_KEYS, "decision")
+    d = Decision(**data)
+    if d.metric not in METRICS or d.split not in ("test", "val"):
+        raise StudyError(f"decision: metric must be one of {', '.join(METRICS)} and split test or val")
+    numbers = (d.alpha, d.effect, d.power)
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers) or not (
+            0 < d.alpha < 0.5 and d.effect > 0 and 0 < d.power < 1):
+        raise StudyError("decision: needs 0 < alpha < 0.5, effect > 0 and 0 < power < 1")
+    return d
+
+
+_SLICE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
+
+
+def _rows(spec: str | None) -> tuple[str, int, float] | None:
+    """FILE[A:B] -> (FILE, A, B); a whole file -> (FILE, 0, inf)."""
+    if not spec:
+        return None
+    m = _SLICE.match(spec)
+    if not m:
+        return spec, 0, float("inf")
+    return m["path"], int(m["start"] or 0), float(m["stop"]) if m["stop"] else float("inf")
+
+
+def data_file(spec: str | None) -> str | None:
+    """The file of a data spec (FILE or FILE[A:B])."""
+    rows = _rows(spec)
+    return rows[0] if rows else None
+
+
+def check_validation_split(spec: EvalSpec, shard_sets: dict[str, dict]) -> None:
+    """Validation queries must be images that pretraining never saw and that are not bank images."""
+    queries = _rows(spec.val_queries)
+    if queries is None:
+        return
+    path, start, stop = queries
+    if spec.test and Path(spec.test) == Path(path):
+        raise StudyError("eval: val_queries come from the test file; validation must be held out of the test split")
+    bank = _rows(spec.val_bank or spec.bank)
+    if bank and Path(bank[0]) == Path(path) and bank[1] < stop and start < bank[2]:
+        raise StudyError(f"eval: val_bank {spec.val_bank or spec.bank} overlaps val_queries {spec.val_queries}; "
+                         "every query would find itself")
+    for name, options in shard_sets.items():
+        if options.get("input") and Path(str(options["input"])) == Path(path):
+            used = options.get("limit")
+            if not isinstance(used, int) or used > start:
+                raise StudyError(f"eval: val_queries {spec.val_queries} overlap shard set {name}'s pretraining images "
+                                 f"(limit {used}); take queries after the first {used or 'N'} images")
 
 
 def _shard_sets(data) -> dict[str, dict]:
@@ -258,16 +340,20 @@ def load_study(path: str | Path) -> Study:
             raise StudyError(f"arms:{arm.name}: control {arm.control!r} must name another arm; arms: {', '.join(arms)}")
     plot = _mapping(data.get("plot"), "plot")
     _no_unknown(plot, PLOT_KEYS, "plot")
-    bar = data.get("bar")
-    if bar is not None and not isinstance(bar, (int, float)):
-        raise StudyError(f"'bar' must be a number of kNN points, got {bar!r}")
+    decision = _decision(data.get("decision"))
+    spec = _eval_spec(data.get("eval"))
+    check_validation_split(spec, shard_sets)
+    if decision.split == "val" and not spec.val_queries:
+        raise StudyError("decision: split val needs eval: val_queries")
+    if decision.split == "test" and not spec.test:
+        raise StudyError("decision: split test needs eval: test")
     for key in ("results", "note"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise StudyError(f"'{key}' must be a text, got {data[key]!r}")
     study = Study(name=name, folder=Path(data.get("results") or path.parent), seeds=_seeds(data["seeds"]),
-                  control=data["control"], eval=_eval_spec(data.get("eval")), shard_sets=shard_sets, train=train,
+                  control=data["control"], eval=spec, shard_sets=shard_sets, train=train,
                   recipe=recipe, arms=arms, output=Path(data.get("output") or f"out/studies/{name}"), plot_x=plot.get("x"),
-                  plot_label=plot.get("label"), bar=bar, note=data.get("note"))
+                  plot_label=plot.get("label"), decision=decision, note=data.get("note"))
     for arm in arms.values():
         base = read_yaml(recipe_file(arm.recipe or recipe), "recipe")
         study.merged[arm.name] = deep_merge(deep_merge(base, train), arm.overrides)

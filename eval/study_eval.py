@@ -1,21 +1,48 @@
-"""Final numbers of one study run: kNN and the linear probe on its last.ckpt, in-process.
+"""Final numbers of one study run: kNN and the linear probe, in-process.
 
-Only last.ckpt is scored (never best.ckpt, which an online evaluation may have picked): nothing
-in a study is chosen on the test split. The bank and test images are loaded once per study and
-resolution; features are cached in the run folder (RUN/features), so a re-evaluation costs none.
+Scored checkpoints: last.ckpt (the run's final state; the study's verdict uses it) and, when the
+study asks and the run wrote one, avg.ckpt (the mean of the last epochs' weights). Never
+best.ckpt, which an online evaluation may have picked. Splits: `test` (bank -> test queries) and,
+when the study names them, `val` (val_bank -> val_queries: train images held out of pretraining).
+A data spec may take a slice of a file, `FILE[A:B]` (images A..B-1 in file order). Each file is
+loaded once per resolution and its features are extracted once per checkpoint (cached in the run
+folder): the slices of a file are slices of its features, so the validation split costs no
+extraction when it comes from the bank's file.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from gcl.eval.features import cached_features, checkpoint_encoder
 from gcl.eval.linear import LinearRecipe, linear_accuracy
-from gcl.eval.probe import load_pair
+from gcl.eval.probe import check_classes
 from gcl.eval.study_config import EvalSpec
 from gcl.knn import knn_accuracy
+from gcl.labelled import LabelledSet, load_labelled
+
+SLICE_RE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    path: str
+    start: int | None = None
+    stop: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "DataSpec":
+        m = SLICE_RE.match(spec)
+        if not m:
+            return cls(spec)
+        return cls(m["path"], int(m["start"]) if m["start"] else None, int(m["stop"]) if m["stop"] else None)
+
+    def indices(self, n: int) -> range:
+        return range(n)[self.start:self.stop]
 
 
 def eval_device(spec: EvalSpec) -> str:
@@ -25,33 +52,67 @@ def eval_device(spec: EvalSpec) -> str:
 
 
 class EvalData:
-    """The study's bank and test sets, loaded at most once per resolution."""
+    """The study's labelled files, loaded at most once per (file, resolution)."""
 
     def __init__(self, spec: EvalSpec):
-        self.spec, self._sets = spec, {}
+        self.spec, self._files = spec, {}
 
-    def at(self, resolution: int | None):
-        if resolution not in self._sets:
-            self._sets[resolution] = load_pair(self.spec.bank, self.spec.test, resolution, self.spec.limit_bank,
-                                               self.spec.limit_test)
-        return self._sets[resolution]
+    def splits(self) -> dict[str, tuple[DataSpec, DataSpec]]:
+        """split -> (bank, queries): test always, val when the study names it."""
+        s = self.spec
+        out = {}
+        if s.test:
+            out["test"] = (DataSpec(s.bank, None, s.limit_bank), DataSpec(s.test, None, s.limit_test))
+        if s.val_queries:
+            out["val"] = (DataSpec.parse(s.val_bank or s.bank), DataSpec.parse(s.val_queries))
+        return out
+
+    def file(self, path: str, resolution: int | None) -> LabelledSet:
+        key = (path, resolution)
+        if key not in self._files:
+            self._files[key] = load_labelled(path, resolution=resolution)
+        return self._files[key]
 
 
-def evaluate_checkpoint(ckpt: Path, data: EvalData, cache_dir: Path, log=print) -> dict:
-    """kNN (k, T from the study) and, when asked, the linear probe (eval/linear.py's defaults)."""
+def score_checkpoint(ckpt: Path, data: EvalData, cache_dir: Path, log=print) -> dict:
+    """{split: {knn_top1, knn_top5, linear_top1, linear_top5, n_bank, n_queries}} plus the
+    checkpoint's id and feature width. kNN uses the study's k and T; the linear probe
+    eval/linear.py's defaults."""
     spec = data.spec
     encoder = checkpoint_encoder(ckpt, eval_device(spec))
-    bank, test, num_classes = data.at(encoder.resolution)
-    feats = {}
-    for name, ds in (("bank", bank), ("test", test)):
-        feats[name], hit = cached_features(encoder, ds.images, ds.labels, cache_dir, spec.batch_size, log=log)
-        log(f"  {name} features {tuple(feats[name].shape)} ({'cache' if hit else 'extracted'})")
-    ybank, ytest = torch.from_numpy(bank.labels), torch.from_numpy(test.labels)
-    knn = knn_accuracy(feats["bank"], ybank, feats["test"], ytest, num_classes, k=spec.k, temperature=spec.temperature)
-    out = {"knn_top1": float(knn["top1"]), "knn_top5": float(knn["top5"]), "n_bank": int(len(ybank)),
-           "n_test": int(len(ytest)), "feature_dim": int(feats["bank"].shape[1]), "ckpt_id": encoder.id}
-    if spec.linear:
-        recipe = LinearRecipe()
-        lin = linear_accuracy(feats["bank"], ybank, feats["test"], ytest, num_classes, recipe)
-        out.update(linear_top1=float(lin["top1"]), linear_top5=float(lin["top5"]), linear_epochs=recipe.epochs)
+    feats: dict[str, torch.Tensor] = {}
+    out: dict = {"ckpt_id": encoder.id}
+    for split, (bank_spec, query_spec) in data.splits().items():
+        sides = []
+        for ds in (bank_spec, query_spec):
+            whole = data.file(ds.path, encoder.resolution)
+            if ds.path not in feats:
+                feats[ds.path], hit = cached_features(encoder, whole.images, whole.labels, cache_dir, spec.batch_size,
+                                                           log=log)
+                log(f"  {Path(ds.path).name} features {tuple(feats[ds.path].shape)} ({'cache' if hit else 'extracted'})")
+            idx = torch.tensor(list(ds.indices(len(whole.labels))), dtype=torch.long)
+            labels = torch.from_numpy(whole.labels)[idx]
+            sides.append((feats[ds.path][idx], labels, whole))
+        (fb, yb, bank), (fq, yq, queries) = sides
+        num_classes = check_classes(bank, queries)
+        knn = knn_accuracy(fb, yb, fq, yq, num_classes, k=spec.k, temperature=spec.temperature)
+        scores = {"knn_top1": float(knn["top1"]), "knn_top5": float(knn["top5"]), "n_bank": int(len(yb)),
+                  "n_queries": int(len(yq))}
+        if spec.linear:
+            recipe = LinearRecipe()
+            lin = linear_accuracy(fb, yb, fq, yq, num_classes, recipe)
+            scores.update(linear_top1=float(lin["top1"]), linear_top5=float(lin["top5"]), linear_epochs=recipe.epochs)
+        out[split] = scores
+        out["feature_dim"] = int(fb.shape[1])
     return out
+
+
+def evaluate_run(run_dir: Path, data: EvalData, log=print) -> dict:
+    """Every checkpoint the study asks for that the run has: {'last': scores, 'avg': scores}."""
+    found = {}
+    for name in data.spec.checkpoints:
+        ckpt = run_dir / "checkpoints" / f"{name}.ckpt"
+        if ckpt.is_file():
+            log(f"  scoring {name}.ckpt")
+            found[name] = score_checkpoint(ckpt, data, run_dir / "features", log)
+    return found

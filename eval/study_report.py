@@ -35,31 +35,61 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] 
     return mean - half, mean + half
 
 
-def pooled_delta_std(rows: list["ArmRow"]) -> float | None:
-    """The training noise of a paired difference: the std of per-seed kNN deltas around each
-    arm's own mean, pooled over arms ((n - 1)-weighted variances); None below two seeds."""
+def pooled_delta_std(delta_sets: list[dict[int, float]]) -> float | None:
+    """The training noise of a paired difference: the std of per-seed deltas around each arm's own
+    mean, pooled over arms ((n - 1)-weighted variances); None below two seeds."""
     num = den = 0.0
-    for r in rows:
-        _, std = mean_std(list(r.deltas.values()))
+    for deltas in delta_sets:
+        _, std = mean_std(list(deltas.values()))
         if std is not None:
-            num += (len(r.deltas) - 1) * std**2
-            den += len(r.deltas) - 1
+            num += (len(deltas) - 1) * std**2
+            den += len(deltas) - 1
     return math.sqrt(num / den) if den else None
 
 
 def paired_power(effect: float, std: float, n: int, alpha: float = 0.05) -> float:
-    """Chance that a two-sided paired t-test on n seeds finds a true mean difference `effect`
-    when paired differences scatter with `std` (noncentral t)."""
+    """Chance that a one-sided paired t-test at level alpha on n seeds finds a true mean
+    difference `effect` > 0 when paired differences scatter with `std` (noncentral t)."""
     from scipy.stats import nct, t
 
+    if n < 2:
+        return 0.0
     df, shift = n - 1, effect / (std / math.sqrt(n))
-    crit = float(t.ppf(1 - alpha / 2, df))
-    return float(1 - nct.cdf(crit, df, shift) + nct.cdf(-crit, df, shift))
+    return float(1 - nct.cdf(float(t.ppf(1 - alpha, df)), df, shift))
 
 
-def seeds_for_power(effect: float, std: float, power: float = 0.8, most: int = 1000) -> int | None:
+def seeds_for_power(effect: float, std: float, power: float = 0.8, alpha: float = 0.05, most: int = 1000) -> int | None:
     """The fewest seeds (>= 2) that give `power` for `effect`; None beyond `most`."""
-    return next((n for n in range(2, most + 1) if paired_power(effect, std, n) >= power), None)
+    return next((n for n in range(2, most + 1) if paired_power(effect, std, n, alpha) >= power), None)
+
+
+@dataclass
+class PairedTest:
+    """One-sided paired t-test of H0: mean delta <= 0 against 'the arm helps'."""
+
+    n: int
+    mean: float
+    lower: float | None  # one-sided (1 - alpha) lower confidence bound of the mean delta
+    ci: tuple[float, float] | None  # two-sided 95% interval of the mean delta, always shown beside the verdict
+    p: float | None  # one-sided p-value
+
+    @property
+    def helps(self) -> bool:
+        return self.lower is not None and self.lower > 0
+
+
+def paired_test(deltas: list[float], alpha: float = 0.05) -> PairedTest | None:
+    if not deltas:
+        return None
+    mean, std = mean_std(deltas)
+    if std is None:
+        return PairedTest(len(deltas), mean, None, None, None)
+    from scipy.stats import t
+
+    df, se = len(deltas) - 1, std / math.sqrt(len(deltas))
+    half = float(t.ppf(1 - alpha, df)) * se
+    p = float(t.sf(mean / se, df)) if se > 0 else (0.0 if mean > 0 else 1.0)
+    return PairedTest(len(deltas), mean, mean - half, t_interval(deltas, 0.95), p)
 
 
 def count_positive(deltas: dict[int, float]) -> int:
@@ -71,13 +101,32 @@ def paired_deltas(arm: dict[int, float], control: dict[int, float]) -> dict[int,
     return {s: arm[s] - control[s] for s in sorted(arm) if s in control}
 
 
+def split_scores(result: dict, split: str, checkpoint: str = "last") -> dict | None:
+    """{'knn', 'linear', 'mean'} top-1 of one result on one split (None when it was not scored).
+    Results written before splits and checkpoints were recorded hold last.ckpt's test scores at
+    the top level."""
+    scores = (result.get("scores") or {}).get(checkpoint, {}).get(split)
+    if scores is None and split == "test" and checkpoint == "last" and "scores" not in result and "knn_top1" in result:
+        scores = result
+    if not scores or "knn_top1" not in scores:
+        return None
+    out = {"knn": float(scores["knn_top1"])}
+    if "linear_top1" in scores:
+        out["linear"] = float(scores["linear_top1"])
+        out["mean"] = (out["knn"] + out["linear"]) / 2
+    return out
+
+
 @dataclass
 class ArmRow:
     arm: str
-    knn: dict[int, float] = field(default_factory=dict)  # seed -> kNN top-1
-    linear: dict[int, float] = field(default_factory=dict)  # seed -> linear top-1
+    # seed -> top-1 on the decision split, last.ckpt: knn, linear and the primary metric
+    knn: dict[int, float] = field(default_factory=dict)
+    linear: dict[int, float] = field(default_factory=dict)
+    primary: dict[int, float] = field(default_factory=dict)
     deltas: dict[int, float] = field(default_factory=dict)  # seed -> kNN delta vs control
     linear_deltas: dict[int, float] = field(default_factory=dict)  # seed -> linear top-1 delta vs control
+    primary_deltas: dict[int, float] = field(default_factory=dict)  # seed -> primary-metric delta vs control
     train_seconds: list[float] = field(default_factory=list)
     synth: dict | None = None
     shard_set: str = ""
@@ -92,11 +141,7 @@ class ArmRow:
 
     @property
     def positive(self) -> int:
-        return count_positive(self.deltas)
-
-    def meets(self, bar: float) -> bool:
-        mean, _ = mean_std(list(self.deltas.values()))
-        return bool(self.deltas) and mean >= bar and self.positive == len(self.deltas)
+        return count_positive(self.primary_deltas)
 
 
 def _lookup(recipe: dict, dotted: str):
@@ -141,11 +186,16 @@ def summarize(study: Study, results: list[dict], train_flops: dict[str, int] | N
                       x=study.arms[a].x if study.arms[a].x is not None else
                       (_lookup(study.merged[a], study.plot_x) if study.plot_x else None),
                       series=study.arms[a].series) for a in study.arms}
+    metric, split = study.decision.metric, study.decision.split
     for r in results:
         row = rows[r["arm"]]
-        row.knn[r["seed"]] = r["knn_top1"]
-        if "linear_top1" in r:
-            row.linear[r["seed"]] = r["linear_top1"]
+        scores = split_scores(r, split)
+        if scores is not None:
+            row.knn[r["seed"]] = scores["knn"]
+            if "linear" in scores:
+                row.linear[r["seed"]] = scores["linear"]
+            if metric in scores:
+                row.primary[r["seed"]] = scores[metric]
         row.train_seconds.append(r["train"]["seconds"])
         row.synth = r.get("synth")
     for row in rows.values():
@@ -153,6 +203,7 @@ def summarize(study: Study, results: list[dict], train_flops: dict[str, int] | N
         if control is not None:
             row.deltas = paired_deltas(row.knn, rows[control].knn)
             row.linear_deltas = paired_deltas(row.linear, rows[control].linear)
+            row.primary_deltas = paired_deltas(row.primary, rows[control].primary)
     return list(rows.values())
 
 
@@ -199,58 +250,103 @@ def compute_ratio(row: ArmRow, control: ArmRow) -> float | None:
     return (row.train_flops + synth) / control.train_flops
 
 
-def _interval(deltas: dict[int, float]) -> str:
-    ci = t_interval(list(deltas.values()))
-    return "—" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+METRIC_NAMES = {"mean": "mean of kNN and linear top-1", "knn": "kNN top-1", "linear": "linear top-1"}
+
+
+def _test_cells(test: PairedTest | None, alpha: float) -> str:
+    """Mean Δ | one-sided lower bound | 95% CI | p | verdict."""
+    if test is None:
+        return "— | — | — | — | —"
+    if test.lower is None:
+        return f"{test.mean:+.2f} | — | — | — | one seed: no test"
+    verdict = "**helps**" if test.helps else "not shown"
+    return (f"{test.mean:+.2f} | {test.lower:+.2f} | [{test.ci[0]:+.2f}, {test.ci[1]:+.2f}] | {test.p:.3f} | "
+            f"{verdict}")
 
 
 def format_table(study: Study, rows: list[ArmRow]) -> str:
-    head = (f"| arm | n | kNN top-1 | linear top-1 | Δ kNN vs {study.control} (mean; per seed) | positive seeds "
-            "| Δ kNN 95% CI | Δ linear (mean; per seed) | train min | synth cost | train GFLOP/img | compute vs control |")
-    lines = [head, "|" + " --- |" * 12]
+    d = study.decision
+    level = f"{1 - d.alpha:.0%}"
+    head = (f"| arm | n | kNN top-1 | linear top-1 | {d.metric} | Δ {d.metric} vs control (per seed) | Δ {d.metric} "
+            f"| {level} lower bound | 95% CI | p (one-sided) | verdict | Δ kNN | Δ linear | train min | synth cost "
+            "| train GFLOP/img | compute vs control |")
+    lines = [head, "|" + " --- |" * 17]
     by_name = {r.arm: r for r in rows}
     for r in rows:
         control = study.control_of(r.arm)
         ratio = compute_ratio(r, by_name[control or r.arm])
-        pos = "—" if control is None or not r.deltas else f"{r.positive}/{len(r.deltas)}"
         minutes, _ = mean_std(r.train_seconds)
+        test = paired_test(list(r.primary_deltas.values()), d.alpha) if control is not None else None
+        per_seed = _deltas(control, r.primary_deltas, study_control=study.control)
         lines.append(f"| {r.arm} | {r.n} | {_pm(list(r.knn.values()))} | {_pm(list(r.linear.values()))} | "
-                     f"{_deltas(control, r.deltas, study_control=study.control)} | {pos} | {_interval(r.deltas)} | "
-                     f"{_deltas(control, r.linear_deltas, True, study.control)} | "
+                     f"{_pm(list(r.primary.values()))} | {per_seed} | "
+                     f"{'(control) | — | — | — | —' if control is None else _test_cells(test, d.alpha)} | "
+                     f"{_mean_delta(control, r.deltas)} | {_mean_delta(control, r.linear_deltas)} | "
                      f"{'—' if minutes is None else f'{minutes / 60:.1f}'} | "
                      f"{_synth(r)} | {'—' if r.train_flops is None else f'{r.train_flops / 1e9:.1f}'} | "
                      f"{'—' if ratio is None else f'{ratio:.2f}x'} |")
     return "\n".join(lines)
 
 
+def _mean_delta(control: str | None, deltas: dict[int, float]) -> str:
+    if control is None or not deltas:
+        return "—"
+    return f"{mean_std(list(deltas.values()))[0]:+.2f}"
+
+
+def noise_lines(study: Study, results: list[dict]) -> list[str]:
+    """The scatter of paired deltas of the primary metric per checkpoint and split: what
+    averaged weights (avg.ckpt) buy, measured on the same runs."""
+    out = []
+    metric = study.decision.metric
+    for checkpoint in study.eval.checkpoints:
+        for split in ("val", "test"):
+            values: dict[str, dict[int, float]] = {}
+            for r in results:
+                scores = split_scores(r, split, checkpoint)
+                if scores and metric in scores:
+                    values.setdefault(r["arm"], {})[r["seed"]] = scores[metric]
+            deltas = [paired_deltas(values.get(a, {}), values.get(study.control_of(a), {}))
+                      for a in study.arms if study.control_of(a) is not None]
+            noise = pooled_delta_std(deltas)
+            ctrl, ctrl_std = mean_std(list(values.get(study.control, {}).values()))
+            if noise is not None:
+                out.append(f"| {checkpoint}.ckpt | {split} | {noise:.2f} | {sum(len(x) for x in deltas)} | "
+                           f"{'—' if ctrl_std is None else f'{ctrl_std:.2f}'} |")
+    if not out:
+        return []
+    return ["Noise (std of paired Δ " + metric + " around each arm's mean, pooled; and the control's run-to-run "
+            "std), per checkpoint and split:", "", "| checkpoint | split | paired Δ std | pairs | control std |",
+            "| --- | --- | --- | --- | --- |", *out, ""]
+
+
 def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: list[str]) -> str:
-    ev = study.eval
-    n_bank = results[0]["eval"]["n_bank"] if results else "?"
-    n_test = results[0]["eval"]["n_test"] if results else "?"
+    ev, d = study.eval, study.decision
+    split = ("the test split" + f" ({ev.test})") if d.split == "test" else f"the validation split ({ev.val_queries})"
     out = [f"# Study {study.name}", "",
-           f"Seeds {study.seeds}; control `{study.control}`. Each run's last.ckpt (nothing chosen on the test split): "
-           f"kNN k={ev.k}, T={ev.temperature} with {n_bank} bank images ({ev.bank}) and {n_test} test images "
-           f"({ev.test}); linear probe on frozen features{'' if ev.linear else ' (off)'}. Mean ± sample std over "
-           "seeds; Δ is paired by seed (same seed = same data order). Train minutes: wall time per run. "
-           "Train GFLOP/img: every view's forward and backward pass and the loss, per training image over "
-           "all epochs (FlopCounterMode; augmentation left out); compute vs control adds the shard set's "
-           "synthesis FLOPs per image for arms that read generated views. 95% CI: paired Student-t interval "
-           "of the mean Δ kNN over seeds (an interval that contains 0 is no evidence either way).", "",
-           format_table(study, rows), ""]
+           f"Seeds {study.seeds}; control `{study.control}`. Scores of each run's last.ckpt on {split}: kNN "
+           f"k={ev.k}, T={ev.temperature}, and a linear probe on frozen features{'' if ev.linear else ' (off)'}. "
+           "Mean ± sample std over seeds; Δ is paired by seed (same seed = same initialisation, data order and "
+           "augmentation draws).", "",
+           f"**Decision rule** (as the study file states it): primary metric = {METRIC_NAMES[d.metric]}; "
+           f"one-sided paired t-test of arm − control; an arm **helps** only if the {1 - d.alpha:.0%} lower "
+           "confidence bound of its mean Δ is above 0. The two-sided 95% interval is shown with every verdict; "
+           "'not shown' means the data do not carry a gain (an interval containing 0 is no evidence either way).",
+           "", format_table(study, rows), ""]
     if study.note:
         out[2:2] = [study.note.strip(), ""]
-    if study.bar is not None:
-        winners = [r.arm for r in rows if study.control_of(r.arm) is not None and r.meets(study.bar)]
-        out.append(f"Bar (mean Δ kNN ≥ {study.bar:+.2f} with every seed positive): "
-                   + (", ".join(winners) if winners else "no arm meets it yet") + ".")
-        noise = pooled_delta_std(rows)
-        if noise:
-            n = len(study.seeds)
-            needed = seeds_for_power(study.bar, noise)
-            out.append(f"Noise: paired Δ kNN scatter by {noise:.2f} points (std around each arm's mean, pooled over "
-                       f"arms); at that noise a paired t-test on {n} seeds finds a true {study.bar:+.2f} effect "
-                       f"{paired_power(study.bar, noise, n):.0%} of the time, and 80% power needs "
-                       f"{needed if needed else 'more than 1000'} seeds.")
+    noise = pooled_delta_std([r.primary_deltas for r in rows])
+    if noise:
+        n = max((len(r.primary_deltas) for r in rows), default=0)
+        needed = seeds_for_power(d.effect, noise, d.power, d.alpha)
+        out.append(f"Power: paired Δ {d.metric} scatter by {noise:.2f} points (pooled over arms); at that noise the "
+                   f"test on {n} seeds finds a true {d.effect:+.1f} effect {paired_power(d.effect, noise, n, d.alpha):.0%} "
+                   f"of the time, and {d.power:.0%} power needs {needed if needed else 'more than 1000'} seeds.")
+        out.append("")
+    out += noise_lines(study, results)
+    out.append("Train minutes: wall time per run. Train GFLOP/img: every view's forward and backward pass and the "
+               "loss, per training image over all epochs (FlopCounterMode; augmentation left out); compute vs "
+               "control adds the shard set's synthesis FLOPs per image for arms that read generated views.")
     missing = [study.run_name(r.arm, s) for r in rows for s in study.seeds if s not in r.knn]
     failed = [study.run_name(a, s) for a in study.arms for s in study.seeds if study.failed_path(a, s).is_file()]
     for label, names in (("Missing", missing), ("Failed (see runs/*.failed.json)", failed),
@@ -281,7 +377,7 @@ def plot_report(study: Study, rows: list[ArmRow], path: Path) -> None:
                 ax.hlines(mean_std(list(values.values()))[0], i + dx - 0.1, i + dx + 0.1, color=colour)
     ax.set_xticks(range(len(rows)), [r.arm for r in rows], rotation=30, ha="right")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"{study.name}: kNN (o) and linear (s) per seed; bar = mean")
+    ax.set_title(f"{study.name}: kNN (o) and linear (s) per seed ({study.decision.split}); line = mean")
     control = rows[[r.arm for r in rows].index(study.control)]
     for ax2, (axis_title, members) in zip(axes[0][1:], panels.items()):
         members = sorted(members, key=lambda r: r.x)

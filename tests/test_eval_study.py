@@ -6,6 +6,8 @@ The end-to-end study (real gcl-synth and gcl-train subprocesses) is in test_eval
 from __future__ import annotations
 
 import json
+import re
+import statistics
 import os
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from gcl.eval.cli import main  # noqa: E402
 from gcl.eval.study import forget, plan, plan_run, synth_cost  # noqa: E402
 from gcl.eval.study_config import StudyError, deep_merge, load_study  # noqa: E402
 from gcl.eval.study_report import (format_report, mean_std, paired_deltas, paired_power,  # noqa: E402
-                                     seeds_for_power, summarize, t_interval, write_report)  # noqa: E402
+                                     paired_test, seeds_for_power, summarize, t_interval, write_report)  # noqa: E402
 from gcl.eval.study_runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
 
 BASE = {
@@ -65,14 +67,14 @@ def test_statistics_by_hand():
     assert t_interval([1.0]) is None
 
 
-def test_paired_power_matches_simulated_t_tests():
+def test_paired_power_matches_simulated_one_sided_t_tests():
     import numpy as np
     from scipy.stats import ttest_1samp
 
     rng = np.random.default_rng(0)
     for effect, std, n in ((1.0, 1.3, 3), (1.0, 1.3, 10), (0.5, 0.4, 5)):
         deltas = rng.normal(effect, std, size=(20_000, n))
-        simulated = float(np.mean(ttest_1samp(deltas, 0.0, axis=1).pvalue < 0.05))
+        simulated = float(np.mean(ttest_1samp(deltas, 0.0, axis=1, alternative="greater").pvalue < 0.05))
         assert paired_power(effect, std, n) == pytest.approx(simulated, abs=0.012)
     assert paired_power(0.0, 1.0, 5) == pytest.approx(0.05, abs=1e-6)  # no effect: the test's own false-positive rate
     needed = seeds_for_power(1.0, 1.3)
@@ -80,31 +82,91 @@ def test_paired_power_matches_simulated_t_tests():
     assert seeds_for_power(0.01, 10.0, most=50) is None
 
 
-def test_table_pairs_by_seed_and_counts_positive(tmp_path):
-    study = load_study(_study_file(tmp_path, bar=1.0))
+def test_paired_test_is_scipys_one_sided_t_test():
+    from scipy.stats import t, ttest_1samp
+
+    deltas = [1.25, 1.0, 1.25, 0.4]
+    res = paired_test(deltas)
+    ref = ttest_1samp(deltas, 0.0, alternative="greater")
+    assert res.p == pytest.approx(ref.pvalue) and res.n == 4
+    se = statistics.stdev(deltas) / 2
+    assert res.lower == pytest.approx(statistics.mean(deltas) - t.ppf(0.95, 3) * se)
+    assert res.ci == pytest.approx((statistics.mean(deltas) - t.ppf(0.975, 3) * se,
+                                    statistics.mean(deltas) + t.ppf(0.975, 3) * se))
+    assert res.helps and not paired_test([3.0, -0.1]).helps  # mean +1.45 but its lower bound is below 0
+    assert paired_test([2.0]).lower is None and paired_test([]) is None
+
+
+def _rows_of(study):
+    return {r.arm: r for r in summarize(study, [json.loads(p.read_text()) for p in (study.folder / "runs").glob("*.json")])}
+
+
+def test_table_pairs_by_seed_and_applies_the_decision_rule(tmp_path):
+    study = load_study(_study_file(tmp_path))
+    assert (study.decision.metric, study.decision.split, study.decision.alpha) == ("mean", "test", 0.05)
     for seed, (c, g) in enumerate([(50.0, 51.5), (52.0, 53.0), (49.0, 50.5)]):
         _result(study, "ctrl", seed, c, linear=c + 5)
         _result(study, "gen", seed, g, linear=c + 6, seconds=120.0)
-    rows = {r.arm: r for r in summarize(study, [json.loads(p.read_text()) for p in (study.folder / "runs").glob("*.json")])}
+    rows = _rows_of(study)
     assert rows["gen"].deltas == {0: pytest.approx(1.5), 1: pytest.approx(1.0), 2: pytest.approx(1.5)}
-    assert rows["gen"].positive == 3 and rows["gen"].meets(1.0) and not rows["gen"].meets(1.4)
+    # primary metric: (kNN + linear) / 2 -> deltas (1.5 + 1) / 2, (1 + 1) / 2, (1.5 + 1) / 2
+    assert rows["gen"].primary_deltas == {0: pytest.approx(1.25), 1: pytest.approx(1.0), 2: pytest.approx(1.25)}
     assert rows["ctrl"].deltas == {} and not rows["ctrl"].uses_generated and rows["gen"].x == 0.5
     md, png = write_report(study, log=lambda *_: None, train_flops={"ctrl": 10e9, "gen": 10e9})
     text = md.read_text()
     gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
-    # 95% CI: 1.333 ± t(0.975, 2) 4.303 x 0.2887 / sqrt(3) = 1.333 ± 0.717
-    assert ("| 3 | 51.67 ± 1.26 | 56.33 ± 1.53 | +1.33 (s0 +1.50, s1 +1.00, s2 +1.50) | 3/3 | [+0.62, +2.05] "
-            "| +1.00 (s0 +1.00, s1 +1.00, s2 +1.00; 3/3 > 0) | 2.0 |") in gen_line
+    t = paired_test([1.25, 1.0, 1.25])
+    assert (f"| 3 | 51.67 ± 1.26 | 56.33 ± 1.53 | 54.00 ± 1.39 | +1.17 (s0 +1.25, s1 +1.00, s2 +1.25) | +1.17 | "
+            f"{t.lower:+.2f} | [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}] | {t.p:.3f} | **helps** | +1.33 | +1.00 | 2.0 |") in gen_line
     assert "30 s, 2.50 GFLOP/img | 10.0 | 1.25x |" in gen_line  # (10 train + 2.5 synthesis) / 10
     assert "none (no generated views) | 10.0 | 1.00x |" in text
-    assert "| ctrl | 3 | 50.33 ± 1.53 |" in text and "none (no generated views)" in text
-    assert "with every seed positive): gen." in text
-    # the noise line: gen's deltas scatter by std(1.5, 1.0, 1.5) = 0.29 (ctrl has none to pool)
-    noise = next(line for line in text.splitlines() if line.startswith("Noise:"))
-    assert noise.startswith("Noise: paired Δ kNN scatter by 0.29 points")
-    assert f"on 3 seeds finds a true +1.00 effect {paired_power(1.0, 0.288675, 3):.0%} of the time" in noise
-    assert f"80% power needs {seeds_for_power(1.0, 0.288675)} seeds." in noise
+    assert "| ctrl | 3 | 50.33 ± 1.53 |" in text and "(control) | — | — | — | — |" in text
+    assert "primary metric = mean of kNN and linear top-1; one-sided paired t-test" in text
+    # the power line: gen's deltas scatter by std(1.25, 1, 1.25) = 0.144 (ctrl has none to pool)
+    power = next(line for line in text.splitlines() if line.startswith("Power:"))
+    assert power.startswith("Power: paired Δ mean scatter by 0.14 points")
+    assert f"on 3 seeds finds a true +1.0 effect {paired_power(1.0, 0.1443376, 3):.0%} of the time" in power
+    assert f"80% power needs {seeds_for_power(1.0, 0.1443376)} seeds." in power
+    assert "| last.ckpt | test | 0.14 | 3 | 1.53 |" in text  # control std: its mean metric 52.5, 54.5, 51.5
     assert png.stat().st_size > 10_000
+
+
+def test_the_decision_can_read_the_validation_split_and_averaged_weights_are_reported(tmp_path):
+    study = load_study(_study_file(tmp_path, decision={"split": "val", "metric": "knn"},
+                                   eval={"bank": str(CIFAR_TRAIN), "test": None, "checkpoints": ["last", "avg"],
+                                         "val_queries": f"{CIFAR_TRAIN}[100:200]", "val_bank": f"{CIFAR_TRAIN}[0:100]"}))
+    for seed, (c, g) in enumerate([(50.0, 52.0), (51.0, 51.5)]):
+        for arm, knn in (("ctrl", c), ("gen", g)):
+            rec = _result(study, arm, seed, 0.0)
+            rec["scores"] = {"last": {"val": {"knn_top1": knn}}, "avg": {"val": {"knn_top1": knn + seed}}}
+            study.result_path(arm, seed).write_text(json.dumps(rec))
+    rows = _rows_of(study)
+    assert rows["gen"].primary_deltas == {0: pytest.approx(2.0), 1: pytest.approx(0.5)}
+    text = md_text = write_report(study, log=lambda *_: None)[0].read_text()
+    assert "on the validation split" in md_text and "primary metric = kNN top-1" in text
+    assert "| last.ckpt | val | 1.06 | 2 |" in text and "| avg.ckpt | val | 1.06 | 2 |" in text
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"eval": {"bank": "b.npz", "test": "t.npz", "val_queries": "t.npz[0:10]"}}, "held out of the test split"),
+    ({"eval": {"bank": "b.npz", "test": "t.npz", "val_queries": "b.npz[0:10]"}}, "every query would find itself"),
+    ({"eval": {"bank": "b.npz", "test": "t.npz", "val_queries": "b.npz[4:10]", "val_bank": "b.npz[10:]"},
+      "shard_sets": {"s": {"generator": "taesd", "input": "b.npz", "limit": 8}}}, "pretraining images"),
+    ({"eval": {"bank": "b.npz", "test": "t.npz", "val_queries": "b.npz[8:10]", "val_bank": "b.npz[10:]"},
+      "shard_sets": {"s": {"generator": "taesd", "input": "b.npz"}}}, "pretraining images"),
+    ({"eval": {"bank": "b.npz", "test": "t.npz", "checkpoints": ["avg"]}}, "starting with last"),
+    ({"decision": {"metric": "median"}}, "metric must be one of"),
+    ({"decision": {"alpha": 0.7}}, "0 < alpha < 0.5"),
+    ({"decision": {"split": "val"}}, "split val needs eval: val_queries"),
+    ({"bar": 1.0}, "unknown key(s) bar"),
+])
+def test_validation_split_and_decision_are_checked(tmp_path, change, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        load_study(_study_file(tmp_path, **change))
+    if "eval" in change and "pretraining" in message:  # queries after the pretraining images are fine
+        ok = dict(change, eval=dict(change["eval"], val_queries="b.npz[8:10]"),
+                  shard_sets={"s": {"generator": "taesd", "input": "b.npz", "limit": 8}})
+        assert load_study(_study_file(tmp_path, **ok)).eval.val_queries == "b.npz[8:10]"
 
 
 def test_train_flops_are_measured_by_gcl_train_per_arm(tmp_path):
@@ -122,7 +184,7 @@ def test_train_flops_are_measured_by_gcl_train_per_arm(tmp_path):
 
 def test_an_arm_can_name_its_own_compute_matched_control(tmp_path):
     arms = dict(BASE["arms"], two={"shards": "s", "gen_prob": 0}, gen={"shards": "s", "gen_prob": 0.5, "control": "two"})
-    study = load_study(_study_file(tmp_path, arms=arms, bar=1.0))
+    study = load_study(_study_file(tmp_path, arms=arms, decision={"metric": "knn"}))
     assert (study.control_of("gen"), study.control_of("two"), study.control_of("ctrl")) == ("two", "ctrl", None)
     for seed, (c, t, g) in enumerate([(50.0, 45.0, 46.5), (51.0, 44.0, 45.2)]):
         _result(study, "ctrl", seed, c, linear=c)
@@ -131,12 +193,12 @@ def test_an_arm_can_name_its_own_compute_matched_control(tmp_path):
     md, _ = write_report(study, log=lambda *_: None, train_flops={"ctrl": 15e9, "two": 10e9, "gen": 10e9})
     text = md.read_text()
     gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
-    # paired against `two`, not the study's control; the bar judges it against `two` too
-    # 2 seeds: t(0.975, 1) = 12.71, so 1.35 ± 12.71 x 0.212 / sqrt(2) spans 0
-    assert "| vs two: +1.35 (s0 +1.50, s1 +1.20) | 2/2 | [-0.56, +3.26] | vs two: -1.00 (s0 -1.00, s1 -1.00; 0/2 > 0) |" in gen_line
+    # paired against `two`, not the study's control; 2 seeds: t(0.975, 1) = 12.71, so the interval spans 0
+    assert "| vs two: +1.35 (s0 +1.50, s1 +1.20) | +1.35 |" in gen_line and "| [-0.56, +3.26] |" in gen_line
+    # one-sided: 1.35 - t(0.95, 1) 6.314 x 0.212 / sqrt(2) = +0.40 > 0, although the 95% interval spans 0
+    assert "| +0.40 | [-0.56, +3.26] | 0.035 | **helps** | +1.35 | -1.00 |" in gen_line
     assert gen_line.endswith("| 10.0 | 1.25x |")  # (10 training + 2.5 synthesis) / two's 10
-    assert "| two | 2 | 44.50 ± 0.71 | 44.50 ± 0.71 | -6.00 (s0 -5.00, s1 -7.00) | 0/2 | [-18.71, +6.71] |" in text
-    assert "with every seed positive): gen." in text
+    assert "| -6.00 (s0 -5.00, s1 -7.00) | -6.00 |" in text and "| [-18.71, +6.71] |" in text
 
 
 @pytest.mark.parametrize("control", ["nope", "gen"])
@@ -167,16 +229,16 @@ def test_each_sweep_series_gets_its_own_panel(tmp_path):
     assert Image.open(png).size[0] == 12 * 110
 
 
-def test_one_negative_seed_fails_the_bar_and_missing_runs_are_listed(tmp_path):
-    study = load_study(_study_file(tmp_path, bar=1.0))
+def test_missing_runs_are_listed_and_missing_numbers_are_dashes(tmp_path):
+    study = load_study(_study_file(tmp_path, decision={"metric": "knn"}))
     for seed, (c, g) in enumerate([(50.0, 53.0), (52.0, 51.9)]):
         _result(study, "ctrl", seed, c)
         _result(study, "gen", seed, g)
     rows = summarize(study, [json.loads(p.read_text()) for p in (study.folder / "runs").glob("*.json")])
     gen = next(r for r in rows if r.arm == "gen")
-    assert gen.positive == 1 and len(gen.deltas) == 2 and not gen.meets(1.0)  # mean +1.45 but one seed negative
+    assert gen.positive == 1 and len(gen.deltas) == 2
     text = format_report(study, rows, [], [])
-    assert "no arm meets it yet" in text and "Missing: ctrl-s2, gen-s2." in text
+    assert "| not shown |" in text and "Missing: ctrl-s2, gen-s2." in text
     assert "| gen | 2 | 52.45 ± 0.78 | — |" in text  # no linear numbers: a dash, not a crash
 
 

@@ -22,14 +22,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from gcl.eval.cli import main  # noqa: E402
 
 TRAIN = {"recipe": "cifar10/simclr", "backbone": "resnet18", "cifar_stem": False, "epochs": 1, "batch_size": 8,
-         "max_steps_per_epoch": 2, "num_workers": 0, "shuffle_buffer": 16, "accelerator": "cpu",
+         "max_steps_per_epoch": 2, "num_workers": 0, "average_last_epochs": 1, "shuffle_buffer": 16, "accelerator": "cpu",
          "method_kwargs": {"proj_hidden_dim": 64, "proj_output_dim": 32}, "optimizer": {"name": "sgd", "lr": 0.1}}
 
 
 def _write(path: Path, arms: dict) -> Path:
     study = {"name": "tiny", "seeds": [0, 1], "control": "hand", "plot": {"x": "gen_prob"},
              "eval": {"bank": "data/cifar10_train.npz", "test": "data/cifar10_test.npz", "limit_bank": 64,
-                      "limit_test": 32},
+                      "limit_test": 32, "val_bank": "data/cifar10_train.npz[0:64]",
+                      "val_queries": "data/cifar10_train.npz[100:124]", "checkpoints": ["last", "avg"]},
              "shard_sets": {"t": {"generator": "taesd", "model": "models/taef2", "input": "data/cifar10_train.npz",
                                   "limit": 16, "views": 1, "resolution": 32, "shard_size": 8, "batch_size": 16,
                                   "device": "cpu"}},
@@ -72,11 +73,20 @@ def test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale(tmp_pa
         assert rec["train"]["steps"] == 2 and rec["train"]["epochs"] == 1 and rec["train"]["seconds"] > 0
         assert rec["eval"]["n_bank"] == 64 and rec["eval"]["n_test"] == 32 and rec["synth"]["images"] == 16
         assert not [s for s in _strings(rec) if s.startswith("/") or str(tmp_path) in s]  # no local paths
+        # both checkpoints on both splits; the validation queries are train images 100-123
+        assert rec["scores"]["last"]["val"]["n_queries"] == 24 and rec["scores"]["last"]["val"]["n_bank"] == 64
+        assert rec["scores"]["avg"]["test"]["n_queries"] == 32 and rec["scores"]["last"]["test"]["knn_top1"] == rec["knn_top1"]
+        assert rec["scores"]["avg"]["ckpt_id"] != rec["scores"]["last"]["ckpt_id"]
+        # the code that trained, per sitting, and its loader workers
+        assert [c["num_workers"] for c in rec["train"]["code"]] == [0] and "commit" in rec["train"]["code"][0]
     assert (folder / "results.md").is_file() and (folder / "results.png").stat().st_size > 10_000
     table = (folder / "results.md").read_text()
-    d0 = results["gen-s0.json"]["knn_top1"] - results["hand-s0.json"]["knn_top1"]
-    d1 = results["gen-s1.json"]["knn_top1"] - results["hand-s1.json"]["knn_top1"]
+    def primary(name):  # the decision's default metric: the mean of kNN and linear top-1 (test split)
+        return (results[name]["knn_top1"] + results[name]["linear_top1"]) / 2
+
+    d0, d1 = primary("gen-s0.json") - primary("hand-s0.json"), primary("gen-s1.json") - primary("hand-s1.json")
     assert f"s0 {d0:+.2f}, s1 {d1:+.2f}" in table
+    assert "| checkpoint | split | paired Δ std |" in table and "| avg.ckpt | val |" in table
     # compute columns measured by gcl-train on each arm's recipe: the control is 1.00x itself
     assert next(ln for ln in table.splitlines() if ln.startswith("| hand |")).endswith(" | 1.00x |")
     # same seed = same data order: both arms of a seed read the same shard set, made once
