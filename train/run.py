@@ -88,6 +88,7 @@ class WeightAverage(Callback):
                     "averaged_epochs": self.count}
             pl_module.on_save_checkpoint(ckpt)  # the contract's info block (method, backbone, resolution...)
             tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.parent.mkdir(parents=True, exist_ok=True)  # before last.ckpt's first save made the folder
             torch.save(ckpt, tmp)
             os.replace(tmp, self.path)
 
