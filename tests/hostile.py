@@ -172,6 +172,14 @@ def invoke(main, args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def synth_run(data: Path, tmp: Path):
+    from conftest import TAEF2
+    from gcl.synth.cli import main
+
+    return invoke(main, ["run", "--input", data, "--model", TAEF2, "--output", tmp / "synth", "--resolution", 16,
+                         "--no-progress"])
+
+
 def synth_verify(manifest: Path, tmp: Path):
     from gcl.synth.cli import main
 

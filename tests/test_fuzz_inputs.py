@@ -19,7 +19,7 @@ SHARD_COMMANDS = {
     "train": hostile.train_shards,
     "train-no-verify": lambda m, tmp: hostile.train_shards(m, tmp, "--no-verify"),
 }
-NPZ_COMMANDS = {"eval-knn": hostile.eval_knn, "train-input": hostile.train_input}
+NPZ_COMMANDS = {"eval-knn": hostile.eval_knn, "train-input": hostile.train_input, "synth-run": hostile.synth_run}
 
 
 def _skipped(result, tmp: Path) -> int:
