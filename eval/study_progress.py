@@ -70,6 +70,27 @@ def training_progress(run_dir: Path) -> tuple[int, int | None]:
     return step, total
 
 
+class Countdown:
+    """Time left of one step (a synthesis, a training run) from its progress counts. Counts move in
+    jumps (a shard, an epoch's checkpoint), so the rate is taken between the first and the latest
+    change seen (leaving start-up out once there are two) and counted down since the latest one."""
+
+    def __init__(self, start: float):
+        self.start = start
+        self.first: tuple[float, int] | None = None  # (time, count) when progress was first seen
+        self.latest: tuple[float, int] | None = None  # (time, count) at the latest change
+
+    def left(self, done: int, total: int | None, now: float) -> float | None:
+        if not total or not done:
+            return None
+        if self.latest is None or done != self.latest[1]:
+            self.latest = (now, done)
+            self.first = self.first or self.latest
+        (t0, d0), (t1, d1) = self.first, self.latest
+        per_unit = (t1 - t0) / (d1 - d0) if d1 > d0 else (t1 - self.start) / d1
+        return max(0.0, (total - d1) * per_unit - (now - t1))
+
+
 class StudyClock:
     """Elapsed time and time left for one sitting of a study: `runs` are (arm, merged recipe) in order."""
 
@@ -110,11 +131,13 @@ class StudyClock:
         """Print `label`'s progress now and every HEARTBEAT_SECONDS until the block ends."""
         start = self.now()
         stop = threading.Event()
+        countdown = Countdown(start)
 
         def beat():
             done, total = probe()
-            elapsed = self.now() - start
-            left = elapsed * (total - done) / done if total and done else None
+            now = self.now()
+            elapsed = now - start
+            left = countdown.left(done, total, now)
             if run_work is not None:
                 self.current = (run_work, start, left)
             part = f"{done}/{total} {unit}" if total else f"{done} {unit}"

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from gcl.eval import study_progress  # noqa: E402
 from gcl.eval.cli import main  # noqa: E402
 from gcl.eval.study_config import load_study  # noqa: E402
-from gcl.eval.study_progress import StudyClock, clock_text, synthesis_progress, training_progress  # noqa: E402
+from gcl.eval.study_progress import Countdown, StudyClock, clock_text, synthesis_progress, training_progress  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "studies" / "quickstart" / "study.yaml"
@@ -98,6 +98,16 @@ def test_time_left_for_the_run_and_the_study(monkeypatch):
     clock.finish()
     assert lines[-1] == "sitting done in 4:10: 1 run(s) trained"
     assert clock_text(3725) == "1:02:05"
+
+
+def test_countdown_leaves_start_up_out_and_counts_down_between_epochs():
+    """Epochs of 12 steps checkpointed every 60 s after 30 s of start-up: the first epoch's rate
+    includes the start-up; from the second change on, 5 s a step, counted down between checkpoints."""
+    countdown = Countdown(start=0.0)
+    seen = [countdown.left(done, 72, now) for now, done in
+            [(30, 0), (90, 12), (120, 12), (150, 24), (180, 24), (210, 36), (270, 48)]]
+    assert seen == [None, 450.0, 420.0, 240.0, 210.0, 180.0, 120.0]
+    assert countdown.left(72, 72, 390.0) == 0.0
 
 
 @pytest.mark.slow
