@@ -123,3 +123,15 @@ def test_resume_never_runs_a_command_read_from_run_json(tmp_path):
     r = CliRunner().invoke(main, ["--output", str(out), "--resume"])
     _one_line_error(r, "a command runs only when typed", "--shards-base")
     assert not marker.exists()
+
+
+def test_resume_of_a_run_json_from_another_version_is_one_line(tmp_path):
+    from gcl.train.config import TrainConfig
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"")
+    stored = {**TrainConfig(shards=["m.manifest.json"]).to_dict(), "retired_option": 1}
+    (out / "run.json").write_text(json.dumps({"config": stored, "status": "stopped"}))
+    r = CliRunner().invoke(main, ["--output", str(out), "--resume"])
+    _one_line_error(r, "do not fit this gcl-train", "retired_option")

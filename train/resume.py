@@ -49,9 +49,12 @@ def resume_config(output: str, recipe: str | None, overrides: dict) -> TrainConf
     where = f"{Path(output) / 'run.json'}"
     try:
         saved = load_config(None, {}, base=stored)
-        given = load_config(recipe, overrides, base=stored)
-    except TypeError as exc:  # a key of this version that the stored config spells differently
+    except (ConfigError, TypeError) as exc:  # written by another version of gcl-train
         raise ConfigError(f"--resume: the options in {where} do not fit this gcl-train ({exc})") from None
+    try:
+        given = load_config(recipe, overrides, base=stored)
+    except TypeError as exc:
+        raise ConfigError(f"--resume: the options given do not fit the run in {where} ({exc})") from None
     changed = differences(saved.to_dict(), given.to_dict())
     if changed:
         listed = ", ".join(f"{option_name(key)} {_show(new)} (the run's: {_show(old)})" for key, old, new in changed[:4])
