@@ -376,3 +376,18 @@ def test_a_study_file_cannot_choose_the_dask_scheduler_or_a_shard_command(tmp_pa
         r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path, **section)), "--dry-run"])
         assert r.exit_code == 1 and "sets shards_base" in r.output, r.output
     assert "--scheduler" in CliRunner().invoke(main, ["study", "--help"]).output
+
+
+def test_shipped_studies_state_their_rule_and_hold_validation_out():
+    repo = Path(__file__).resolve().parents[1]
+    studies = {p.parent.name: load_study(p) for p in (repo / "studies").glob("*/study.yaml")}
+    assert {"cifar10-gen-views", "cifar10-confirm", "cifar10-gpu", "quickstart"} <= set(studies)
+    confirm = studies["cifar10-confirm"]
+    d = confirm.decision
+    assert (d.metric, d.split, d.alpha, d.effect) == ("mean", "test", 0.05, 1.0) and len(confirm.seeds) >= 12
+    assert set(confirm.arms) == {"hand3", "taef2_res_extra"} and confirm.control_of("taef2_res_extra") == "hand3"
+    # the pairs differ only in the third member; both average their last 5 epochs into avg.ckpt
+    a, c = confirm.merged["taef2_res_extra"], confirm.merged["hand3"]
+    assert {k for k in a if a[k] != c.get(k)} == {"members"} and a["average_last_epochs"] == 5
+    assert confirm.eval.checkpoints == ["last", "avg"] and confirm.eval.val_queries.endswith("[15000:20000]")
+    assert confirm.shard_sets["taef2_res"]["limit"] == 5000  # pretraining images 0-4999: disjoint from validation
