@@ -44,6 +44,7 @@ class FolderLock:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}
         os.write(fd, json.dumps(info).encode())
+        os.fsync(fd)  # the holder's line is on disk before the work starts
         self._fd = fd
         return self
 
