@@ -111,6 +111,7 @@ def test_countdown_leaves_start_up_out_and_counts_down_between_epochs():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # six tool start-ups (torch, Lightning): minutes each on a loaded 2-core machine
 def test_quickstart_runs_the_loop_at_a_smaller_size_and_leaves_the_tree_clean(tmp_path, monkeypatch):
     """The quickstart study as shipped, shrunk (96 images, 2 epochs, small eval sets) and pointed at a
     temp folder: it synthesizes, trains the three arms, scores them, writes results.md and
