@@ -67,10 +67,16 @@ class EvalData:
             out["val"] = (DataSpec.parse(s.val_bank or s.bank), DataSpec.parse(s.val_queries))
         return out
 
+    def rows_needed(self, path: str) -> int | None:
+        """How many leading images of a file the splits read (None: all of them): a file is
+        loaded and its features extracted only that far (limit_bank: 64 reads 64 images)."""
+        stops = [ds.stop for pair in self.splits().values() for ds in pair if ds.path == path]
+        return None if any(stop is None for stop in stops) else max(stops)
+
     def file(self, path: str, resolution: int | None) -> LabelledSet:
         key = (path, resolution)
         if key not in self._files:
-            self._files[key] = load_labelled(path, resolution=resolution)
+            self._files[key] = load_labelled(path, resolution=resolution, limit=self.rows_needed(path))
         return self._files[key]
 
 
