@@ -47,6 +47,17 @@ def test_both_terms_use_the_queue_before_the_step_and_keys_are_enqueued_per_view
     assert int(model.queue_ptr) == 0  # 24 slots, 3 x 8 keys: wrapped around
 
 
+def StopAfterFirstEpoch():
+    """Ends training after epoch 0, as if the sitting ended there (the run is not complete)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Stop(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = True
+
+    return Stop()
+
+
 class QueueAtStart:
     """Records the queue the model holds when (resumed) training starts."""
 
@@ -71,12 +82,12 @@ def test_queue_saved_in_checkpoint_and_resume_continues_with_it(tmp_path):
     recipe = tmp_path / "moco.yaml"
     recipe.write_text(yaml.safe_dump({"method": "mocov2plus", "backbone": "resnet20", "method_kwargs": KW,
                                       "num_workers": 1, "shuffle_buffer": 20, "optimizer": {"name": "sgd", "lr": 0.1}}))
-    opts = {"shards": (str(m),), "batch_size": 8, "gen_prob": 0.5, "output": str(tmp_path / "run"), "epochs": 1}
-    train(load_config(str(recipe), opts), resume=False)
+    opts = {"shards": (str(m),), "batch_size": 8, "gen_prob": 0.5, "output": str(tmp_path / "run"), "epochs": 2}
+    train(load_config(str(recipe), opts), resume=False, extra_callbacks=(StopAfterFirstEpoch(),))
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     saved, ptr = ckpt["state_dict"]["queue"], int(ckpt["state_dict"]["queue_ptr"])
     assert saved.shape == (2, 24, 16) and ptr == (4 * 8) % 24  # 4 steps of 8 keys per view
     assert torch.allclose(saved.norm(dim=-1), torch.ones(2, 24), atol=1e-5)
     probe = QueueAtStart()
-    train(load_config(str(recipe), {**opts, "epochs": 2}), resume=True, extra_callbacks=(probe.cb,))
+    train(load_config(str(recipe), opts), resume=True, extra_callbacks=(probe.cb,))
     assert torch.equal(probe.queue, saved) and probe.ptr == ptr
