@@ -37,9 +37,10 @@ def read_run(output: str | os.PathLike) -> dict:
     return info
 
 
-def is_complete(info: dict) -> bool:
-    """The run trained every epoch it was asked for."""
-    return info.get("status") == "finished" and int(info.get("epochs_done") or 0) >= int(info["config"].get("epochs", 0))
+def is_complete(info: dict, epochs: int) -> bool:
+    """The run finished and trained at least `epochs` epochs (the cli refuses a changed --epochs; a
+    caller of train() may extend a finished run)."""
+    return info.get("status") == "finished" and int(info.get("epochs_done") or 0) >= epochs
 
 
 def resume_config(output: str, recipe: str | None, overrides: dict) -> TrainConfig:

@@ -225,7 +225,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
     if not resume and last.exists():
         raise ConfigError(f"{out} already holds a run; add --resume to continue it or choose another --output")
     previous = read_run(out) if resume else None
-    if previous is not None and is_complete(previous):
+    if previous is not None and is_complete(previous, cfg.epochs):
         return {**previous, "already_finished": True}  # nothing to train; run.json and its metrics stay as they are
     saved = _load_resume_checkpoint(last) if resume else None
     if saved is not None:
