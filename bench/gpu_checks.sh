@@ -11,15 +11,16 @@
 #   bash bench/device_wheels.sh && bash bench/device_data.sh
 # Then the device tool's run, with carry [".whl", ".gpu-data"] and timeout_s 600:
 #   bash bench/gpu_checks.sh
-# Rehearsal on a CPU (same script, same code path, toy sizes, random-init models, a few minutes):
-#   PYTHON=.venv/bin/python bash bench/gpu_checks.sh --rehearse      # OUT defaults to bench/out/rehearse
-# PYTHON is the interpreter (default python3, the GPU machine's); a rehearsal needs one with torch.
+# Rehearsal on a CPU (same script, same code path, toy sizes, random-init models, a few minutes),
+# in a shell where the project's environment is activated, so that its python3 has torch:
+#   bash bench/gpu_checks.sh --rehearse      # OUT defaults to bench/out/rehearse
+# The interpreter is always `python3` from PATH, as on the GPU machine: nothing here names a venv.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 REHEARSE=0
 [ "${1:-}" = "--rehearse" ] && REHEARSE=1
-PY=${PYTHON:-python3}
+PY=python3
 if [ $REHEARSE = 1 ]; then
   OUT=${OUT:-bench/out/rehearse}; MINUTES=${REHEARSE_MINUTES:-20}
 else
@@ -36,7 +37,7 @@ fail() {  # a one-line reason in summary.json, the logs beside it
   echo "gpu_checks: $1" >&2; exit 1
 }
 { nvidia-smi || echo "no nvidia-smi"; } > "$LOGS/nvidia-smi.txt" 2>&1
-"$PY" -c "import torch" 2>/dev/null || fail "$PY has no torch (a rehearsal: PYTHON=path/to/python-with-torch)"
+"$PY" -c "import torch" 2>/dev/null || fail "python3 has no torch (a rehearsal: activate an environment with torch first)"
 # the carried wheels (what the machine lacks), then gcl itself, into one --target folder; nothing from an index
 WHEELS=(.whl/*.whl)
 [ -e "${WHEELS[0]}" ] || fail "no .whl/*.whl: run bash bench/device_wheels.sh here and carry .whl"

@@ -30,7 +30,9 @@ def test_rehearsal_runs_every_check_and_returns_at_most_8_files(tmp_path):
         pytest.skip("needs CIFAR-10 in ../shared/data")
     subprocess.run(["bash", "bench/device_wheels.sh"], cwd=ROOT, check=True, capture_output=True)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "REHEARSE_MINUTES": "30"}
+    # the project's environment activated: its python3 (the one running the tests) first on PATH
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "OUT": str(out), "REHEARSE_MINUTES": "30"}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(["bash", "bench/gpu_checks.sh", "--rehearse"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
