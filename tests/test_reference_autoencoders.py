@@ -32,18 +32,28 @@ def models(tmp_path_factory):
     return {name: build(name, root / name) for name in ("taesd", "amused-256", "ldm-celebahq-256-vqvae")}
 
 
+def _same_views(gen, ref, to_model, to_pixels):
+    """gcl's latents, reconstruction and view of a perturbed latent equal the library model's, with
+    the model's own pixel mapping (to_model: [0,1] -> its input range; to_pixels: its output -> [0,1])."""
+    x = smooth_images(2, SIZE)
+    z = gen.encode(x)
+    _close(z, ref.encode(to_model(x)).latents)
+    _close(gen.decode(z), to_pixels(ref.decode(ref.encode(to_model(x)).latents).sample))
+    zp = _perturbed(z)
+    _close(gen.decode(zp), to_pixels(ref.decode(zp).sample))
+
+
+def _same_views_in_signed_range(gen, ref):
+    _same_views(gen, ref, to_model=lambda x: x * 2 - 1, to_pixels=lambda y: (y / 2 + 0.5).clamp(0, 1))
+
+
 @torch.inference_mode()
 def test_taesd_is_autoencoder_tiny(models):
     from diffusers import AutoencoderTiny
 
     gen = load_generator("taesd", str(models["taesd"]))
     ref = AutoencoderTiny.from_pretrained(models["taesd"]).eval()
-    x = smooth_images(2, SIZE)
-    z = gen.encode(x)
-    _close(z, ref.encode(x * 2 - 1).latents)
-    _close(gen.decode(z), (ref.decode(ref.encode(x * 2 - 1).latents).sample / 2 + 0.5).clamp(0, 1))
-    zp = _perturbed(z)
-    _close(gen.decode(zp), (ref.decode(zp).sample / 2 + 0.5).clamp(0, 1))
+    _same_views_in_signed_range(gen, ref)
 
 
 @torch.inference_mode()
@@ -55,12 +65,7 @@ def test_amused_vqgan_works_in_unit_range(models, subpath):
     gen = load_generator("vqgan", str(models["amused-256"] / subpath))
     assert gen.extra["pixel_range"] == "0-1" and gen.downsample == 16
     ref = VQModel.from_pretrained(models["amused-256"] / "vqvae").eval()
-    x = smooth_images(2, SIZE)
-    z = gen.encode(x)
-    _close(z, ref.encode(x).latents)
-    _close(gen.decode(z), ref.decode(ref.encode(x).latents).sample.clip(0, 1))
-    zp = _perturbed(z)
-    _close(gen.decode(zp), ref.decode(zp).sample.clip(0, 1))
+    _same_views(gen, ref, to_model=lambda x: x, to_pixels=lambda y: y.clip(0, 1))
 
 
 @torch.inference_mode()
@@ -70,12 +75,7 @@ def test_bare_vqmodel_works_in_signed_range(models):
     gen = load_generator("vqgan", str(models["ldm-celebahq-256-vqvae"]))
     assert gen.extra["pixel_range"] == "-1-1" and gen.downsample == 4
     ref = VQModel.from_pretrained(models["ldm-celebahq-256-vqvae"]).eval()
-    x = smooth_images(2, SIZE)
-    z = gen.encode(x)
-    _close(z, ref.encode(x * 2 - 1).latents)
-    _close(gen.decode(z), (ref.decode(ref.encode(x * 2 - 1).latents).sample / 2 + 0.5).clamp(0, 1))
-    zp = _perturbed(z)
-    _close(gen.decode(zp), (ref.decode(zp).sample / 2 + 0.5).clamp(0, 1))
+    _same_views_in_signed_range(gen, ref)
 
 
 def test_pixel_range_option(models):
