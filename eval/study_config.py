@@ -235,14 +235,31 @@ def _decision(data) -> Decision:
 _SLICE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """A labelled file, or a slice of it: FILE[A:B] is images A..B-1 in file order."""
+
+    path: str
+    start: int | None = None
+    stop: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "DataSpec":
+        m = _SLICE.match(spec)
+        if not m:
+            return cls(spec)
+        return cls(m["path"], int(m["start"]) if m["start"] else None, int(m["stop"]) if m["stop"] else None)
+
+    def indices(self, n: int) -> range:
+        return range(n)[self.start:self.stop]
+
+
 def _rows(spec: str | None) -> tuple[str, int, float] | None:
     """FILE[A:B] -> (FILE, A, B); a whole file -> (FILE, 0, inf)."""
     if not spec:
         return None
-    m = _SLICE.match(spec)
-    if not m:
-        return spec, 0, float("inf")
-    return m["path"], int(m["start"] or 0), float(m["stop"]) if m["stop"] else float("inf")
+    d = DataSpec.parse(spec)
+    return d.path, d.start or 0, float(d.stop) if d.stop is not None else float("inf")
 
 
 def data_file(spec: str | None) -> str | None:

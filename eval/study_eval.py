@@ -12,8 +12,6 @@ extraction when it comes from the bank's file.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,29 +19,9 @@ import torch
 from gcl.eval.features import cached_features, checkpoint_encoder
 from gcl.eval.linear import LinearRecipe, linear_accuracy
 from gcl.eval.probe import check_classes
-from gcl.eval.study_config import EvalSpec
+from gcl.eval.study_config import DataSpec, EvalSpec
 from gcl.knn import knn_accuracy
 from gcl.labelled import LabelledSet, load_labelled
-
-SLICE_RE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    path: str
-    start: int | None = None
-    stop: int | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> "DataSpec":
-        m = SLICE_RE.match(spec)
-        if not m:
-            return cls(spec)
-        return cls(m["path"], int(m["start"]) if m["start"] else None, int(m["stop"]) if m["stop"] else None)
-
-    def indices(self, n: int) -> range:
-        return range(n)[self.start:self.stop]
-
 
 def eval_device(spec: EvalSpec) -> str:
     if spec.device == "auto":
