@@ -34,10 +34,10 @@ def check_recipe(path: str) -> str | None:
         return f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(BACKBONES)}"
     from gcl.train.methods import get_method  # lightning and lightly: only once a recipe got this far
 
-    # A method checks its kwargs when it is built, after the data is loaded; check them here too.
-    unknown = sorted(set(cfg.method_kwargs) - set(get_method(cfg.method).default_kwargs))
-    if unknown:
-        return f"unknown method_kwargs {', '.join(unknown)} for {cfg.method} in {path}"
+    try:  # the method's own check of its kwargs (keys and values), as gcl-train runs it
+        get_method(cfg.method).check_kwargs(cfg.method_kwargs, cfg.method)
+    except ConfigError as exc:
+        return f"{exc} in {path}"
     return None
 
 

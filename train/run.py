@@ -227,6 +227,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
     previous = read_run(out) if resume else None
     if previous is not None and is_complete(previous, cfg.epochs):
         return {**previous, "already_finished": True}  # nothing to train; run.json and its metrics stay as they are
+    get_method(cfg.method).check_kwargs(cfg.method_kwargs, cfg.method)  # before any data is read
     saved = _load_resume_checkpoint(last) if resume else None
     if saved is not None:
         _check_same_model(saved, cfg, last)

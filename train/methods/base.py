@@ -31,10 +31,7 @@ class BaseMethod(L.LightningModule):
         # Plain dicts / ints only: the checkpoint must load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.cfg = cfg
-        unknown = sorted(set(cfg["method_kwargs"]) - set(self.default_kwargs))
-        if unknown:
-            raise ConfigError(f"unknown method_kwargs {', '.join(unknown)} for {cfg['method']}; "
-                              f"allowed: {', '.join(self.default_kwargs)}")
+        self.check_kwargs(cfg["method_kwargs"], cfg["method"])
         self.kw = {**self.default_kwargs, **cfg["method_kwargs"]}
         self.resolution = cfg["augmentations"][0]["crop_size"]
         self.backbone, self.feat_dim = build_backbone(cfg["backbone"], cfg["cifar_stem"], self.resolution)
@@ -54,6 +51,15 @@ class BaseMethod(L.LightningModule):
         self.build_heads()
 
     # -- subclass API ---------------------------------------------------------------------
+    @classmethod
+    def check_kwargs(cls, kwargs: dict, method: str) -> None:
+        """A one-line ConfigError for a method_kwargs key this method does not have (a subclass adds
+        checks of its values); called before any data is read, and by gcl.train.check."""
+        unknown = sorted(set(kwargs) - set(cls.default_kwargs))
+        if unknown:
+            raise ConfigError(f"unknown method_kwargs {', '.join(unknown)} for {method}; "
+                              f"allowed: {', '.join(cls.default_kwargs)}")
+
     def build_heads(self) -> None:
         raise NotImplementedError
 
