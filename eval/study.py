@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gcl
-from gcl.eval.study_config import Study, StudyError, data_file
+from gcl.eval.study_config import MERGE_KEY, Study, StudyError, data_file
 from gcl.eval.study_progress import StudyClock
 from gcl.eval.study_runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
                                  run_state, shard_set_ready, train_run, train_status, write_arm_recipes)
@@ -190,11 +190,13 @@ def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_ru
                    scheduler: str | None = None, clock: StudyClock | None = None) -> dict[str, dict]:
     """Make the shard sets that runs to train need; check that all of the study's sets agree on input."""
     needed = {study.arms[p.arm].shards for p in todo if p.action in ("train", "resume", "stale")}
-    for name in sorted(needed):
+    for name in study.build_order(needed):  # a merged set after the sets it merges
         if shard_set_ready(study, name):
             continue
         if dry_run:
-            log(f"would synthesize shard set {name} -> {study.shard_dir(name)}")
+            sources = study.shard_sets[name].get(MERGE_KEY)
+            log(f"would merge shard sets {', '.join(sources)} -> {study.shard_dir(name)}" if sources
+                else f"would synthesize shard set {name} -> {study.shard_dir(name)}")
         else:
             with clock.synthesis(name, study.shard_dir(name), study.shard_sets[name]) if clock else nullcontext():
                 make_shard_set(study, name, log, scheduler)

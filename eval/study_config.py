@@ -40,6 +40,9 @@ RUNNER_TRAIN_KEYS = {"output", "seed", "shards", "input", "shards_base"}
 # dask scheduler gcl-synth connects to (and dask speaks pickle): where work runs is the command
 # line's choice (gcl-eval study --scheduler), never a shared study file's.
 RUNNER_SYNTH_KEYS = {"output", "name", "manifest", "overwrite", "no_progress", "scheduler"}
+# A shard set `{merge: [A, B]}` is not synthesized: gcl-synth merge joins sets A and B (same images,
+# same order) into families with both sets' generated views.
+MERGE_KEY = "merge"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # becomes a file name
 
 
@@ -129,10 +132,27 @@ class Study:
     def manifest_path(self, set_name: str) -> Path:
         return Path(OutputLayout(str(self.shard_dir(set_name)), set_name).manifest)
 
+    def set_options(self, set_name: str) -> dict:
+        """What a shard set is made with: its gcl-synth options, or for a merged set the options of
+        each set it merges (so a changed source makes the merged set, and its arms, stale)."""
+        options = self.shard_sets[set_name]
+        if MERGE_KEY not in options:
+            return options
+        return {MERGE_KEY: {source: self.shard_sets[source] for source in options[MERGE_KEY]}}
+
+    def build_order(self, set_names) -> list[str]:
+        """The sets to make for `set_names`, each merged set after the sets it merges."""
+        order: list[str] = []
+        for name in sorted(set_names):
+            for needed in [*self.shard_sets[name].get(MERGE_KEY, []), name]:
+                if needed not in order:
+                    order.append(needed)
+        return order
+
     def digest(self, arm: str) -> str:
         """What a result depends on besides the seed: the merged recipe and its shard set's options."""
         a = self.arms[arm]
-        blob = json.dumps({"recipe": self.merged[arm], "shard_set": self.shard_sets[a.shards]}, sort_keys=True)
+        blob = json.dumps({"recipe": self.merged[arm], "shard_set": self.set_options(a.shards)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -299,7 +319,22 @@ def _shard_sets(data) -> dict[str, dict]:
         sets[_name(name, "shard set name")] = options
     if not sets:
         raise StudyError("the study lists no shard_sets")
+    for name, options in sets.items():
+        if MERGE_KEY in options:
+            _check_merge(name, options, sets)
     return sets
+
+
+def _check_merge(name: str, options: dict, sets: dict[str, dict]) -> None:
+    sources = options[MERGE_KEY]
+    plain = [n for n, o in sets.items() if MERGE_KEY not in o]
+    if set(options) != {MERGE_KEY}:
+        raise StudyError(f"shard_sets:{name}: a merged set takes only 'merge: [SET, SET, ...]', not "
+                         f"{', '.join(sorted(set(options) - {MERGE_KEY}))}")
+    if (not isinstance(sources, list) or len(sources) < 2 or len(set(map(str, sources))) != len(sources)
+            or not all(s in plain for s in sources)):
+        raise StudyError(f"shard_sets:{name}: merge must list two or more distinct synthesized shard sets of this "
+                         f"study ({', '.join(plain)}), got {sources!r}")
 
 
 def _arm(name: str, data, shard_sets: dict) -> Arm:

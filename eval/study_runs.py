@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from gcl.eval.study_config import Study, StudyError
+from gcl.eval.study_config import MERGE_KEY, Study, StudyError
 from gcl.io import write_bytes_atomic, write_json_atomic
 from gcl.manifest import ManifestError, load_manifest
 
@@ -117,21 +117,32 @@ def shard_set_ready(study: Study, set_name: str) -> bool:
         manifest = load_manifest(study.manifest_path(set_name))
     except (FileNotFoundError, KeyError, json.JSONDecodeError, ManifestError):
         return False
-    return made_with == study.shard_sets[set_name] and bool(manifest.get("complete", True))
+    return made_with == study.set_options(set_name) and bool(manifest.get("complete", True))
 
 
 def make_shard_set(study: Study, set_name: str, log=print, scheduler: str | None = None) -> Path:
     """Run (or resume) gcl-synth for one shard set (on a dask scheduler only when the command line
-    names one); a failure is a one-line StudyError."""
+    names one), or gcl-synth merge for a merged one (its sources must be ready: Study.build_order);
+    a failure is a one-line StudyError."""
     folder = study.shard_dir(set_name)
-    cmd = [sys.executable, "-m", "gcl.synth.cli", "run", "--output", str(folder), "--name", set_name, "--no-progress",
-           *synth_args(study.shard_sets[set_name]), *(["--scheduler", scheduler] if scheduler else [])]
-    log(f"synthesize shard set {set_name} -> {folder} (log: {folder / 'synth.log'})")
+    sources = study.shard_sets[set_name].get(MERGE_KEY)
+    if sources:
+        unready = [s for s in sources if not shard_set_ready(study, s)]
+        if unready:
+            raise StudyError(f"shard set {set_name} merges {', '.join(unready)}, which are not made yet")
+        cmd = [sys.executable, "-m", "gcl.synth.cli", "merge", "--output", str(folder), "--name", set_name,
+               "--overwrite", *(str(study.manifest_path(s)) for s in sources)]
+        log(f"merge shard sets {', '.join(sources)} -> {folder} (log: {folder / 'synth.log'})")
+    else:
+        cmd = [sys.executable, "-m", "gcl.synth.cli", "run", "--output", str(folder), "--name", set_name,
+               "--no-progress", *synth_args(study.shard_sets[set_name]),
+               *(["--scheduler", scheduler] if scheduler else [])]
+        log(f"synthesize shard set {set_name} -> {folder} (log: {folder / 'synth.log'})")
     code, seconds = run_logged(cmd, folder / "synth.log")
     if code != 0 or not study.manifest_path(set_name).is_file():
         reason = _last_error_line(_log_tail(folder / "synth.log"))
         raise StudyError(f"shard set {set_name}: gcl-synth failed ({reason}); see {folder / 'synth.log'}")
-    write_json_atomic(folder / SET_STATE, {"options": study.shard_sets[set_name]})
+    write_json_atomic(folder / SET_STATE, {"options": study.set_options(set_name)})
     log(f"  shard set {set_name} ready ({seconds:.0f} s)")
     return study.manifest_path(set_name)
 

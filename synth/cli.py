@@ -94,6 +94,28 @@ def run(input_, no_progress, **options):
 
 
 @main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--output", required=True, help="Folder for the merged shards, their stats and manifest.")
+@click.option("--name", required=True, help="Shard name prefix of the merged set.")
+@click.option("--overwrite", is_flag=True, help="Replace a merged set of this name in --output.")
+def merge(sources, output, name, overwrite):
+    """Merge shard sets made from the same input (manifests or output folders: same images in the same
+    order, resolution and format) into one whose families hold every set's generated views: the first
+    set's K1 views, then the next set's K2, ... A training member `gen` draws among all of them."""
+    from gcl.shardmerge import merge_shard_sets
+
+    try:
+        path = merge_shard_sets(list(sources), output, name, overwrite)
+    except UserError as exc:
+        _fail(exc)
+    except OSError as exc:
+        if not storage_error(exc):
+            raise
+        raise click.ClickException(f"{storage_error(exc)}; free space or choose another --output") from None
+    click.echo(f"manifest: {path}")
+
+
+@main.command()
 @click.argument("shards")
 def verify(shards):
     """Check every shard of SHARDS (a manifest .json, or an output folder holding one) against the

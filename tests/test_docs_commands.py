@@ -62,6 +62,9 @@ EXERCISED = {
     'gcl-synth run --generator esrgan --input ../shared/data/cifar10_train.npz --limit 500 --views 2 '
     '--resolution 64 --output out/esr': (
         "tests/test_synth_generators_run.py::test_residual_run_records_residual_and_cost",),
+    # docs/shards.md
+    'gcl-synth merge out/c10/cifar10_train_taesd_k2_r64.manifest.json out/esr --output out/c10-mixed --name taef2_esrgan': (
+        "tests/test_shard_merge.py::test_merged_families_hold_both_sets_views_in_order",),
     # docs/training.md
     'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --recipe cifar10/simclr --method simclr '
     '--backbone resnet18 --epochs 100 --batch-size 256 --gen-prob 0.5 --output runs/simclr-p05 --eval-train '

@@ -296,6 +296,24 @@ def test_shard_sets_must_share_input_and_layout():
         check_same_inputs({"a": m, "b": {"input": m["input"], "shards": [{"samples": 8}]}})
 
 
+def test_a_merged_set_depends_on_its_sources_and_plain_digests_keep_their_formula(tmp_path):
+    import hashlib
+
+    sets = {"s": {"limit": 8, "views": 1}, "t": {"limit": 8, "views": 1, "recipe": "noise(strength=0.25)"},
+            "st": {"merge": ["s", "t"]}}
+    arms = {"ctrl": {"shards": "s", "gen_prob": 0}, "mixed": {"shards": "st", "gen_prob": 0.5}}
+    study = load_study(_study_file(tmp_path, shard_sets=sets, arms=arms))
+    # a plain set's arm digest is what it always was (runs already made keep their results)
+    blob = json.dumps({"recipe": study.merged["ctrl"], "shard_set": sets["s"]}, sort_keys=True)
+    assert study.digest("ctrl") == hashlib.sha256(blob.encode()).hexdigest()
+    assert study.set_options("st") == {"merge": {"s": sets["s"], "t": sets["t"]}}
+    assert study.build_order({"st", "s"}) == ["s", "t", "st"] and study.build_order({"st"}) == ["s", "t", "st"]
+    before = study.digest("mixed")
+    sets["t"]["views"] = 2  # a source changed: the merged set's arm is another experiment
+    changed = load_study(_study_file(tmp_path, shard_sets=sets, arms=arms))
+    assert changed.digest("mixed") != before and changed.digest("ctrl") == study.digest("ctrl")
+
+
 def test_synth_cost_prefers_the_manifest_cost_block():
     assert synth_cost({"cost": {"flops_per_image": 1e9, "seconds": 12.0, "images": 8}})["source"] == "cost"
     old = synth_cost({"throughput": {"seconds": 5.0, "generated_samples": 8}})
@@ -314,6 +332,10 @@ def test_synth_cost_prefers_the_manifest_cost_block():
     ({"plot": {"y": "gen_prob"}}, "unknown key(s) y in plot"),
     ({"arms": {"ctrl": {"shards": "s", "series": "strength"}}}, "series 'strength' needs the arm's x"),
     ({"arms": {"ctrl": {"shards": "s", "x": 0, "series": 3}}}, "series must be a non-empty text"),
+    ({"shard_sets": {"s": {"limit": 8}, "m": {"merge": ["s"]}}}, "merge must list two or more distinct synthesized"),
+    ({"shard_sets": {"s": {"limit": 8}, "m": {"merge": ["s", "zz"]}}}, "merge must list two or more distinct"),
+    ({"shard_sets": {"s": {"limit": 8}, "t": {"limit": 8}, "m": {"merge": ["s", "t"], "views": 2}}},
+     "a merged set takes only 'merge: [SET, SET, ...]', not views"),
 ])
 def test_bad_study_files_are_one_line_errors(tmp_path, change, message):
     r = CliRunner().invoke(main, ["study", str(_study_file(tmp_path, **change)), "--dry-run"])

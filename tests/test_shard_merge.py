@@ -1,0 +1,139 @@
+"""gcl-synth merge: two shard sets made from the same input become one with K1 + K2 views per family."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gcl.manifest import load_manifest, write_manifest
+from gcl.shards import Sample, ShardWriter, parse_family, read_shard
+from gcl.shardset import check_shard_set, open_shard_set
+from gcl.synth.cli import main
+
+COMMON = ["--input", None, "--limit", 24, "--resolution", 32, "--shard-size", 12, "--batch-size", 12, "--residual"]
+
+
+def _synth(out: Path, npz, model, *extra) -> Path:
+    args = ["run", "--no-progress", "--model", model, *[npz if a is None else a for a in COMMON], "--output", out, "--name", out.name, *extra]
+    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    (m,) = out.glob("*.manifest.json")
+    return m
+
+
+def _merge(*args):
+    return CliRunner().invoke(main, ["merge", *[str(a) for a in args]])
+
+
+def _families(manifest: Path) -> list:
+    ss = open_shard_set(str(manifest))
+    return [(raw["__key__"], *parse_family(raw)) for url in ss.urls for raw in read_shard(url)]
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory, cifar_test_npz, taef2_dir):
+    root = tmp_path_factory.mktemp("merge")
+    a = _synth(root / "taef2_res", cifar_test_npz, taef2_dir, "--views", 2, "--recipe", "noise(strength=0.5)")
+    b = _synth(root / "taef2_res025", cifar_test_npz, taef2_dir, "--views", 1, "--recipe", "noise(strength=0.25)")
+    return root, a, b
+
+
+def test_merged_families_hold_both_sets_views_in_order(sets, cifar_test_npz, taef2_dir):
+    root, a, b = sets
+    res = _merge(a, root / "taef2_res025", "--output", root / "mixed", "--name", "mixed")  # a manifest, a folder
+    assert res.exit_code == 0, res.output
+    merged = root / "mixed" / "mixed.manifest.json"
+    fa, fb, fm = _families(a), _families(b), _families(merged)
+    assert len(fm) == len(fa) == 24
+    for (ka, ia, _, la), (kb, ib, _, lb), (km, im, meta, lm) in zip(fa, fb, fm):
+        assert km == ka == kb and lm == la == lb
+        assert sorted(im) == ["orig", "view0", "view1", "view2"]
+        assert im["orig"] == ia["orig"] and im["view0"] == ia["view0"] and im["view1"] == ia["view1"]
+        assert im["view2"] == ib["view0"]
+        assert [v["set"] for v in meta["views"]] == ["taef2_res", "taef2_res", "taef2_res025"]
+        assert [v["view"] for v in meta["views"]] == [0, 1, 2]
+    m, ma, mb = load_manifest(merged), load_manifest(a), load_manifest(b)
+    assert m["views"] == 3 and m["input"] == ma["input"] and m["resolution"] == 32
+    assert [s["name"] for s in m["merged_from"]] == ["taef2_res", "taef2_res025"]
+    assert [s["recipe"] for s in m["merged_from"]] == [ma["recipe"], mb["recipe"]]
+    assert m["cost"]["flops_per_image"] == ma["cost"]["flops_per_image"] + mb["cost"]["flops_per_image"]
+    assert str(root) not in merged.read_text() and "/tmp" not in merged.read_text()  # no local paths
+    ss = open_shard_set(str(merged))
+    assert ss.num_views == 3 and ss.counts == [12, 12] and not check_shard_set(ss)  # sha256, counts, K all hold
+    # existing output: refused without --overwrite, replaced with it (same bytes: merging is deterministic)
+    before = {p.name: p.read_bytes() for p in (root / "mixed").glob("*.tar")}
+    res = _merge(a, b, "--output", root / "mixed", "--name", "mixed")
+    assert res.exit_code != 0 and "already exists; pass --overwrite" in res.output
+    assert _merge(a, b, "--output", root / "mixed", "--name", "mixed", "--overwrite").exit_code == 0
+    assert {p.name: p.read_bytes() for p in (root / "mixed").glob("*.tar")} == before
+
+
+def test_sets_of_other_images_resolution_or_order_are_refused(sets, tmp_path, cifar_test_npz, taef2_dir):
+    root, a, b = sets
+    fewer = _synth(tmp_path / "fewer", cifar_test_npz, taef2_dir, "--views", 1, "--limit", 12)
+    res = _merge(a, fewer, "--output", tmp_path / "m1", "--name", "m")
+    assert res.exit_code == 1 and "differ in input images" in res.output and "Traceback" not in res.output
+    bigger = _synth(tmp_path / "bigger", cifar_test_npz, taef2_dir, "--views", 1, "--resolution", 64)
+    res = _merge(a, bigger, "--output", tmp_path / "m2", "--name", "m")
+    assert res.exit_code == 1 and "differ in resolution: 64 vs 32" in res.output
+    # the same images, two of them swapped: a valid set (its manifest matches its bytes), in another order
+    swapped = _reordered_copy(b, tmp_path / "swapped")
+    res = _merge(a, swapped, "--output", tmp_path / "m3", "--name", "m")
+    assert res.exit_code == 1 and "different images or a different order" in res.output
+    assert not (tmp_path / "m3" / "m.manifest.json").exists()  # no manifest: nothing claims a merged set
+    assert "at least two" in _merge(a, "--output", tmp_path / "m4", "--name", "m").output
+
+
+def _reordered_copy(manifest: Path, out: Path) -> Path:
+    data = json.loads(manifest.read_text())
+    ss = open_shard_set(str(manifest))
+    out.mkdir()
+    shards = []
+    for i, (url, entry) in enumerate(zip(ss.urls, data["shards"])):
+        raws = list(read_shard(url))
+        if i == 0:
+            raws[0], raws[1] = raws[1], raws[0]
+        w = ShardWriter(out / entry["url"])
+        for raw in raws:
+            images, meta, label = parse_family(raw)
+            w.write(Sample(raw["__key__"], images, meta, label, data["image_format"]))
+        size, sha = w.close()
+        shards.append({**entry, "bytes": size, "sha256": sha})
+    return write_manifest({**data, "shards": shards}, out / manifest.name, out)
+
+
+def test_a_study_makes_the_sets_a_merged_set_needs_then_merges_them(tmp_path, cifar_test_npz, taef2_dir):
+    import yaml
+
+    from gcl.eval.study import PlannedRun, prepare_shards
+    from gcl.eval.study_config import load_study
+    from gcl.eval.study_runs import shard_set_ready
+
+    plain = {"generator": "taesd", "model": str(taef2_dir), "input": str(cifar_test_npz), "limit": 12, "views": 1,
+             "resolution": 32, "shard_size": 12, "batch_size": 12, "device": "cpu", "residual": True}
+    study_file = tmp_path / "study" / "study.yaml"
+    study_file.parent.mkdir()
+    study_file.write_text(yaml.safe_dump({
+        "name": "merged", "seeds": [0], "control": "ctrl", "output": str(tmp_path / "out"),
+        "eval": {"bank": str(cifar_test_npz), "test": str(cifar_test_npz)},
+        "shard_sets": {"mix": {"merge": ["a", "b"]}, "a": dict(plain, recipe="noise(strength=0.5)"),
+                       "b": dict(plain, recipe="noise(strength=0.25)")},
+        "arms": {"ctrl": {"shards": "a", "gen_prob": 0}, "mixed": {"shards": "mix", "gen_prob": 0.5}}}))
+    study = load_study(study_file)
+    todo = [PlannedRun("mixed", 0, "train")]
+    said = []
+    prepare_shards(study, list(study.arms), todo, True, said.append)
+    assert said == [f"would synthesize shard set a -> {study.shard_dir('a')}",
+                    f"would synthesize shard set b -> {study.shard_dir('b')}",
+                    f"would merge shard sets a, b -> {study.shard_dir('mix')}"]
+    said.clear()
+    manifests = prepare_shards(study, list(study.arms), todo, False, said.append)
+    made = [line.split()[0:4] for line in said if not line.startswith("  ")]
+    assert made == [["synthesize", "shard", "set", "a"], ["synthesize", "shard", "set", "b"],
+                    ["merge", "shard", "sets", "a,"]]
+    assert manifests["mix"]["views"] == 2 and [s["name"] for s in manifests["mix"]["merged_from"]] == ["a", "b"]
+    assert all(shard_set_ready(study, name) for name in ("a", "b", "mix"))
+    said.clear()
+    prepare_shards(study, list(study.arms), todo, False, said.append)
+    assert said == []  # everything ready: nothing is made again
