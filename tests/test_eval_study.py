@@ -403,7 +403,7 @@ def test_a_study_file_cannot_choose_the_dask_scheduler_or_a_shard_command(tmp_pa
 def test_shipped_studies_state_their_rule_and_hold_validation_out():
     repo = Path(__file__).resolve().parents[1]
     studies = {p.parent.name: load_study(p) for p in (repo / "studies").glob("*/study.yaml")}
-    assert {"cifar10-gen-views", "cifar10-confirm", "cifar10-gpu", "quickstart"} <= set(studies)
+    assert {"cifar10-gen-views", "cifar10-confirm", "cifar10-screen", "cifar10-gpu", "quickstart"} <= set(studies)
     confirm = studies["cifar10-confirm"]
     d = confirm.decision
     assert (d.metric, d.split, d.alpha, d.effect) == ("mean", "test", 0.05, 1.0) and len(confirm.seeds) >= 12
@@ -413,3 +413,17 @@ def test_shipped_studies_state_their_rule_and_hold_validation_out():
     assert {k for k in a if a[k] != c.get(k)} == {"members"} and a["average_last_epochs"] == 5
     assert confirm.eval.checkpoints == ["last", "avg"] and confirm.eval.val_queries.endswith("[15000:20000]")
     assert confirm.shard_sets["taef2_res"]["limit"] == 5000  # pretraining images 0-4999: disjoint from validation
+    # the screen: decides on validation, never scores test, same size as the confirmation, and each
+    # arm differs from its own control in what it feeds the loss only (same views per family)
+    screen = studies["cifar10-screen"]
+    assert screen.decision.split == "val" and screen.eval.test is None and screen.seeds == [0, 1, 2]
+    assert screen.eval.val_queries == confirm.eval.val_queries and screen.eval.val_bank == confirm.eval.val_bank
+    assert screen.merged["hand3"] == confirm.merged["hand3"]
+    assert screen.set_options("taef2_res") == confirm.shard_sets["taef2_res"]
+    controls = {screen.control_of(arm) for arm in screen.arms}
+    for arm in set(screen.arms) - controls:
+        control = screen.control_of(arm)
+        if control is not None:
+            a, c = screen.merged[arm], screen.merged[control]
+            assert len(a["members"]) == len(c["members"]) and set(c["members"]) == {"orig"}
+            assert {k for k in a if a[k] != c.get(k)} <= {"members", "method_kwargs"}, arm
