@@ -58,6 +58,7 @@ def merge_shard_sets(specs: list[str], output: str, name: str, overwrite: bool =
     sources = [_open(spec) for spec in specs]
     _check_compatible(sources)
     layout = OutputLayout(output, name)
+    _check_not_a_source(sources, layout)
     if os.path.exists(layout.manifest) and not overwrite:
         raise MergeError(f"{layout.manifest} already exists; pass --overwrite to replace it or choose another --output")
     for s in sources:
@@ -65,7 +66,8 @@ def merge_shard_sets(specs: list[str], output: str, name: str, overwrite: bool =
     lock = Path(layout.lock)
     with FolderLock(lock.parent, lock.name, "gcl-synth writer", "--output"):
         Path(layout.manifest).unlink(missing_ok=True)  # the set is not complete until its new manifest is written
-        for old in glob.glob(os.path.join(glob.escape(output), f"{glob.escape(name)}-*")):
+        # this name's shards, stats and unfinished writes only (never another set's, e.g. NAME-2-...)
+        for old in glob.glob(os.path.join(glob.escape(output), f"{glob.escape(name)}-{'[0-9]' * 6}.*")):
             os.unlink(old)
         t0 = time.perf_counter()
         shards = [_merge_shard(sources, index, layout) for index in range(len(sources[0].shard_set.urls))]
@@ -80,6 +82,15 @@ def _open(spec: str) -> _Source:
                          "merging checks the input and layout it records")
     shard_set = open_shard_set(path)
     return _Source(spec, path, shard_set, shard_set.manifests[0])
+
+
+def _check_not_a_source(sources: list[_Source], layout: OutputLayout) -> None:
+    """The merged set's files must not be a source's: writing them would destroy what is being read."""
+    targets = {os.path.realpath(layout.manifest)} | {os.path.realpath(layout.tar(i))
+                                                     for i in range(len(sources[0].shard_set.urls))}
+    for s in sources:
+        if os.path.realpath(s.manifest_path) in targets or any(os.path.realpath(u) in targets for u in s.shard_set.urls):
+            raise MergeError(f"--output / --name would overwrite {s.spec}, which is being merged; choose another")
 
 
 def _check_compatible(sources: list[_Source]) -> None:

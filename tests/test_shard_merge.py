@@ -83,6 +83,11 @@ def test_sets_of_other_images_resolution_or_order_are_refused(sets, tmp_path, ci
     assert res.exit_code == 1 and "different images or a different order" in res.output
     assert not (tmp_path / "m3" / "m.manifest.json").exists()  # no manifest: nothing claims a merged set
     assert "at least two" in _merge(a, "--output", tmp_path / "m4", "--name", "m").output
+    # writing over a source would destroy it while it is read: refused, the source untouched
+    before = {p.name: p.read_bytes() for p in a.parent.glob("*.tar")}
+    res = _merge(a, b, "--output", a.parent, "--name", a.parent.name, "--overwrite")
+    assert res.exit_code == 1 and "would overwrite" in res.output
+    assert {p.name: p.read_bytes() for p in a.parent.glob("*.tar")} == before and a.exists()
 
 
 def _reordered_copy(manifest: Path, out: Path) -> Path:
