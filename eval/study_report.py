@@ -6,99 +6,12 @@ field when the study names one). Rebuilt from the JSONs alone by `gcl-eval study
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gcl.eval.study_config import Study
-
-
-def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1); std is None below two values."""
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
-    """Student-t confidence interval for the mean of paired deltas (None below two values). With 3
-    seeds t(0.975, 2) = 4.30: the interval is wide, which is the honest size of a 3-seed claim."""
-    mean, std = mean_std(values)
-    if std is None:
-        return None
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + level / 2, len(values) - 1)) * std / math.sqrt(len(values))
-    return mean - half, mean + half
-
-
-def pooled_delta_std(delta_sets: list[dict[int, float]]) -> float | None:
-    """The training noise of a paired difference: the std of per-seed deltas around each arm's own
-    mean, pooled over arms ((n - 1)-weighted variances); None below two seeds."""
-    num = den = 0.0
-    for deltas in delta_sets:
-        _, std = mean_std(list(deltas.values()))
-        if std is not None:
-            num += (len(deltas) - 1) * std**2
-            den += len(deltas) - 1
-    return math.sqrt(num / den) if den else None
-
-
-def paired_power(effect: float, std: float, n: int, alpha: float = 0.05) -> float:
-    """Chance that a one-sided paired t-test at level alpha on n seeds finds a true mean
-    difference `effect` > 0 when paired differences scatter with `std` (noncentral t)."""
-    from scipy.stats import nct, t
-
-    if n < 2:
-        return 0.0
-    df, shift = n - 1, effect / (std / math.sqrt(n))
-    return float(1 - nct.cdf(float(t.ppf(1 - alpha, df)), df, shift))
-
-
-def seeds_for_power(effect: float, std: float, power: float = 0.8, alpha: float = 0.05, most: int = 1000) -> int | None:
-    """The fewest seeds (>= 2) that give `power` for `effect`; None beyond `most`."""
-    return next((n for n in range(2, most + 1) if paired_power(effect, std, n, alpha) >= power), None)
-
-
-@dataclass
-class PairedTest:
-    """One-sided paired t-test of H0: mean delta <= 0 against 'the arm helps'."""
-
-    n: int
-    mean: float
-    lower: float | None  # one-sided (1 - alpha) lower confidence bound of the mean delta
-    ci: tuple[float, float] | None  # two-sided 95% interval of the mean delta, always shown beside the verdict
-    p: float | None  # one-sided p-value
-
-    @property
-    def helps(self) -> bool:
-        return self.lower is not None and self.lower > 0
-
-
-def paired_test(deltas: list[float], alpha: float = 0.05) -> PairedTest | None:
-    if not deltas:
-        return None
-    mean, std = mean_std(deltas)
-    if std is None:
-        return PairedTest(len(deltas), mean, None, None, None)
-    from scipy.stats import t
-
-    df, se = len(deltas) - 1, std / math.sqrt(len(deltas))
-    half = float(t.ppf(1 - alpha, df)) * se
-    p = float(t.sf(mean / se, df)) if se > 0 else (0.0 if mean > 0 else 1.0)
-    return PairedTest(len(deltas), mean, mean - half, t_interval(deltas, 0.95), p)
-
-
-def count_positive(deltas: dict[int, float]) -> int:
-    return sum(d > 0 for d in deltas.values())
-
-
-def paired_deltas(arm: dict[int, float], control: dict[int, float]) -> dict[int, float]:
-    """Per seed, arm minus control, on the seeds both have (same seed = same data order)."""
-    return {s: arm[s] - control[s] for s in sorted(arm) if s in control}
+from gcl.eval.study_stats import (PairedTest, count_positive, mean_std, paired_deltas, paired_power, paired_test,
+                                  pooled_delta_std, seeds_for_power)
 
 
 def split_scores(result: dict, split: str, checkpoint: str = "last") -> dict | None:
@@ -253,13 +166,16 @@ def compute_ratio(row: ArmRow, control: ArmRow) -> float | None:
 METRIC_NAMES = {"mean": "mean of kNN and linear top-1", "knn": "kNN top-1", "linear": "linear top-1"}
 
 
-def _test_cells(test: PairedTest | None, alpha: float) -> str:
-    """Mean Δ | one-sided lower bound | 95% CI | p | verdict."""
+def _test_cells(test: PairedTest | None, alpha: float, planned: int) -> str:
+    """Mean Δ | one-sided lower bound | 95% CI | p | verdict. The verdict waits for all `planned`
+    seeds: reading the rule at every interim look and stopping on a good one would raise the
+    false-positive rate above alpha, so interim rows show the interval but no verdict."""
     if test is None:
         return "— | — | — | — | —"
     if test.lower is None:
         return f"{test.mean:+.2f} | — | — | — | one seed: no test"
-    verdict = "**helps**" if test.helps else "not shown"
+    verdict = ("**helps**" if test.helps else "not shown") if test.n >= planned else \
+        f"interim ({test.n}/{planned} seeds): no verdict yet"
     return (f"{test.mean:+.2f} | {test.lower:+.2f} | [{test.ci[0]:+.2f}, {test.ci[1]:+.2f}] | {test.p:.3f} | "
             f"{verdict}")
 
@@ -280,7 +196,7 @@ def format_table(study: Study, rows: list[ArmRow]) -> str:
         per_seed = _deltas(control, r.primary_deltas, study_control=study.control)
         lines.append(f"| {r.arm} | {r.n} | {_pm(list(r.knn.values()))} | {_pm(list(r.linear.values()))} | "
                      f"{_pm(list(r.primary.values()))} | {per_seed} | "
-                     f"{'(control) | — | — | — | —' if control is None else _test_cells(test, d.alpha)} | "
+                     f"{'(control) | — | — | — | —' if control is None else _test_cells(test, d.alpha, len(study.seeds))} | "
                      f"{_mean_delta(control, r.deltas)} | {_mean_delta(control, r.linear_deltas)} | "
                      f"{'—' if minutes is None else f'{minutes / 60:.1f}'} | "
                      f"{_synth(r)} | {'—' if r.train_flops is None else f'{r.train_flops / 1e9:.1f}'} | "
@@ -320,6 +236,31 @@ def noise_lines(study: Study, results: list[dict]) -> list[str]:
             "| --- | --- | --- | --- | --- |", *out, ""]
 
 
+def code_lines(results: list[dict]) -> list[str]:
+    """Which code trained the runs (each sitting's commit, local changes and loader workers, as
+    run.json recorded them): paired runs trained by different code are not the controlled
+    comparison the table assumes, so a mix is flagged."""
+    runs_by_code: dict[str, int] = {}
+    for r in results:
+        sittings = (r.get("train") or {}).get("code") or [{}]
+        for key in {_code_label(s) for s in sittings}:
+            runs_by_code[key] = runs_by_code.get(key, 0) + 1
+    if not runs_by_code:
+        return []
+    listed = "; ".join(f"{key}: {n} run(s)" for key, n in sorted(runs_by_code.items()))
+    if len(runs_by_code) == 1:
+        return [f"Trained by: {listed}.", ""]
+    return [f"**Runs trained by different code** (compare only runs of one version): {listed}.", ""]
+
+
+def _code_label(sitting: dict) -> str:
+    if not sitting.get("commit"):
+        return "code version not recorded"
+    label = f"commit {sitting['commit'][:12]}" + (" with local changes" if sitting.get("dirty") else "")
+    workers = sitting.get("num_workers")
+    return label + ("" if workers is None else f", {workers} loader worker(s)")
+
+
 def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: list[str]) -> str:
     ev, d = study.eval, study.decision
     split = ("the test split" + f" ({ev.test})") if d.split == "test" else f"the validation split ({ev.val_queries})"
@@ -331,7 +272,9 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
            f"**Decision rule** (as the study file states it): primary metric = {METRIC_NAMES[d.metric]}; "
            f"one-sided paired t-test of arm − control; an arm **helps** only if the {1 - d.alpha:.0%} lower "
            "confidence bound of its mean Δ is above 0. The two-sided 95% interval is shown with every verdict; "
-           "'not shown' means the data do not carry a gain (an interval containing 0 is no evidence either way).",
+           "'not shown' means the data do not carry a gain (an interval containing 0 is no evidence either way). "
+           f"The rule is read once all {len(study.seeds)} planned seeds have a paired result; until then the verdict "
+           "says 'interim' (stopping at a good interim look would make false wins more likely than alpha).",
            "", format_table(study, rows), ""]
     if study.note:
         out[2:2] = [study.note.strip(), ""]
@@ -344,6 +287,7 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
                    f"of the time, and {d.power:.0%} power needs {needed if needed else 'more than 1000'} seeds.")
         out.append("")
     out += noise_lines(study, results)
+    out += code_lines(results)
     out.append("Train minutes: wall time per run. Train GFLOP/img: every view's forward and backward pass and the "
                "loss, per training image over all epochs (FlopCounterMode; augmentation left out); compute vs "
                "control adds the shard set's synthesis FLOPs per image for arms that read generated views.")

@@ -22,8 +22,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from gcl.eval.cli import main  # noqa: E402
 from gcl.eval.study import forget, plan, plan_run, synth_cost  # noqa: E402
 from gcl.eval.study_config import StudyError, deep_merge, load_study  # noqa: E402
-from gcl.eval.study_report import (format_report, mean_std, paired_deltas, paired_power,  # noqa: E402
-                                     paired_test, seeds_for_power, summarize, t_interval, write_report)  # noqa: E402
+from gcl.eval.study_report import format_report, summarize, write_report  # noqa: E402
+from gcl.eval.study_stats import (mean_std, paired_deltas, paired_power, paired_test, seeds_for_power,  # noqa: E402
+                                  t_interval)
 from gcl.eval.study_runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
 
 BASE = {
@@ -184,7 +185,7 @@ def test_train_flops_are_measured_by_gcl_train_per_arm(tmp_path):
 
 def test_an_arm_can_name_its_own_compute_matched_control(tmp_path):
     arms = dict(BASE["arms"], two={"shards": "s", "gen_prob": 0}, gen={"shards": "s", "gen_prob": 0.5, "control": "two"})
-    study = load_study(_study_file(tmp_path, arms=arms, decision={"metric": "knn"}))
+    study = load_study(_study_file(tmp_path, arms=arms, decision={"metric": "knn"}, seeds=[0, 1]))
     assert (study.control_of("gen"), study.control_of("two"), study.control_of("ctrl")) == ("two", "ctrl", None)
     for seed, (c, t, g) in enumerate([(50.0, 45.0, 46.5), (51.0, 44.0, 45.2)]):
         _result(study, "ctrl", seed, c, linear=c)
@@ -199,6 +200,32 @@ def test_an_arm_can_name_its_own_compute_matched_control(tmp_path):
     assert "| +0.40 | [-0.56, +3.26] | 0.035 | **helps** | +1.35 | -1.00 |" in gen_line
     assert gen_line.endswith("| 10.0 | 1.25x |")  # (10 training + 2.5 synthesis) / two's 10
     assert "| -6.00 (s0 -5.00, s1 -7.00) | -6.00 |" in text and "| [-18.71, +6.71] |" in text
+
+
+def test_the_verdict_waits_for_every_planned_seed_and_the_code_that_trained_is_shown(tmp_path):
+    study = load_study(_study_file(tmp_path))  # 3 planned seeds
+    code = {"commit": "a" * 40, "dirty": False, "num_workers": 2, "version": "0.1.0"}
+    for seed, (c, g) in enumerate([(50.0, 51.5), (52.0, 53.4)]):
+        for arm, top1 in (("ctrl", c), ("gen", g)):
+            rec = _result(study, arm, seed, top1, linear=top1)
+            rec["train"]["code"] = [code]
+            study.result_path(arm, seed).write_text(json.dumps(rec))
+    text = write_report(study, log=lambda *_: None, train_flops={})[0].read_text()
+    gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
+    t = paired_test([1.5, 1.4])
+    assert t.helps  # the rule would say "helps" here, but only 2 of the 3 planned seeds are in
+    assert f"| {t.p:.3f} | interim (2/3 seeds): no verdict yet |" in gen_line and "**helps**" not in gen_line
+    assert "Trained by: commit aaaaaaaaaaaa, 2 loader worker(s): 4 run(s)." in text
+    rec = _result(study, "gen", 2, 52.0, linear=52.0)  # the third seed, trained by other code
+    rec["train"]["code"] = [dict(code, commit="b" * 40, dirty=True)]
+    study.result_path("gen", 2).write_text(json.dumps(rec))
+    _result(study, "ctrl", 2, 50.0, linear=50.0)  # an old result without a code record
+    text = write_report(study, log=lambda *_: None, train_flops={})[0].read_text()
+    gen_line = next(line for line in text.splitlines() if line.startswith("| gen |"))
+    assert "| **helps** |" in gen_line  # 3/3 seeds: deltas +1.5, +1.4, +2.0
+    assert ("**Runs trained by different code** (compare only runs of one version): "
+            "code version not recorded: 1 run(s); commit aaaaaaaaaaaa, 2 loader worker(s): 4 run(s); "
+            "commit bbbbbbbbbbbb with local changes, 2 loader worker(s): 1 run(s).") in text
 
 
 @pytest.mark.parametrize("control", ["nope", "gen"])
