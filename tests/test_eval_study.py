@@ -265,7 +265,7 @@ def test_missing_runs_are_listed_and_missing_numbers_are_dashes(tmp_path):
     gen = next(r for r in rows if r.arm == "gen")
     assert gen.positive == 1 and len(gen.deltas) == 2
     text = format_report(study, rows, [], [])
-    assert "| not shown |" in text and "Missing: ctrl-s2, gen-s2." in text
+    assert "| interim (2/3 seeds): no verdict yet |" in text and "Missing: ctrl-s2, gen-s2." in text
     assert "| gen | 2 | 52.45 ± 0.78 | — |" in text  # no linear numbers: a dash, not a crash
 
 
