@@ -16,7 +16,6 @@ as gcl-synth writes them (tmp + rename, stats last), the manifest last.
 from __future__ import annotations
 
 import glob
-import hashlib
 import itertools
 import os
 import time
@@ -27,7 +26,8 @@ from gcl.errors import UserError
 from gcl.folderlock import FolderLock
 from gcl.io import sha256_file, write_json_atomic
 from gcl.manifest import write_manifest
-from gcl.shards import ORIG, Sample, ShardWriter, family_members, iter_samples, parse_family, view_member
+from gcl.shards import (ORIG, Sample, ShardWriter, family_members, iter_samples, keys_digest, parse_family,
+                        view_member)
 from gcl.shardset import OutputLayout, ShardSet, folder_manifest, open_shard_set, require_valid
 from gcl.streams import open_stream
 
@@ -131,7 +131,7 @@ def _merge_shard(sources: list[_Source], index: int, layout: OutputLayout) -> di
         writer.abort()
         raise
     stats = {"shard": os.path.basename(layout.tar(index)), "index": index, "samples": writer.count, "bytes": size,
-             "sha256": digest, "keys_sha256": hashlib.sha256("\n".join(writer.keys).encode()).hexdigest()}
+             "sha256": digest, "keys_sha256": keys_digest(writer.keys)}
     write_json_atomic(layout.stats(index), stats)  # written last: the shard's commit marker
     return stats
 

@@ -44,6 +44,12 @@ def stats_name(name: str, index: int) -> str:
     return f"{name}-{index:06d}.stats.json"
 
 
+def keys_digest(keys: list[str]) -> str:
+    """sha256 of a shard's sample keys in order (its stats' keys_sha256): two shards with the same
+    families in the same order share it whatever their bytes."""
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
 def view_member(i: int) -> str:
     return f"view{i}"
 

@@ -24,7 +24,7 @@ from gcl.inputs import InputItem, load_rgb, resize_center_crop
 from gcl.synth.plan import ShardTask, SynthOptions
 from gcl.synth.reference import PixelSketch
 from gcl.io import write_json_atomic
-from gcl.shards import ORIG, Sample, ShardWriter, encode_image, sample_key, view_member
+from gcl.shards import ORIG, Sample, ShardWriter, encode_image, keys_digest, sample_key, view_member
 
 log = logging.getLogger("gcl.synth")
 MAX_LOGGED_SKIPS = 1000  # per shard, in its stats file; the counts stay exact beyond it
@@ -167,17 +167,11 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
     stats = {
         "shard": os.path.basename(task.tar_path), "index": task.index, "samples": writer.count,
         "inputs": len(task.items), "bytes": size, "sha256": digest, "errors": dict(errors),
-        "skipped": skipped, "seconds": round(time.perf_counter() - t0, 3), "keys_sha256": _keys_digest(writer.keys),
+        "skipped": skipped, "seconds": round(time.perf_counter() - t0, 3), "keys_sha256": keys_digest(writer.keys),
         "pixel_sketch": sketch.to_json(),
     }
     write_json_atomic(task.stats_path, stats)  # written last: the shard's commit marker
     return stats
-
-
-def _keys_digest(keys: list[str]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
 def _write_batch(writer: ShardWriter, sketch: PixelSketch, good, keys, views, records, options: SynthOptions,

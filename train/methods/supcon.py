@@ -118,5 +118,4 @@ def family_loss(z: torch.Tensor, family: torch.Tensor, batch: int, temperature: 
 
 def _weights(generated: torch.Tensor, gen_weight: float, dtype) -> torch.Tensor:
     """Positive weight per sample: gen_weight for generated members, 1 for originals."""
-    ones = torch.ones(generated.shape, dtype=dtype, device=generated.device)
-    return torch.where(generated, ones * gen_weight, ones)
+    return torch.where(generated, gen_weight, 1.0).to(dtype)
