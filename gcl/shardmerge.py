@@ -28,7 +28,8 @@ from gcl.io import sha256_file, write_json_atomic
 from gcl.manifest import write_manifest
 from gcl.shards import (ORIG, Sample, ShardWriter, family_members, iter_samples, keys_digest, parse_family,
                         view_member)
-from gcl.shardset import OutputLayout, ShardSet, folder_manifest, open_shard_set, require_valid
+from gcl.shardcheck import require_valid
+from gcl.shardset import OutputLayout, ShardSet, folder_manifest, open_shard_set
 from gcl.streams import open_stream
 
 # per-family metadata that describes the image, not the generator: kept once at the top level

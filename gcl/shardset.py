@@ -10,21 +10,18 @@ entries must be plain file names inside the manifest's own shard folder (`base`)
 must be a relative folder or an http(s) URL. `pipe:` is accepted only in a spec the user typed
 (`trusted=True`), never from a file.
 
-`check_shard_set` then compares the manifest's claims with the shards themselves (size, sha256,
-sample count, K, the original, labels) in one streamed pass per shard, before any training.
+gcl.shardcheck then compares the manifest's claims with the shards themselves.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from gcl.errors import UserError
 from gcl.manifest import ManifestError, load_manifest
-from gcl.streams import open_stream
 from gcl.shards import FamilyError, ShardReadError, decode_image, family_members, iter_samples, parse_family, shard_name, stats_name
 
 REMOTE_SCHEMES = ("http://", "https://")  # the only schemes a manifest may name
@@ -242,107 +239,6 @@ def _checked_name(name: str, manifest_path: str) -> str:
 
 def _join(base: str, name: str) -> str:
     return base + name if is_remote(base) else os.path.join(base, name)
-
-
-# ---------------------------------------------------------------- claims against contents
-@dataclass
-class ShardProblem:
-    url: str
-    problem: str
-
-
-def check_shard(url: str, claim: ShardClaim, num_views: int, has_orig: bool, labelled: bool | None,
-                hash_bytes: bool = True) -> list[ShardProblem]:
-    """Stream one shard once (a local file, or an http(s) URL with bounded timeouts): size,
-    sha256 (optional), sample count and every family's members."""
-    remote = is_remote(url)
-    if not remote:
-        if not os.path.isfile(url):
-            return [ShardProblem(url, "missing")]
-        size = os.path.getsize(url)
-        if claim.bytes is not None and size != claim.bytes:
-            return [ShardProblem(url, f"size mismatch: {size} bytes, manifest says {claim.bytes}")]
-    sha = hashlib.sha256()
-    problems: list[ShardProblem] = []
-    count = 0
-    try:
-        with open_stream(url) as fh:
-            reader = _HashingReader(fh, sha if hash_bytes else None)
-            for raw in iter_samples(reader):
-                count += 1
-                if not problems:
-                    problem = _family_problem(raw, num_views, has_orig, labelled)
-                    if problem:
-                        problems.append(ShardProblem(url, f"family {raw.get('__key__', '?')[:60]}: {problem}"))
-            reader.drain()
-    except (OSError, ShardReadError) as exc:
-        return [ShardProblem(url, f"unreadable: {exc}")]
-    if remote and claim.bytes is not None and reader.size != claim.bytes:
-        return [ShardProblem(url, f"size mismatch: {reader.size} bytes, manifest says {claim.bytes}")]
-    if hash_bytes and claim.sha256 and sha.hexdigest() != claim.sha256:
-        return [ShardProblem(url, f"sha256 mismatch: {sha.hexdigest()[:12]}..., manifest says {claim.sha256[:12]}...")]
-    if claim.samples is not None and count != claim.samples:
-        problems.insert(0, ShardProblem(url, f"{count} samples, manifest says {claim.samples}"))
-    return problems
-
-
-def _family_problem(raw: dict, num_views: int, has_orig: bool, labelled: bool | None) -> str:
-    try:
-        images, _, label = parse_family(raw)
-    except FamilyError as exc:
-        return str(exc)
-    orig, views = family_members(images)
-    if has_orig and not orig:
-        return "no original image, manifest says it has one"
-    if len(views) < num_views:
-        return f"{len(views)} generated views, manifest says K={num_views}"
-    if labelled and label is None:
-        return "no label, manifest says the set is labelled"
-    return ""
-
-
-class _HashingReader:
-    """File wrapper that hashes every byte read, so checking costs one pass over the shard."""
-
-    def __init__(self, fh, sha):
-        self._fh, self._sha = fh, sha
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._fh.read(n)
-        self.size += len(data)
-        if self._sha is not None:
-            self._sha.update(data)
-        return data
-
-    def drain(self) -> None:
-        """Hash the tar's trailing zero blocks too (the manifest hashes the whole file)."""
-        while self.read(1 << 20):
-            pass
-
-
-def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None, remote: bool = False) -> list[ShardProblem]:
-    """Every local shard against its manifest claims; remote (http(s)) shards too with remote=True
-    (a download of each), else they are skipped (say so upstream)."""
-    problems: list[ShardProblem] = []
-    for url, claim in zip(ss.urls, ss.claims or [ShardClaim()] * len(ss.urls)):
-        if is_remote(url) and not (remote and url.startswith(REMOTE_SCHEMES)):
-            continue
-        problems += check_shard(url, claim, ss.num_views, ss.has_orig, ss.labelled, hash_bytes)
-        if progress:
-            progress(url)
-    return problems
-
-
-def require_valid(ss: ShardSet, hash_bytes: bool = True) -> None:
-    """Raise one line naming the first problem (and how many shards have one)."""
-    problems = check_shard_set(ss, hash_bytes)
-    if problems:
-        bad = len({p.url for p in problems})
-        first = problems[0]
-        raise ShardSetError(f"{first.url}: {first.problem} ({bad} of {len(ss.urls)} shards fail the manifest's claims); "
-                            "re-run gcl-synth for them, or pass --no-verify to train anyway")
-
 
 
 # ---------------------------------------------------------------- an output folder's file names

@@ -121,7 +121,8 @@ def verify(shards):
     """Check every shard of SHARDS (a manifest .json, or an output folder holding one) against the
     manifest's claims (sha256, size, samples, K, labels); exit 1 naming each missing or changed shard.
     Shards without a manifest (a .tar pattern) are only read through."""
-    from gcl.shardset import check_shard_set, is_remote, open_shard_set
+    from gcl.shardcheck import check_shard_set
+    from gcl.shardset import is_remote, open_shard_set
 
     try:
         shard_set = open_shard_set(shards, require_files=False)

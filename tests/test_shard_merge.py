@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from gcl.manifest import load_manifest, write_manifest
 from gcl.shards import Sample, ShardWriter, parse_family, read_shard
-from gcl.shardset import check_shard_set, open_shard_set
+from gcl.shardcheck import check_shard_set
+from gcl.shardset import open_shard_set
 from gcl.synth.cli import main
 
 COMMON = ["--input", None, "--limit", 24, "--resolution", 32, "--shard-size", 12, "--batch-size", 12, "--residual"]

@@ -19,7 +19,8 @@ import pytest
 from gcl.io import sha256_file
 from gcl.manifest import load_manifest, write_manifest
 from gcl.shards import Sample, ShardReadError, ShardWriter, decode_image, encode_image, shard_name
-from gcl.shardset import ShardSetError, open_shard_set, require_valid
+from gcl.shardcheck import require_valid
+from gcl.shardset import ShardSetError, open_shard_set
 from gcl.synth.lock import OutputLock
 
 GCL_SYNTH = [sys.executable, "-m", "gcl.synth.cli", "run", "--no-progress"]

@@ -30,7 +30,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from gcl.errors import UserError
 from gcl.inputs import InputError, InputSet, list_inputs, load_rgb, resize_center_crop
 from gcl.shards import ORIG, ShardReadError, decode_image, iter_samples, parse_family
-from gcl.shardset import ShardSet, open_shard_set, require_valid
+from gcl.shardcheck import require_valid
+from gcl.shardset import ShardSet, open_shard_set
 from gcl.streams import open_stream
 from gcl.train.config import TrainConfig, default_workers, family_count, resolution
 from gcl.train.epochs import DataError, EpochLoader
