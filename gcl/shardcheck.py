@@ -107,5 +107,6 @@ def require_valid(ss: ShardSet, hash_bytes: bool = True) -> None:
     if problems:
         bad = len({p.url for p in problems})
         first = problems[0]
+        # the remedy past re-synthesis is the caller's (gcl-train has --no-verify; a merge has none)
         raise ShardSetError(f"{first.url}: {first.problem} ({bad} of {len(ss.urls)} shards fail the manifest's claims); "
-                            "re-run gcl-synth for them, or pass --no-verify to train anyway")
+                            "re-run gcl-synth for them")

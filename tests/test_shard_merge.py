@@ -1,6 +1,7 @@
 """gcl-synth merge: two shard sets made from the same input become one with K1 + K2 views per family."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,21 @@ def test_sets_of_other_images_resolution_or_order_are_refused(sets, tmp_path, ci
     res = _merge(a, b, "--output", a.parent, "--name", a.parent.name, "--overwrite")
     assert res.exit_code == 1 and "would overwrite" in res.output
     assert {p.name: p.read_bytes() for p in a.parent.glob("*.tar")} == before and a.exists()
+
+
+def test_a_damaged_source_is_refused_before_anything_is_written(sets, tmp_path):
+    root, a, b = sets
+    damaged = tmp_path / "damaged"
+    shutil.copytree(b.parent, damaged)
+    shard = sorted(damaged.glob("*.tar"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-2000] ^= 0xFF  # one flipped byte: the manifest's sha256 no longer holds
+    shard.write_bytes(bytes(data))
+    res = _merge(a, damaged / b.name, "--output", tmp_path / "m", "--name", "m")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert shard.name in res.output and "fail the manifest's claims" in res.output
+    assert "--no-verify" not in res.output  # gcl-train's flag: a merge has no way round the check
+    assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
 
 
 def _reordered_copy(manifest: Path, out: Path) -> Path:
