@@ -27,7 +27,7 @@ STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms",
               "note"}
 EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size",
              "val_queries", "val_bank", "checkpoints"}
-DECISION_KEYS = {"metric", "split", "alpha", "effect", "power"}
+DECISION_KEYS = {"metric", "split", "alpha", "effect", "power", "select_min_delta"}
 METRICS = ("mean", "knn", "linear")  # mean: the mean of kNN and linear top-1
 CHECKPOINTS = ("last", "avg")
 PLOT_KEYS = {"x", "label"}
@@ -77,6 +77,9 @@ class Decision:
     alpha: float = 0.05  # one-sided paired t-test: "helps" only if the (1 - alpha) lower bound is > 0
     effect: float = 1.0  # points: the effect the seed count is powered for
     power: float = 0.8
+    # a screen's selection: the screened arm with the largest mean paired Δ (points) goes on to a
+    # confirmatory study if that Δ is at least this; None: no selection (a confirmatory study)
+    select_min_delta: float | None = None
 
 
 @dataclass
@@ -113,6 +116,11 @@ class Study:
         if arm == self.control:
             return None
         return self.arms[arm].control or self.control
+
+    def screened_arms(self) -> list[str]:
+        """The arms a selection chooses from: paired against a control, and no arm's control themselves."""
+        controls = {self.control_of(a) for a in self.arms}
+        return [a for a in self.arms if self.control_of(a) is not None and a not in controls]
 
     def run_name(self, arm: str, seed: int) -> str:
         return f"{arm}-s{seed}"
@@ -249,6 +257,11 @@ def _decision(data) -> Decision:
     if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers) or not (
             0 < d.alpha < 0.5 and d.effect > 0 and 0 < d.power < 1):
         raise StudyError("decision: needs 0 < alpha < 0.5, effect > 0 and 0 < power < 1")
+    if d.select_min_delta is not None:
+        if not isinstance(d.select_min_delta, (int, float)) or isinstance(d.select_min_delta, bool):
+            raise StudyError(f"decision: select_min_delta must be a number of points; got {d.select_min_delta!r}")
+        if d.split != "val":  # choosing on test would spend the split the chosen arm's claim needs
+            raise StudyError("decision: select_min_delta is a screen's rule and needs split: val")
     return d
 
 
@@ -406,6 +419,9 @@ def load_study(path: str | Path) -> Study:
                   control=data["control"], eval=spec, shard_sets=shard_sets, train=train,
                   recipe=recipe, arms=arms, output=Path(data.get("output") or f"out/studies/{name}"), plot_x=plot.get("x"),
                   plot_label=plot.get("label"), decision=decision, note=data.get("note"))
+    if decision.select_min_delta is not None and not study.screened_arms():
+        raise StudyError("decision: select_min_delta needs an arm to choose: one paired against a control that is "
+                         "no arm's control itself")
     for arm in arms.values():
         base = read_yaml(recipe_file(arm.recipe or recipe), "recipe")
         study.merged[arm.name] = deep_merge(deep_merge(base, train), arm.overrides)

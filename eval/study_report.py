@@ -210,6 +210,34 @@ def _mean_delta(control: str | None, deltas: dict[int, float]) -> str:
     return f"{mean_std(list(deltas.values()))[0]:+.2f}"
 
 
+def selection_lines(study: Study, rows: list[ArmRow]) -> list[str]:
+    """A screen's choice by the rule in its study file: the screened arm with the largest mean paired
+    Δ of the primary metric, if that Δ reaches the bar. Like the verdict, it is read only when every
+    screened arm has all its planned seeds."""
+    bar = study.decision.select_min_delta
+    if bar is None:
+        return []
+    by_name = {r.arm: r for r in rows}
+    screened = study.screened_arms()
+    rule = (f"**Selection rule** (as the study file states it): of the screened arms ({', '.join(screened)}), the one "
+            "with the largest mean paired Δ of the primary metric over its control goes to a confirmatory study on the test split "
+            f"with fresh seeds if that Δ is at least {bar:+.2f} points; otherwise none does.")
+    means = {a: mean_std(list(by_name[a].primary_deltas.values()))[0] for a in screened if by_name[a].primary_deltas}
+    leader = max(means, key=lambda a: means[a], default=None)  # the first listed arm wins a tie
+    done = sum(len(by_name[a].primary_deltas) for a in screened)
+    planned = len(screened) * len(study.seeds)
+    if done < planned:
+        so_far = f"; largest mean Δ so far: {leader} {means[leader]:+.2f}" if leader else ""
+        return [rule, "", f"Selection: interim ({done}/{planned} paired runs): no choice yet{so_far}.", ""]
+    if means[leader] >= bar:
+        choice = (f"Selection: **{leader}** (mean Δ {means[leader]:+.2f} ≥ {bar:+.2f}) goes to a confirmatory study. "
+                  f"It is a candidate, not a result: the best of {len(screened)} arms on {len(study.seeds)} seeds, so "
+                  "its Δ is biased upwards; only the fresh seeds on test can make a claim.")
+    else:
+        choice = f"Selection: none (the largest mean Δ, {leader}'s {means[leader]:+.2f}, is below {bar:+.2f})."
+    return [rule, "", choice, ""]
+
+
 def noise_lines(study: Study, results: list[dict]) -> list[str]:
     """The scatter of paired deltas of the primary metric per checkpoint and split: what
     averaged weights (avg.ckpt) buy, measured on the same runs."""
@@ -275,7 +303,7 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
            "'not shown' means the data do not carry a gain (an interval containing 0 is no evidence either way). "
            f"The rule is read once all {len(study.seeds)} planned seeds have a paired result; until then the verdict "
            "says 'interim' (stopping at a good interim look would make false wins more likely than alpha).",
-           "", format_table(study, rows), ""]
+           "", format_table(study, rows), "", *selection_lines(study, rows)]
     if study.note:
         out[2:2] = [study.note.strip(), ""]
     noise = pooled_delta_std([r.primary_deltas for r in rows])

@@ -228,6 +228,54 @@ def test_the_verdict_waits_for_every_planned_seed_and_the_code_that_trained_is_s
             "commit bbbbbbbbbbbb with local changes, 2 loader worker(s): 1 run(s).") in text
 
 
+def test_a_screen_selects_the_largest_mean_delta_above_its_bar_once_every_run_is_in(tmp_path):
+    arms = dict(BASE["arms"], gen2={"shards": "s", "gen_prob": 0.25}, four={"shards": "s", "gen_prob": 0},
+                gen4={"shards": "s", "gen_prob": 0.5, "control": "four"})
+    ev = {"bank": str(CIFAR_TRAIN), "test": None, "val_queries": f"{CIFAR_TRAIN}[100:200]", "val_bank": f"{CIFAR_TRAIN}[0:100]"}
+    study = load_study(_study_file(tmp_path, arms=arms, eval=ev, seeds=[0, 1],
+                                   decision={"split": "val", "metric": "knn", "select_min_delta": 0.5}))
+    # `four` is gen4's control, so it is not a candidate although it is paired against ctrl
+    assert study.screened_arms() == ["gen", "gen2", "gen4"]
+
+    def put(arm, seed, knn):
+        rec = _result(study, arm, seed, 0.0)
+        rec["scores"] = {"last": {"val": {"knn_top1": knn}}}
+        study.result_path(arm, seed).write_text(json.dumps(rec))
+
+    def selection():
+        text = write_report(study, log=lambda *_: None, train_flops={})[0].read_text()
+        assert "**Selection rule** (as the study file states it): of the screened arms (gen, gen2, gen4)" in text
+        return next(line for line in text.splitlines() if line.startswith("Selection:"))
+
+    for seed in (0, 1):
+        put("ctrl", seed, 50.0)
+        put("four", seed, 60.0)  # +10 over ctrl: a control's own row never wins
+        put("gen", seed, 50.3)
+        put("gen4", seed, 60.0 + seed)  # mean Δ +0.5 over four
+    put("gen2", 0, 53.0)
+    assert selection() == "Selection: interim (5/6 paired runs): no choice yet; largest mean Δ so far: gen2 +3.00."
+    put("gen2", 1, 47.1)  # mean Δ +0.05: gen4's +0.50 now leads and meets the bar exactly
+    assert selection().startswith("Selection: **gen4** (mean Δ +0.50 ≥ +0.50) goes to a confirmatory study.")
+    put("gen4", 1, 60.8)  # +0.4: below the bar, so nothing goes on
+    assert selection() == "Selection: none (the largest mean Δ, gen4's +0.40, is below +0.50)."
+    study_without = load_study(_study_file(tmp_path, eval=ev, decision={"split": "val"}))
+    assert "Selection" not in write_report(study_without, log=lambda *_: None, train_flops={})[0].read_text()
+
+
+@pytest.mark.parametrize("decision,message", [
+    ({"select_min_delta": 0.5}, "a screen's rule and needs split: val"),
+    ({"split": "val", "select_min_delta": "half"}, "must be a number of points"),
+])
+def test_a_selection_rule_is_checked(tmp_path, decision, message):
+    ev = {"bank": str(CIFAR_TRAIN), "test": str(CIFAR_TEST), "val_queries": f"{CIFAR_TRAIN}[100:200]",
+          "val_bank": f"{CIFAR_TRAIN}[0:100]"}
+    with pytest.raises(StudyError, match=re.escape(message)):
+        load_study(_study_file(tmp_path, eval=ev, decision=decision))
+    lone = {"ctrl": BASE["arms"]["ctrl"]}
+    with pytest.raises(StudyError, match="needs an arm to choose"):
+        load_study(_study_file(tmp_path, eval=ev, arms=lone, decision={"split": "val", "select_min_delta": 0.5}))
+
+
 @pytest.mark.parametrize("control", ["nope", "gen"])
 def test_an_arms_control_must_be_another_arm(tmp_path, control):
     arms = dict(BASE["arms"], gen={"shards": "s", "gen_prob": 0.5, "control": control})
@@ -444,6 +492,8 @@ def test_shipped_studies_state_their_rule_and_hold_validation_out():
     # arm differs from its own control in what it feeds the loss only (same views per family)
     screen = studies["cifar10-screen"]
     assert screen.decision.split == "val" and screen.eval.test is None and screen.seeds == [0, 1, 2]
+    assert screen.decision.select_min_delta == 0.5 and confirm.decision.select_min_delta is None
+    assert sorted(screen.screened_arms()) == sorted(set(screen.arms) - {"hand3", "hand4"})
     assert screen.eval.val_queries == confirm.eval.val_queries and screen.eval.val_bank == confirm.eval.val_bank
     assert screen.merged["hand3"] == confirm.merged["hand3"]
     assert screen.set_options("taef2_res") == confirm.shard_sets["taef2_res"]
