@@ -172,12 +172,16 @@ def test_one_trainer_per_run_folder_and_ctrl_c_says_interrupted(tmp_path):
     run = tmp_path / "run"
     args = ["--shards", manifest, "--gen-prob", 0, "--epochs", 10_000, "--batch-size", 2, "--num-workers", 0,
             "--accelerator", "cpu", "--output", run, "--ckpt-every-steps", 1]
-    first = subprocess.Popen([sys.executable, "-m", "gcl.train.cli", *map(str, args)], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    # the child's output goes to a file that a failure shows (a pipe read only at the end shows nothing
+    # when the child hangs, and a full one would block it)
+    log = tmp_path / "first.log"
+    with log.open("w") as sink:
+        first = subprocess.Popen([sys.executable, "-m", "gcl.train.cli", *map(str, args)], stdout=sink,
+                                 stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 600  # a safety net, not a speed claim: a loaded 2-core machine needs minutes to import Lightning
         while not (run / "checkpoints" / "last.ckpt").exists():
-            assert first.poll() is None and time.time() < deadline, first.stdout.read()[-2000:] if first.poll() else ""
+            assert first.poll() is None and time.time() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
         from gcl.train.cli import main
 
@@ -185,7 +189,10 @@ def test_one_trainer_per_run_folder_and_ctrl_c_says_interrupted(tmp_path):
         error = hostile.one_line_error(second)
         assert "is being written by another gcl-train run" in error and f"pid {first.pid}" in error, error
         first.send_signal(signal.SIGINT)
-        first.wait(120)
+        try:
+            first.wait(120)  # ~10 s measured on a loaded machine
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"gcl-train still runs 120 s after Ctrl-C; its output ends:\n{log.read_text()[-2000:]}")
     finally:
         if first.poll() is None:
             first.kill()
