@@ -31,7 +31,7 @@ from gcl.errors import UserError
 from gcl.inputs import InputError, InputSet, list_inputs, load_rgb, resize_center_crop
 from gcl.shards import ORIG, ShardReadError, decode_image, iter_samples, parse_family
 from gcl.shardcheck import require_valid
-from gcl.shardset import ShardSet, ShardSetError, open_shard_set
+from gcl.shardset import ShardSet, open_shard_set
 from gcl.streams import open_stream
 from gcl.train.config import TrainConfig, default_workers, family_count, resolution
 from gcl.train.epochs import DataError, EpochLoader
@@ -81,13 +81,13 @@ def resolve_source(cfg: TrainConfig) -> Source:
         return Source(None, inputs, min(first.shape[:2]) if first is not None else resolution(cfg))
     try:
         shard_set = open_shard_set(list(cfg.shards), base=cfg.shards_base)
-        if cfg.verify:
-            try:
-                require_valid(shard_set, hash_bytes=True)
-            except ShardSetError as exc:
-                raise DataError(f"{exc}, or pass --no-verify to train anyway") from None
     except UserError as exc:
         raise DataError(str(exc)) from None
+    if cfg.verify:
+        try:
+            require_valid(shard_set, hash_bytes=True)
+        except UserError as exc:
+            raise DataError(f"{exc}, or pass --no-verify to train anyway") from None
     return Source(shard_set, None, shard_set.resolution or resolution(cfg))
 
 
