@@ -207,10 +207,10 @@ def study(study_file, report_only, only, seeds, dry_run, max_runs, rerun_stale, 
 
     Finished runs are skipped and killed ones resumed, so a study spans several sittings.
     """
-    from gcl.eval.study import run_study
-    from gcl.eval.study_config import load_study
-    from gcl.eval.study_report import write_report
-    from gcl.eval.study_runs import measure_train_flops
+    from gcl.eval.study.runner import run_study
+    from gcl.eval.study.config import load_study
+    from gcl.eval.study.report import write_report
+    from gcl.eval.study.runs import measure_train_flops
 
     log = functools.partial(click.echo, err=True)
     try:

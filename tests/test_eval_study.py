@@ -20,12 +20,12 @@ from conftest import CIFAR_TEST, CIFAR_TRAIN
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from gcl.eval.cli import main  # noqa: E402
-from gcl.eval.study import forget, plan, plan_run, synth_cost  # noqa: E402
-from gcl.eval.study_config import StudyError, deep_merge, load_study  # noqa: E402
-from gcl.eval.study_report import format_report, summarize, write_report  # noqa: E402
-from gcl.eval.study_stats import (mean_std, paired_deltas, paired_power, paired_test, seeds_for_power,  # noqa: E402
+from gcl.eval.study.runner import forget, plan, plan_run, synth_cost  # noqa: E402
+from gcl.eval.study.config import StudyError, deep_merge, load_study  # noqa: E402
+from gcl.eval.study.report import format_report, summarize, write_report  # noqa: E402
+from gcl.eval.study.stats import (mean_std, paired_deltas, paired_power, paired_test, seeds_for_power,  # noqa: E402
                                   t_interval)
-from gcl.eval.study_runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
+from gcl.eval.study.runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
 
 BASE = {
     "name": "unit", "seeds": [0, 1, 2], "control": "ctrl",
@@ -171,7 +171,7 @@ def test_validation_split_and_decision_are_checked(tmp_path, change, message):
 
 
 def test_train_flops_are_measured_by_gcl_train_per_arm(tmp_path):
-    from gcl.eval.study_runs import measure_train_flops
+    from gcl.eval.study.runs import measure_train_flops
 
     arms = dict(BASE["arms"], three={"shards": "s", "method": "supcon", "family_views": 3, "members": ["orig"] * 3})
     study = load_study(_study_file(tmp_path, arms=arms))

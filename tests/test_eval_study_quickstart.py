@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from gcl.eval import study_progress  # noqa: E402
+from gcl.eval.study import progress as study_progress  # noqa: E402
 from gcl.eval.cli import main  # noqa: E402
-from gcl.eval.study_config import load_study  # noqa: E402
-from gcl.eval.study_progress import Countdown, StudyClock, clock_text, synthesis_progress, training_progress  # noqa: E402
+from gcl.eval.study.config import load_study  # noqa: E402
+from gcl.eval.study.progress import Countdown, StudyClock, clock_text, synthesis_progress, training_progress  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "studies" / "quickstart" / "study.yaml"
@@ -48,7 +48,7 @@ def test_quickstart_is_one_seed_of_three_arms_with_its_results_under_out(monkeyp
 
 
 def test_a_results_folder_and_note_must_be_texts(tmp_path):
-    from gcl.eval.study_config import StudyError
+    from gcl.eval.study.config import StudyError
 
     data = yaml.safe_load(QUICKSTART.read_text())
     data["note"] = ["not", "a", "text"]

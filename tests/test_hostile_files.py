@@ -57,8 +57,8 @@ def test_compare_shows_a_run_whose_run_json_is_not_an_object(tmp_path, content):
 _PARENT = """
 import sys
 from pathlib import Path
-from gcl.eval.study_runs import run_logged
-from gcl.eval.study import _exit_on_sigterm
+from gcl.eval.study.runs import run_logged
+from gcl.eval.study.runner import _exit_on_sigterm
 import signal
 signal.signal(signal.SIGTERM, _exit_on_sigterm)
 child = [sys.executable, "-c", "import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(120)"]

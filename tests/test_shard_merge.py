@@ -128,9 +128,9 @@ def _reordered_copy(manifest: Path, out: Path) -> Path:
 def test_a_study_makes_the_sets_a_merged_set_needs_then_merges_them(tmp_path, cifar_test_npz, taef2_dir):
     import yaml
 
-    from gcl.eval.study import PlannedRun, prepare_shards
-    from gcl.eval.study_config import load_study
-    from gcl.eval.study_runs import shard_set_ready
+    from gcl.eval.study.runner import PlannedRun, prepare_shards
+    from gcl.eval.study.config import load_study
+    from gcl.eval.study.runs import shard_set_ready
 
     plain = {"generator": "taesd", "model": str(taef2_dir), "input": str(cifar_test_npz), "limit": 12, "views": 1,
              "resolution": 32, "shard_size": 12, "batch_size": 12, "device": "cpu", "residual": True}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from gcl.eval.study_config import MERGE_KEY, Study, StudyError
+from gcl.eval.study.config import MERGE_KEY, Study, StudyError
 from gcl.io import write_bytes_atomic, write_json_atomic
 from gcl.manifest import ManifestError, load_manifest
 

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gcl.eval.study_config import Study
-from gcl.eval.study_stats import (PairedTest, count_positive, mean_std, paired_deltas, paired_power, paired_test,
+from gcl.eval.study.config import Study
+from gcl.eval.study.stats import (PairedTest, count_positive, mean_std, paired_deltas, paired_power, paired_test,
                                   pooled_delta_std, seeds_for_power)
 
 

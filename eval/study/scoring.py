@@ -19,7 +19,7 @@ import torch
 from gcl.eval.features import cached_features, checkpoint_encoder
 from gcl.eval.linear import LinearRecipe, linear_accuracy
 from gcl.eval.probe import check_classes
-from gcl.eval.study_config import DataSpec, EvalSpec
+from gcl.eval.study.config import DataSpec, EvalSpec
 from gcl.knn import knn_accuracy
 from gcl.labelled import LabelledSet, load_labelled
 

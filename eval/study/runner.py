@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gcl
-from gcl.eval.study_config import MERGE_KEY, Study, StudyError, data_file
-from gcl.eval.study_progress import StudyClock
-from gcl.eval.study_runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
+from gcl.eval.study.config import MERGE_KEY, Study, StudyError, data_file
+from gcl.eval.study.progress import StudyClock
+from gcl.eval.study.runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
                                  run_state, shard_set_ready, train_run, train_status, write_arm_recipes)
 from gcl.io import write_json_atomic
 from gcl.provenance import code_version
@@ -226,8 +226,8 @@ def _exit_on_sigterm(signum, frame):
 
 
 def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, scheduler=None) -> int:
-    from gcl.eval.study_eval import EvalData
-    from gcl.eval.study_report import write_report
+    from gcl.eval.study.scoring import EvalData
+    from gcl.eval.study.report import write_report
 
     arms, chosen = select(study, only, seeds)
     runs = plan(study, arms, chosen)
@@ -269,7 +269,7 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, s
 def execute(study: Study, p: PlannedRun, step: str, data, manifests: dict[str, dict], log,
             clock: StudyClock | None = None) -> bool:
     """Train (or resume) one run if needed, then score it and write its result; False when training failed."""
-    from gcl.eval.study_eval import evaluate_run
+    from gcl.eval.study.scoring import evaluate_run
 
     if p.action == "stale":  # only now, once every check has passed: --rerun-stale deletes the old run
         p = forget(study, p)
