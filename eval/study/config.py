@@ -14,6 +14,7 @@ import copy
 import hashlib
 import importlib.util
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms",
               "note"}
 EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size",
              "val_queries", "val_bank", "checkpoints"}
-DECISION_KEYS = {"metric", "split", "alpha", "effect", "power", "select_min_delta"}
+DECISION_KEYS = {"metric", "split", "alpha", "effect", "power", "select_min_delta", "equivalence_margin"}
 METRICS = ("mean", "knn", "linear")  # mean: the mean of kNN and linear top-1
 CHECKPOINTS = ("last", "avg")
 PLOT_KEYS = {"x", "label"}
@@ -80,6 +81,9 @@ class Decision:
     # a screen's selection: the screened arm with the largest mean paired Δ (points) goes on to a
     # confirmatory study if that Δ is at least this; None: no selection (a confirmatory study)
     select_min_delta: float | None = None
+    # points: TOST beside the superiority test; "no practical difference" when the (1 - 2 alpha)
+    # interval of the mean Δ lies inside ±margin. None: no equivalence part in the rule
+    equivalence_margin: float | None = None
 
 
 @dataclass
@@ -257,6 +261,10 @@ def _decision(data) -> Decision:
     if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers) or not (
             0 < d.alpha < 0.5 and d.effect > 0 and 0 < d.power < 1):
         raise StudyError("decision: needs 0 < alpha < 0.5, effect > 0 and 0 < power < 1")
+    margin = d.equivalence_margin
+    if margin is not None and (not isinstance(margin, (int, float)) or isinstance(margin, bool)
+                               or not math.isfinite(margin) or margin <= 0):
+        raise StudyError(f"decision: equivalence_margin must be a positive number of points; got {margin!r}")
     if d.select_min_delta is not None:
         if not isinstance(d.select_min_delta, (int, float)) or isinstance(d.select_min_delta, bool):
             raise StudyError(f"decision: select_min_delta must be a number of points; got {d.select_min_delta!r}")

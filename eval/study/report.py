@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gcl.eval.study.config import Study
-from gcl.eval.study.stats import (PairedTest, count_positive, mean_std, paired_deltas, paired_power, paired_test,
-                                  pooled_delta_std, seeds_for_power)
+from gcl.eval.study.evidence import equivalence_lines, family_line, power_line
+from gcl.eval.study.plot import plot_report
+from gcl.eval.study.stats import PairedTest, count_positive, mean_std, paired_deltas, paired_test, pooled_delta_std
 
 
 def split_scores(result: dict, split: str, checkpoint: str = "last") -> dict | None:
@@ -229,13 +230,14 @@ def selection_lines(study: Study, rows: list[ArmRow]) -> list[str]:
     if done < planned:
         so_far = f"; largest mean Δ so far: {leader} {means[leader]:+.2f}" if leader else ""
         return [rule, "", f"Selection: interim ({done}/{planned} paired runs): no choice yet{so_far}.", ""]
+    family = family_line(study, pooled_delta_std([by_name[a].primary_deltas for a in screened]))
     if means[leader] >= bar:
         choice = (f"Selection: **{leader}** (mean Δ {means[leader]:+.2f} ≥ {bar:+.2f}) goes to a confirmatory study. "
                   f"It is a candidate, not a result: the best of {len(screened)} arms on {len(study.seeds)} seeds, so "
                   "its Δ is biased upwards; only the fresh seeds on test can make a claim.")
     else:
         choice = f"Selection: none (the largest mean Δ, {leader}'s {means[leader]:+.2f}, is below {bar:+.2f})."
-    return [rule, "", choice, ""]
+    return [rule, "", choice, "", *([family, ""] if family else [])]
 
 
 def noise_lines(study: Study, results: list[dict]) -> list[str]:
@@ -281,6 +283,17 @@ def code_lines(results: list[dict]) -> list[str]:
     return [f"**Runs trained by different code** (compare only runs of one version): {listed}.", ""]
 
 
+def untimed_lines(results: list[dict]) -> list[str]:
+    """Runs with more training sittings (gcl-train's own count in run.json) than the study timed: a
+    sitting killed outright left no time record, so their train minutes are lower bounds."""
+    short = [f"{r['arm']}-s{r['seed']}" for r in results
+             if len((r.get("train") or {}).get("code") or []) > int((r.get("train") or {}).get("sittings") or 0)]
+    if not short:
+        return []
+    return [f"Train minutes of {', '.join(short)} are lower bounds: a sitting of each was killed before its time "
+            "was recorded.", ""]
+
+
 def _code_label(sitting: dict) -> str:
     if not sitting.get("commit"):
         return "code version not recorded"
@@ -306,16 +319,15 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
            "", format_table(study, rows), "", *selection_lines(study, rows)]
     if study.note:
         out[2:2] = [study.note.strip(), ""]
+    out += equivalence_lines(study, rows)
     noise = pooled_delta_std([r.primary_deltas for r in rows])
     if noise:
         n = max((len(r.primary_deltas) for r in rows), default=0)
-        needed = seeds_for_power(d.effect, noise, d.power, d.alpha)
-        out.append(f"Power: paired Δ {d.metric} scatter by {noise:.2f} points (pooled over arms); at that noise the "
-                   f"test on {n} seeds finds a true {d.effect:+.1f} effect {paired_power(d.effect, noise, n, d.alpha):.0%} "
-                   f"of the time, and {d.power:.0%} power needs {needed if needed else 'more than 1000'} seeds.")
-        out.append("")
+        df = sum(len(r.primary_deltas) - 1 for r in rows if len(r.primary_deltas) > 1)
+        out += [power_line(study, noise, df, n), ""]
     out += noise_lines(study, results)
     out += code_lines(results)
+    out += untimed_lines(results)
     out.append("Train minutes: wall time per run. Train GFLOP/img: every view's forward and backward pass and the "
                "loss, per training image over all epochs (FlopCounterMode; augmentation left out); compute vs "
                "control adds the shard set's synthesis FLOPs per image for arms that read generated views.")
@@ -326,50 +338,6 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
         if names:
             out.append(f"{label}: {', '.join(names)}.")
     return "\n".join(out).rstrip() + "\n"
-
-
-def plot_report(study: Study, rows: list[ArmRow], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with_x = [r for r in rows if r.x is not None and r.knn]
-    # one panel per sweep: arms naming a series share its panel; the others use plot.label's
-    default_axis = study.plot_label or study.plot_x or "x"
-    panels: dict[str, list[ArmRow]] = {}
-    for r in with_x:
-        panels.setdefault(r.series or default_axis, []).append(r)
-    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(7 + 5 * len(panels), 4.5), squeeze=False)
-    ax = axes[0][0]
-    for i, r in enumerate(rows):
-        for values, marker, colour, dx in ((r.knn, "o", "tab:blue", -0.12), (r.linear, "s", "tab:orange", 0.12)):
-            if values:
-                ax.scatter([i + dx] * len(values), list(values.values()), marker=marker, color=colour, alpha=0.6, s=18)
-                ax.hlines(mean_std(list(values.values()))[0], i + dx - 0.1, i + dx + 0.1, color=colour)
-    ax.set_xticks(range(len(rows)), [r.arm for r in rows], rotation=30, ha="right")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"{study.name}: kNN (o) and linear (s) per seed ({study.decision.split}); line = mean")
-    control = rows[[r.arm for r in rows].index(study.control)]
-    for ax2, (axis_title, members) in zip(axes[0][1:], panels.items()):
-        members = sorted(members, key=lambda r: r.x)
-        means = [mean_std(list(r.knn.values())) for r in members]
-        ax2.plot([r.x for r in members], [m for m, _ in means], color="tab:blue", linewidth=1, alpha=0.5)
-        for r, (mean, std) in zip(members, means):
-            ax2.errorbar([r.x], [mean], yerr=[std or 0.0], fmt="o", capsize=3, label=r.arm)
-            ax2.scatter([r.x] * r.n, list(r.knn.values()), color="grey", s=8, alpha=0.5)
-        if control.knn:
-            ax2.axhline(mean_std(list(control.knn.values()))[0], color="black", linestyle="--", linewidth=1,
-                        label=f"{study.control} (control)")
-        ax2.set_xlabel(axis_title)
-        ax2.set_ylabel("kNN top-1 (%)")
-        ax2.set_title("kNN top-1 along the sweep (mean ± std, seeds in grey)")
-        ax2.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def write_report(study: Study, log=print, train_flops: dict[str, int] | None = None) -> tuple[Path, Path] | None:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -247,11 +248,43 @@ def train_run(study: Study, arm: str, seed: int, manifest: Path, resume: bool) -
     recipe = write_recipe(study, arm, out / "recipe.yaml")
     cmd = [sys.executable, "-m", "gcl.train.cli", "--recipe", str(recipe), "--shards", str(manifest),
            "--output", str(out), "--seed", str(seed)] + (["--resume"] if resume else [])
-    t0, code = time.time(), None
-    try:
+    sitting = {"seconds": 0.0, "code": None, "resume": resume}  # code None: running, or killed outright
+    state["sittings"].append(sitting)
+    with SittingClock(out / RUN_STATE, state, sitting) as clock:
         code, _ = run_logged(cmd, out / "train.log")
-    finally:  # Ctrl-C too: the seconds of an interrupted sitting still count towards the run's cost
-        seconds = time.time() - t0
-        state["sittings"].append({"seconds": round(seconds, 1), "code": code, "resume": resume})
-        write_json_atomic(out / RUN_STATE, state)
-    return code, seconds, _log_tail(out / "train.log")
+        clock.code = code
+    return code, sitting["seconds"], _log_tail(out / "train.log")
+
+
+class SittingClock:
+    """Keeps a training sitting's wall seconds on disk while it runs: written at the start, every
+    TICK_S, and at the end (Ctrl-C and SIGTERM included). A runner killed outright (SIGKILL, an OOM
+    kill, a stopped machine) runs no cleanup, so without the ticks that sitting's time, and the
+    sitting itself, would be missing from the run's cost."""
+
+    TICK_S = 30.0
+
+    def __init__(self, path: Path, state: dict, sitting: dict):
+        self.path, self.state, self.sitting, self.code = path, state, sitting, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+
+    def _save(self) -> None:
+        self.sitting["seconds"] = round(time.time() - self._t0, 1)
+        write_json_atomic(self.path, self.state)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.TICK_S):
+            self._save()
+
+    def __enter__(self) -> "SittingClock":
+        self._t0 = time.time()
+        self._save()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sitting["code"] = self.code
+        self._save()

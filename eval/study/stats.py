@@ -1,10 +1,13 @@
 """The statistics of a study's paired comparisons: mean and sample std, t intervals, the one-sided
-paired t-test its decision rule reads, and the power of that test at a given noise."""
+paired t-test its decision rule reads, the equivalence test (TOST) beside it, the power of that
+test at a given noise (with the noise's own uncertainty), and a screen's family-wise false pass."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -73,17 +76,84 @@ class PairedTest:
 
 
 def paired_test(deltas: list[float], alpha: float = 0.05) -> PairedTest | None:
+    """None without deltas; no bound and no p below two seeds, or when the deltas do not vary at
+    all (a t statistic of infinity: identical deltas on every seed mean the runs are not the
+    independent draws the test assumes, e.g. two arms that are the same run, so no verdict)."""
     if not deltas:
         return None
     mean, std = mean_std(deltas)
-    if std is None:
+    if std is None or std == 0:
         return PairedTest(len(deltas), mean, None, None, None)
     from scipy.stats import t
 
     df, se = len(deltas) - 1, std / math.sqrt(len(deltas))
     half = float(t.ppf(1 - alpha, df)) * se
-    p = float(t.sf(mean / se, df)) if se > 0 else (0.0 if mean > 0 else 1.0)
-    return PairedTest(len(deltas), mean, mean - half, t_interval(deltas, 0.95), p)
+    return PairedTest(len(deltas), mean, mean - half, t_interval(deltas, 0.95), float(t.sf(mean / se, df)))
+
+
+@dataclass
+class EquivalenceTest:
+    """TOST (two one-sided paired t-tests) of H0: |mean delta| >= margin against 'no practical
+    difference': equivalent only if both one-sided tests reject at alpha, i.e. the (1 - 2 alpha)
+    two-sided interval of the mean delta lies inside (-margin, +margin)."""
+
+    n: int
+    mean: float
+    margin: float
+    ci: tuple[float, float] | None  # the (1 - 2 alpha) interval the rule reads (90% at alpha 0.05)
+    p: float | None  # the larger of the two one-sided p-values
+
+    @property
+    def equivalent(self) -> bool:
+        return self.ci is not None and -self.margin < self.ci[0] and self.ci[1] < self.margin
+
+
+def equivalence_test(deltas: list[float], margin: float, alpha: float = 0.05) -> EquivalenceTest | None:
+    """None without deltas; no interval and no p below two seeds or with deltas that do not vary."""
+    if not deltas:
+        return None
+    mean, std = mean_std(deltas)
+    if std is None or std == 0:
+        return EquivalenceTest(len(deltas), mean, margin, None, None)
+    from scipy.stats import t
+
+    df, se = len(deltas) - 1, std / math.sqrt(len(deltas))
+    p_above_lower = float(t.sf((mean + margin) / se, df))  # H0: mean <= -margin
+    p_below_upper = float(t.cdf((mean - margin) / se, df))  # H0: mean >= +margin
+    return EquivalenceTest(len(deltas), mean, margin, t_interval(deltas, 1 - 2 * alpha),
+                           max(p_above_lower, p_below_upper))
+
+
+def std_interval(std: float, df: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Chi-square confidence interval of a standard deviation estimated with `df` degrees of freedom
+    (n - 1 for one sample; the sum of n_i - 1 when pooled): the power a study quotes is estimated
+    from its own noise and is no surer than this."""
+    if df < 1:
+        return None
+    from scipy.stats import chi2
+
+    return (std * math.sqrt(df / float(chi2.ppf(0.5 + level / 2, df))),
+            std * math.sqrt(df / float(chi2.ppf(0.5 - level / 2, df))))
+
+
+def family_false_pass(groups: list[int], seeds: int, std: float, bar: float) -> float:
+    """Chance that at least one null arm (true delta 0) has a mean paired delta over `seeds` seeds
+    at or above `bar`, when paired deltas scatter with `std`. `groups`: how many screened arms
+    share each control. Arms of one control share its runs, so their deltas correlate: with arm
+    and control runs scattering alike and independently, the correlation is 0.5; arms of
+    different controls are independent."""
+    from scipy.stats import multivariate_normal, norm
+
+    sd = std / math.sqrt(seeds)
+    none_pass = 1.0
+    for arms in groups:
+        if arms == 1:
+            none_pass *= float(norm.cdf(bar / sd))
+        elif arms > 1:
+            cov = sd**2 * (0.5 * np.eye(arms) + 0.5)
+            none_pass *= float(multivariate_normal(mean=[0.0] * arms, cov=cov).cdf([bar] * arms))
+    return 1 - none_pass
+
 
 
 def count_positive(deltas: dict[int, float]) -> int:
