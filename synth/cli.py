@@ -64,6 +64,7 @@ def main(verbose: bool) -> None:
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(0), help="Retries of a failed shard.")
 @click.option("--max-error-rate", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Abort when this fraction of inputs is unreadable.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Use only the first N inputs (sorted).")
+@click.option("--per-class", default=None, type=click.IntRange(1), help="Only the first N images of each class (after --limit): a class-balanced subset; needs labels.")
 @click.option("--manifest", "manifest_copy", default=None, help="Also record the manifest here (e.g. manifests/NAME.json) for sharing.")
 @click.option("--reference", default=None, type=click.Path(exists=True, dir_okay=False),
               help="A published manifest (e.g. manifests/NAME.json): report whether these shards match it "

@@ -81,14 +81,35 @@ class PlanMismatch(UserError):
 
 
 def make_plan(inputs: InputSet, out_dir: str, name: str, shard_size: int, options: SynthOptions,
-              limit: int | None = None) -> Plan:
+              limit: int | None = None, per_class: int | None = None) -> Plan:
     items = sorted(inputs.items, key=lambda it: (it.source, it.index))
     if limit:
         items = items[:limit]
+    if per_class:
+        items = first_per_class(items, per_class)
     tasks = [ShardTask(i, items[start : start + shard_size], str(out_dir), name)
              for i, start in enumerate(range(0, len(items), shard_size))]
-    fingerprint = inputs.fingerprint() + (f"/limit={limit}" if limit else "")
+    fingerprint = inputs.fingerprint() + (f"/limit={limit}" if limit else "") + (f"/per_class={per_class}" if per_class
+                                                                               else "")
     return Plan(name, str(out_dir), options, fingerprint, tasks, len(items))
+
+
+def first_per_class(items: list, per_class: int) -> list:
+    """The first `per_class` items of each label, in input order: a class-balanced subset (after
+    --limit, so that the images it may take from are known, e.g. held out of a validation split)."""
+    if any(it.label is None for it in items):
+        raise UserError("--per-class needs labelled inputs (class folders, or an npz with 'labels')")
+    taken: dict[int, int] = {}
+    chosen = []
+    for it in items:
+        if taken.get(it.label, 0) < per_class:
+            taken[it.label] = taken.get(it.label, 0) + 1
+            chosen.append(it)
+    short = sorted(label for label, n in taken.items() if n < per_class)
+    if short:
+        raise UserError(f"--per-class {per_class}: class(es) {', '.join(map(str, short))} have fewer images "
+                        f"(raise --limit or lower --per-class)")
+    return chosen
 
 
 def check_or_write_plan(plan: Plan, overwrite: bool) -> None:

@@ -63,6 +63,7 @@ class RunConfig:
     progress: bool = True
     residual: bool = False  # views are x + G(view) - G(reconstruction)
     pixel_range: str = "auto"  # VQ-GAN pixel range: auto (from the model's layout), "0-1" or "-1-1"
+    per_class: int | None = None  # the first N images of each class (after limit): a class-balanced subset
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -93,7 +94,7 @@ def prepare(cfg: RunConfig):
     options = SynthOptions(generator.id, generator.weights_sha256, recipe.spec, cfg.views,
                            cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type,
                            cfg.residual)
-    plan = make_plan(inputs, cfg.output, name, cfg.shard_size, options, cfg.limit)
+    plan = make_plan(inputs, cfg.output, name, cfg.shard_size, options, cfg.limit, cfg.per_class)
     if not plan.tasks:
         raise UserError(f"no inputs to process in {cfg.input}")
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
