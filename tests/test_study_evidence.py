@@ -189,3 +189,36 @@ def test_runs_with_untimed_sittings_are_named(tmp_path):
 def test_shipped_study_files_still_load():
     for path in sorted(Path("studies").glob("*/study.yaml")):
         assert load_study(path).name == yaml.safe_load(path.read_text())["name"]
+
+
+def _fit_study(tmp_path, **eval_changes):
+    eval_ = {"bank": "x.npz", "test": None, "val_queries": "x.npz[30:40]", "val_bank": "x.npz[10:30]",
+             "fit_queries": "s", **eval_changes}
+    shard_sets = {"s": {"generator": "taesd", "input": "x.npz", "limit": 10, "views": 1}}
+    return _study_file(tmp_path, eval=eval_, shard_sets=shard_sets, decision={"metric": "knn", "split": "val"})
+
+
+def test_the_fit_split_scores_the_pretraining_images_against_the_val_bank(tmp_path):
+    from gcl.eval.study.scoring import EvalData
+
+    study = load_study(_fit_study(tmp_path))
+    splits = EvalData(study.eval, study.manifest_path("s")).splits()
+    assert set(splits) == {"val", "fit"}
+    bank, queries = splits["fit"]
+    assert (bank.path, bank.start, bank.stop) == ("x.npz", 10, 30) and queries.path == str(study.manifest_path("s"))
+    for seed, (fit, val) in enumerate([(80.0, 50.0), (78.0, 51.0)]):
+        rec = _result(study, "ctrl", seed, val)
+        rec["scores"] = {"last": {"val": {"knn_top1": val}, "fit": {"knn_top1": fit}}}
+        study.result_path("ctrl", seed).write_text(json.dumps(rec))
+    results, stale = load_results(study)
+    md = format_report(study, summarize(study, results), results, stale)
+    assert "| ctrl | 2 | 79.00 | 50.50 | +28.50 (+30.00, +27.00) |" in md
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"fit_queries": "nope"}, "must name a synthesized shard set"),
+    ({"val_bank": "x.npz[5:30]"}, "holds shard set s's pretraining images"),
+])
+def test_a_fit_split_is_checked(tmp_path, change, message):
+    with pytest.raises(StudyError, match=message):
+        load_study(_fit_study(tmp_path, **change))

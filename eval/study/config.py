@@ -27,7 +27,7 @@ from gcl.shardset import OutputLayout
 STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "decision", "results",
               "note"}
 EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size",
-             "val_queries", "val_bank", "checkpoints"}
+             "val_queries", "val_bank", "checkpoints", "fit_queries"}
 DECISION_KEYS = {"metric", "split", "alpha", "effect", "power", "select_min_delta", "equivalence_margin"}
 METRICS = ("mean", "knn", "linear")  # mean: the mean of kNN and linear top-1
 CHECKPOINTS = ("last", "avg")
@@ -67,6 +67,10 @@ class EvalSpec:
     val_queries: str | None = None
     val_bank: str | None = None
     checkpoints: list = field(default_factory=lambda: ["last"])  # last (decides) and/or avg (reported)
+    # a shard set of the study whose original images (the pretraining images) are also scored as
+    # queries against val_bank: the 'fit' split. Fit far above val says the regime is data-limited
+    # (the encoder separates the images it trained on better than unseen ones). None: not scored
+    fit_queries: str | None = None
 
 
 @dataclass
@@ -239,9 +243,11 @@ def _eval_spec(data) -> EvalSpec:
         raise StudyError("eval: k, temperature, batch_size, limit_bank and limit_test must be numbers")
     if spec.k < 1 or spec.temperature <= 0 or spec.batch_size < 1:
         raise StudyError("eval needs k >= 1, temperature > 0 and batch_size >= 1")
-    for key in ("bank", "test", "val_queries", "val_bank"):
+    for key in ("bank", "test", "val_queries", "val_bank", "fit_queries"):
         if getattr(spec, key) is not None and not isinstance(getattr(spec, key), str):
             raise StudyError(f"eval: {key} must be a file path (FILE or FILE[A:B]), got {getattr(spec, key)!r}")
+    if spec.fit_queries is not None and not spec.val_queries:
+        raise StudyError("eval: fit_queries is scored against val_bank and needs val_queries beside it")
     if not spec.test and not spec.val_queries:
         raise StudyError("eval needs test or val_queries: something to score")
     if (not isinstance(spec.checkpoints, list) or not spec.checkpoints
@@ -327,6 +333,23 @@ def check_validation_split(spec: EvalSpec, shard_sets: dict[str, dict]) -> None:
             if not isinstance(used, int) or used > start:
                 raise StudyError(f"eval: val_queries {spec.val_queries} overlap shard set {name}'s pretraining images "
                                  f"(limit {used}); take queries after the first {used or 'N'} images")
+
+
+def check_fit_queries(spec: EvalSpec, shard_sets: dict[str, dict]) -> None:
+    """The fit split's bank must not hold the pretraining images themselves (each would find itself)."""
+    name = spec.fit_queries
+    if name is None:
+        return
+    options = shard_sets.get(name)
+    if options is None or MERGE_KEY in options:
+        raise StudyError(f"eval: fit_queries {name!r} must name a synthesized shard set of this study "
+                         f"({', '.join(n for n, o in shard_sets.items() if MERGE_KEY not in o)})")
+    bank = _rows(spec.val_bank or spec.bank)
+    used = options.get("limit")
+    if options.get("input") and Path(str(options["input"])) == Path(bank[0]) and (not isinstance(used, int)
+                                                                                  or bank[1] < used):
+        raise StudyError(f"eval: val_bank {spec.val_bank or spec.bank} holds shard set {name}'s pretraining images "
+                         f"(limit {used}); take the bank after them")
 
 
 def _shard_sets(data) -> dict[str, dict]:
@@ -416,6 +439,7 @@ def load_study(path: str | Path) -> Study:
     decision = _decision(data.get("decision"))
     spec = _eval_spec(data.get("eval"))
     check_validation_split(spec, shard_sets)
+    check_fit_queries(spec, shard_sets)
     if decision.split == "val" and not spec.val_queries:
         raise StudyError("decision: split val needs eval: val_queries")
     if decision.split == "test" and not spec.test:

@@ -91,3 +91,24 @@ def family_line(study, noise: float | None) -> str:
     return (f"False passes at the measured noise ({noise:.2f}): an arm with no effect clears {bar:+.2f} on "
             f"{len(study.seeds)} seeds {one:.0%} of the time; with {len(screened)} such arms (those sharing a control "
             f"correlate), at least one clears it {some:.0%} of the time.")
+
+
+def regime_lines(study, results: list[dict]) -> list[str]:
+    """The fit split beside val, per arm (last.ckpt): kNN top-1 of the pretraining images and of
+    held-out validation queries against the same bank. A large gap says the encoder fits the few
+    images it saw better than it generalises: a data-limited regime."""
+    if not study.eval.fit_queries:
+        return []
+    rows = []
+    for arm in study.arms:
+        pairs = [(s["fit"]["knn_top1"], s["val"]["knn_top1"]) for r in results if r["arm"] == arm
+                 for s in [((r.get("scores") or {}).get("last") or {})] if "fit" in s and "val" in s]
+        if pairs:
+            fit, val = (sum(p[i] for p in pairs) / len(pairs) for i in (0, 1))
+            per_seed = ", ".join(f"{f - v:+.2f}" for f, v in pairs)
+            rows.append(f"| {arm} | {len(pairs)} | {fit:.2f} | {val:.2f} | {fit - val:+.2f} ({per_seed}) |")
+    if not rows:
+        return []
+    return [f"Fit against held out (last.ckpt, kNN top-1, bank {study.eval.val_bank or study.eval.bank}): the "
+            f"pretraining images of shard set {study.eval.fit_queries} as queries, beside the validation queries.", "",
+            "| arm | n | fit kNN | val kNN | fit − val (per seed) |", "| --- | --- | --- | --- | --- |", *rows, ""]

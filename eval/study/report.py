@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gcl.eval.study.config import Study
-from gcl.eval.study.evidence import equivalence_lines, family_line, power_line
+from gcl.eval.study.evidence import equivalence_lines, family_line, power_line, regime_lines
 from gcl.eval.study.plot import plot_report
 from gcl.eval.study.stats import PairedTest, count_positive, mean_std, paired_deltas, paired_test, pooled_delta_std
 
@@ -326,6 +326,7 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
         df = sum(len(r.primary_deltas) - 1 for r in rows if len(r.primary_deltas) > 1)
         out += [power_line(study, noise, df, n), ""]
     out += noise_lines(study, results)
+    out += regime_lines(study, results)
     out += code_lines(results)
     out += untimed_lines(results)
     out.append("Train minutes: wall time per run. Train GFLOP/img: every view's forward and backward pass and the "

@@ -256,7 +256,8 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, s
     else:
         log(f"nothing to run: all {len(runs)} selected run(s) have current results")
     manifests = prepare_shards(study, arms, todo, dry_run, log, scheduler, clock)
-    data = EvalData(study.eval)
+    fit = study.eval.fit_queries
+    data = EvalData(study.eval, study.manifest_path(fit) if fit else None)
     failed = sum(not execute(study, p, f"[{i}/{len(todo)}]", data, manifests, log, clock)
                  for i, p in enumerate(todo, 1))
     write_report(study, log, measure_train_flops(study))

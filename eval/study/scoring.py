@@ -3,7 +3,8 @@
 Scored checkpoints: last.ckpt (the run's final state; the study's verdict uses it) and, when the
 study asks and the run wrote one, avg.ckpt (the mean of the last epochs' weights). Never
 best.ckpt, which an online evaluation may have picked. Splits: `test` (bank -> test queries) and,
-when the study names them, `val` (val_bank -> val_queries: train images held out of pretraining).
+when the study names them, `val` (val_bank -> val_queries: train images held out of pretraining)
+and `fit` (val_bank -> the pretraining images themselves, read from a shard set's originals).
 A data spec may take a slice of a file, `FILE[A:B]` (images A..B-1 in file order). Each file is
 loaded once per resolution and its features are extracted once per checkpoint (cached in the run
 folder): the slices of a file are slices of its features, so the validation split costs no
@@ -32,8 +33,9 @@ def eval_device(spec: EvalSpec) -> str:
 class EvalData:
     """The study's labelled files, loaded at most once per (file, resolution)."""
 
-    def __init__(self, spec: EvalSpec):
+    def __init__(self, spec: EvalSpec, fit_manifest: Path | None = None):
         self.spec, self._files = spec, {}
+        self.fit_manifest = fit_manifest  # the manifest of spec.fit_queries' shard set (the 'fit' split)
 
     def splits(self) -> dict[str, tuple[DataSpec, DataSpec]]:
         """split -> (bank, queries): test always, val when the study names it."""
@@ -43,6 +45,8 @@ class EvalData:
             out["test"] = (DataSpec(s.bank, None, s.limit_bank), DataSpec(s.test, None, s.limit_test))
         if s.val_queries:
             out["val"] = (DataSpec.parse(s.val_bank or s.bank), DataSpec.parse(s.val_queries))
+        if s.fit_queries and self.fit_manifest is not None:
+            out["fit"] = (DataSpec.parse(s.val_bank or s.bank), DataSpec(str(self.fit_manifest)))
         return out
 
     def rows_needed(self, path: str) -> int | None:
