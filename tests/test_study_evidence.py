@@ -222,3 +222,13 @@ def test_the_fit_split_scores_the_pretraining_images_against_the_val_bank(tmp_pa
 def test_a_fit_split_is_checked(tmp_path, change, message):
     with pytest.raises(StudyError, match=message):
         load_study(_fit_study(tmp_path, **change))
+
+
+def test_synthesis_progress_counts_the_shards_gcl_synth_planned(tmp_path):
+    from gcl.eval.study.progress import synthesis_progress
+
+    options = {"limit": 5000, "per_class": 100}
+    assert synthesis_progress(tmp_path, options) == (0, None)  # per_class: the limit does not say how many
+    (tmp_path / "plan.json").write_text(json.dumps({"num_shards": 1}))
+    (tmp_path / "s-000000.stats.json").write_text("{}")
+    assert synthesis_progress(tmp_path, options) == (1, 1)

@@ -45,8 +45,14 @@ def training_work(recipe: dict) -> float:
 def synthesis_progress(folder: Path, options: dict) -> tuple[int, int | None]:
     """(shards committed, shards planned or None) of a shard set gcl-synth is writing."""
     done = len(list(folder.glob("*.stats.json")))
+    for plan in folder.glob("*plan.json"):  # gcl-synth's own count, once it has planned
+        try:
+            return done, int(json.loads(plan.read_text())["num_shards"])
+        except (OSError, ValueError, KeyError, TypeError):
+            break
     limit = options.get("limit")
-    if not limit:
+    if not limit or options.get("per_class"):  # per_class: fewer images than the limit, counted by the plan
+        return done, None
         return done, None
     return done, math.ceil(int(limit) / int(options.get("shard_size") or 1000))
 
