@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import resource
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -124,7 +126,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     failed: dict[int, str] = {}
     totals = Counter()
     progress = Progress(plan.num_inputs, enabled=cfg.progress)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
 
     def on_done(task, stats, error):
         if stats is None:
@@ -162,7 +164,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     seconds = time.perf_counter() - t0
     manifest = build_manifest(plan, inputs, results, failed, seconds, generator)
     manifest["residual"] = plan.options.residual
-    manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"])
+    manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"], cpu_seconds() - cpu0)
     manifest_path = Path(layout.manifest)
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
@@ -184,14 +186,22 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     return {"manifest": str(path), "failed": failed, "results": results, "reference_match": match}
 
 
-def synthesis_cost(generator, plan: Plan, throughput: dict) -> dict:
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its finished children (local dask workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def synthesis_cost(generator, plan: Plan, throughput: dict, cpu: float) -> dict:
     """FLOPs per input image (all K views, counted once on a small batch) and the measured time,
-    so a study can put synthesis cost next to training cost."""
+    so a study can put synthesis cost next to training cost. Wall seconds alone cannot tell a slow
+    sitting from a crowded machine: the CPU seconds it got and the load average at its end can."""
     from gcl.synth.worker import count_flops
 
     opts = plan.options
     flops = count_flops(generator, parse_recipe(opts.recipe), opts.views, opts.resolution, opts.seed, opts.residual)
-    return {"flops_per_image": flops, "seconds": throughput["seconds"], "images": throughput["generated_samples"]}
+    return {"flops_per_image": flops, "seconds": throughput["seconds"], "images": throughput["generated_samples"],
+            "cpu_seconds": round(cpu, 1), "load_avg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
 
 def build_manifest(plan: Plan, inputs, results: dict, failed: dict, seconds: float, generator) -> dict:

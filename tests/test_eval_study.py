@@ -391,6 +391,9 @@ def test_a_merged_set_depends_on_its_sources_and_plain_digests_keep_their_formul
 
 def test_synth_cost_prefers_the_manifest_cost_block():
     assert synth_cost({"cost": {"flops_per_image": 1e9, "seconds": 12.0, "images": 8}})["source"] == "cost"
+    cost = synth_cost({"cost": {"flops_per_image": 1e9, "seconds": 12.0, "images": 8, "cpu_seconds": 20.5,
+                                "load_avg_1m": 3.2}})
+    assert (cost["cpu_seconds"], cost["load_avg_1m"]) == (20.5, 3.2)
     old = synth_cost({"throughput": {"seconds": 5.0, "generated_samples": 8}})
     assert old == {"seconds": 5.0, "flops_per_image": None, "images": 8, "source": "throughput"}
 

@@ -46,6 +46,8 @@ def test_residual_run_records_residual_and_cost(tmp_path, small_esrgan, cifar_te
     m = json.loads(mpath.read_text())
     assert m["residual"] is True and m["generator"]["family"] == "esrgan"
     assert m["cost"]["images"] == 6 and m["cost"]["flops_per_image"] > 1e6 and m["cost"]["seconds"] > 0
+    # the CPU time the sitting got and the machine's load: a slow sitting vs a crowded machine
+    assert 0 < m["cost"]["cpu_seconds"] and m["cost"]["load_avg_1m"] >= 0 and m["cost"]["cpus"] >= 1
     assert json.loads((out / "plan.json").read_text())["options"]["residual"] is True
     assert str(small_esrgan) not in mpath.read_text()  # weights identify the model, not where they lie
     samples = [s for p in sorted(out.glob("*.tar")) for s in read_shard(p)]

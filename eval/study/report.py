@@ -146,7 +146,10 @@ def _synth(row: ArmRow) -> str:
     s = row.synth or {}
     parts = [row.shard_set]
     if s.get("seconds") is not None:
-        parts.append(f"{s['seconds']:.0f} s" + (" (last sitting)" if s.get("source") == "throughput" else ""))
+        parts.append(f"{s['seconds']:.0f} s" + (" (last sitting)" if s.get("source") == "throughput" else "")
+                     + (f" ({s['cpu_seconds']:.0f} CPU-s, load {s['load_avg_1m']:.1f})"
+                        if isinstance(s.get("cpu_seconds"), (int, float)) and isinstance(s.get("load_avg_1m"), (int, float))
+                        else ""))
     if s.get("flops_per_image") is not None:
         parts.append(f"{s['flops_per_image'] / 1e9:.2f} GFLOP/img")
     return ", ".join(parts)

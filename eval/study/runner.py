@@ -90,7 +90,8 @@ def synth_cost(manifest: dict) -> dict:
     cost = manifest.get("cost")
     if isinstance(cost, dict):
         return {"seconds": cost.get("seconds"), "flops_per_image": cost.get("flops_per_image"),
-                "images": cost.get("images"), "source": "cost"}
+                "images": cost.get("images"), "cpu_seconds": cost.get("cpu_seconds"),
+                "load_avg_1m": cost.get("load_avg_1m"), "source": "cost"}
     tp = manifest.get("throughput") or {}
     return {"seconds": tp.get("seconds"), "flops_per_image": None, "images": tp.get("generated_samples"),
             "source": "throughput"}
