@@ -199,9 +199,9 @@ class BaseMethod(L.LightningModule):
         x, y = batch
         f = self.backbone(self.normalize(x)).float()
         n_cls = int(self._bank[1].max()) + 1 if self.classifier is None else self.classifier.out_features
-        scores = knn_predict(self._bank[0], self._bank[1], f, n_cls, k=DEFAULT_K, temperature=DEFAULT_TEMPERATURE)
+        ranked = knn_predict(self._bank[0], self._bank[1], f, n_cls, k=DEFAULT_K, temperature=DEFAULT_TEMPERATURE)
         counts = self._counts[dataloader_idx]
-        counts[0] += (scores.argmax(1) == y).sum()
+        counts[0] += (ranked[:, 0] == y).sum()
         if self.classifier is not None:
             counts[1] += (self.classifier(f).argmax(1) == y).sum()
         counts[2] += y.numel()
