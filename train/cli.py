@@ -35,7 +35,10 @@ def _typed(options: dict) -> dict:
 @click.option("--recipe", help="Training YAML: a path or a bundled name such as cifar10/simclr (its values replace "
               "the defaults below; options given here replace both).")
 @click.option("--method", type=click.Choice(METHODS), default=_value("method"), help="Contrastive method.")
-@click.option("--backbone", type=click.Choice(BACKBONES), default=_value("backbone"), help="Encoder network.")
+@click.option("--backbone", default=_value("backbone"), help=f"Encoder network: {', '.join(BACKBONES)}, or timm:NAME "
+              "for any timm model (e.g. timm:resnet10t; its pooled features).")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), default=None,
+              help="Local .safetensors file of the backbone's weights: a pretrained start (loaded strictly).")
 @click.option("--cifar-stem/--no-cifar-stem", default=_value("cifar_stem"),
               help="3x3 stem without max-pool for 32-64 px inputs.")
 @click.option("--epochs", type=click.IntRange(1), default=_value("epochs"),

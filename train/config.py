@@ -70,7 +70,8 @@ class SchedConfig:
 @dataclass
 class TrainConfig:
     method: str = "simclr"
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # gcl.backbones.BACKBONES, or timm:NAME for any timm model
+    backbone_weights: str | None = None  # local .safetensors: a pretrained start for the backbone
     cifar_stem: bool = True  # 32-64 px inputs; turn off for 224 px data
     method_kwargs: dict = field(default_factory=dict)  # checked against the method's own defaults
     optimizer: OptimConfig = field(default_factory=OptimConfig)
@@ -232,8 +233,13 @@ def _no_commands(data: dict, where: str) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
+    from gcl.backbones import check_backbone
+
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    check_backbone(cfg.backbone, cfg.cifar_stem)
+    if cfg.backbone_weights and not os.path.isfile(cfg.backbone_weights):
+        raise ConfigError(f"--backbone-weights {cfg.backbone_weights}: file not found")
     if cfg.pairing not in PAIRINGS:
         raise ConfigError(f"unknown pairing {cfg.pairing!r}; choose one of {', '.join(PAIRINGS)}")
     if not 0.0 <= cfg.gen_prob <= 1.0:

@@ -18,7 +18,7 @@ from gcl.train.config import ConfigError, TrainConfig, load_config, validate
 # Options that change how a run is carried out, never what it computes.
 HARMLESS = ("num_workers", "verify", "shards_base", "ckpt_every_steps", "output")
 # Options that name files: compared by the file they point to, not by their spelling.
-PATH_KEYS = ("shards", "input", "eval_train", "eval_val", "eval_test")
+PATH_KEYS = ("shards", "input", "eval_train", "eval_val", "eval_test", "backbone_weights")
 # Config key -> the gcl-train option that sets it, where the two differ.
 OPTION_NAMES = {"optimizer.name": "--optimizer", "optimizer.lr": "--lr"}
 
