@@ -71,7 +71,9 @@ def rebuild(folder: Path) -> nn.Module:
     return net.eval()
 
 
-CASES = [(name, True) for name in BACKBONES] + [("resnet18", False), ("resnet18_w0.5", False), ("vit_tiny", False),
+# the two largest take ~20 s each on 2 cores; their paths are resnet18's and vit_tiny's
+BIG = {"resnet50", "vit_small"}
+CASES = [pytest.param(name, True, marks=[pytest.mark.slow] if name in BIG else []) for name in BACKBONES] + [("resnet18", False), ("resnet18_w0.5", False), ("vit_tiny", False),
                                                  ("timm:resnet10t", True), ("timm:resnet18", True),
                                                  ("timm:resnet10t", False)]
 

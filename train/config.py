@@ -188,10 +188,12 @@ def resolve_recipe(spec: str) -> Path:
     raise ConfigError(f"recipe {spec!r} not found; pass a YAML path or one of: {', '.join(have)}")
 
 
-def load_config(recipe: str | None, overrides: dict, base: dict | None = None) -> TrainConfig:
+def load_config(recipe: str | None, overrides: dict, base: dict | None = None, sets: tuple[str, ...] = ()) -> TrainConfig:
     """Recipe values first, then every CLI option the user gave (None means 'not given').
 
-    base: values under the recipe (a resumed run's stored config); without it, the defaults."""
+    base: values under the recipe (a resumed run's stored config); without it, the defaults.
+    sets: --set KEY.SUB=VALUE items (train/overrides.py), applied to the recipe mapping before it
+    is checked, so they meet the same checks as the recipe's own values."""
     data: dict = dict(base or {})
     if recipe:
         path = resolve_recipe(recipe)
@@ -206,6 +208,13 @@ def load_config(recipe: str | None, overrides: dict, base: dict | None = None) -
         _no_commands(recipe_data, where)
     else:
         where = "options"
+    if sets:
+        from gcl.train.overrides import apply_sets
+
+        data = apply_sets(data, sets, TrainConfig().to_dict())
+        if any(item.partition("=")[0].split(".")[0].strip() == "shards" for item in sets):
+            _no_commands({"shards": data["shards"]}, "--set")  # data from --set is checked like a recipe's
+        where = f"{where} with --set"
     cfg = _build(TrainConfig, data, where)
     for key, value in overrides.items():
         if value is None or value == ():
