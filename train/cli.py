@@ -37,7 +37,7 @@ def _typed(options: dict) -> dict:
 @click.option("--method", type=click.Choice(METHODS), default=_value("method"), help="Contrastive method.")
 @click.option("--backbone", default=_value("backbone"), help=f"Encoder network: {', '.join(BACKBONES)}, or timm:NAME "
               "for any timm model (e.g. timm:resnet10t; its pooled features).")
-@click.option("--backbone-weights", type=click.Path(dir_okay=False), default=None,
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), show_default="none: random init",
               help="Local .safetensors file of the backbone's weights: a pretrained start (loaded strictly).")
 @click.option("--cifar-stem/--no-cifar-stem", default=_value("cifar_stem"),
               help="3x3 stem without max-pool for 32-64 px inputs.")
