@@ -3,13 +3,15 @@
 The dotted path walks the recipe mapping (`method_kwargs.temperature`, `optimizer.lr`) and lists
 by index (`augmentations.0.min_scale`; the index one past the end adds an entry, whose other
 fields keep their defaults). VALUE is read as one YAML value (`0.3`, `true`, `null`, `[0.5, 0.5,
-0.5]`, or a string), with PyYAML's safe loader that gcl already reads recipes with. The result is
-the recipe mapping before validation: the recipe validation then rejects unknown keys (naming the
-valid ones at that level) and values of the wrong type, exactly as if the recipe file said so.
+0.5]`, or a string), with PyYAML's safe loader that gcl already reads recipes with. A scalar must
+be of the kind it replaces (an integer where the recipe or default has one, ...). The result is
+the recipe mapping before validation: the recipe validation then rejects unknown keys (naming
+the valid ones at that level) and bad values, exactly as if the recipe file said so.
 
-Why not OmegaConf's dotlist: it resolves `${...}` interpolations in values (`${oc.env:...}` reads
-the environment) and turns `augmentations.0` into a mapping key "0" when the recipe holds no
-list yet; a path walk over a plain dict is about twenty lines.
+Why not OmegaConf's dotlist: its values may be `${...}` interpolations, resolved when read
+(`${oc.env:...}` reads the environment), and `augmentations.0.min_scale=0.2` becomes a mapping key
+"0" beside a one-mapping recipe entry (or instead of a list the recipe leaves out), not a list
+entry; a path walk over a plain dict is about forty lines.
 
 Keys the runner owns are refused: `output` (the run lock and --resume go by --output) and
 `shards_base` (the one place a pipe: command is taken from). A --set value that names data is
