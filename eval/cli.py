@@ -165,6 +165,23 @@ def compare(runs, output, plot, markdown):
 
 
 @main.command()
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--output", required=True,
+              help="Folder for model.safetensors (the backbone, torchvision / timm keys) and config.json.")
+@click.option("--checkpoint", "which", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="Which checkpoint of a run folder (best: chosen on held-out validation queries).")
+@_user_errors
+def export(run, output, which):
+    """Write RUN's backbone as OUTPUT/model.safetensors + config.json, loadable by torchvision or timm
+    without gcl (docs/python-api.md shows the lines that rebuild it)."""
+    from gcl.eval.export import export_run
+
+    cfg = export_run(run, output, which)
+    click.echo(f"wrote {output}/model.safetensors ({cfg['library']} {cfg['model_name']}, {cfg['feature_dim']}-d "
+               f"features) and {output}/config.json")
+
+
+@main.command()
 @encoder_free_data_options
 @click.option("--backbone", default="resnet18", show_default=True, help="Backbone of the random-init baseline.")
 @click.option("--cifar-stem/--imagenet-stem", default=True, show_default=True,

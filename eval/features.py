@@ -75,10 +75,11 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
     return found[-1]
 
 
-def checkpoint_encoder(path: str | os.PathLike, device: str = "cpu") -> Encoder:
-    from gcl.checkpoint import load_backbone, preprocess
+def load_checkpoint(path: str | os.PathLike, which: str = "last") -> tuple[Path, torch.nn.Module, dict]:
+    """(checkpoint file, backbone in eval mode, info) of a .ckpt or run folder; one-line EncoderError."""
+    from gcl.checkpoint import load_backbone
 
-    ckpt = resolve_checkpoint(path)
+    ckpt = resolve_checkpoint(path, which)
     try:
         net, info = load_backbone(str(ckpt))
     except Exception as exc:  # noqa: BLE001 - unpickling/shape/key errors all mean "not a usable checkpoint"
@@ -86,6 +87,13 @@ def checkpoint_encoder(path: str | os.PathLike, device: str = "cpu") -> Encoder:
         if "weights only load failed" in msg.lower() or "unpickl" in type(exc).__name__.lower():
             msg = "not a gcl-train checkpoint (torch.load(weights_only=True) cannot read it)"
         raise EncoderError(f"cannot load {ckpt}: {msg}") from None
+    return ckpt, net, info
+
+
+def checkpoint_encoder(path: str | os.PathLike, device: str = "cpu") -> Encoder:
+    from gcl.checkpoint import preprocess
+
+    ckpt, net, info = load_checkpoint(path)
     sha = sha256_file(ckpt)
     return Encoder(
         id=sha[:16],

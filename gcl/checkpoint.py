@@ -8,6 +8,8 @@ under `backbone.*` in the state dict. `load_backbone(ckpt)` reads it with
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -19,11 +21,19 @@ from gcl.backbones import build_backbone
 CKPT_INFO_KEY = "gcl"
 
 
-def load_backbone(ckpt_path: str, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """Backbone of a gcl-train checkpoint (eval mode) and its info dict.
+def load_backbone(ckpt_path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """The public API for gcl-train's checkpoints: (backbone in eval mode, info dict).
 
-    info has: method, backbone, cifar_stem, resolution, mean, std, epoch, global_step, shards,
-    gen_prob (and the full run config under 'config').
+    ckpt_path: a checkpoint gcl-train wrote (RUN/checkpoints/last.ckpt, best.ckpt or avg.ckpt),
+    read with torch.load(weights_only=True): plain tensors and dicts, no pickled code runs.
+    The backbone is the module gcl.backbones.build_backbone makes (a torchvision / timm module or
+    gcl's own CIFAR ResNet) with the run's weights; it maps normalised (B, 3, R, R) floats to
+    (B, feat_dim) features. Feed it `preprocess(uint8 images, info)`.
+
+    info has: method, backbone, cifar_stem, resolution, mean, std, feat_dim, epoch, global_step,
+    shards, gen_prob (and the full run config under 'config'). Raises ValueError for a file that
+    is no gcl-train checkpoint. docs/python-api.md shows it in use; `gcl-eval export` writes the
+    same backbone for use without gcl.
     """
     ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
     if CKPT_INFO_KEY not in ckpt:

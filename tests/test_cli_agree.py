@@ -55,7 +55,7 @@ def test_every_train_option_has_help_and_a_default():
         if not opt.is_flag and not opt.multiple and opt.name not in ("recipe", "input_", "shards_base"):
             assert opt.default is not None or isinstance(opt.show_default, str), opt.opts
     help_text = " ".join(help_text.split())
-    for shown in ("Contrastive method. [default: simclr]", "Encoder network. [default: resnet18]", "[default: 100; x>=1]",
+    for shown in ("Contrastive method. [default: simclr]", "(e.g. timm:resnet10t; its pooled features). [default: resnet18]", "[default: 100; x>=1]",
                   "[default: lars]", "[default: runs/default]", "[default: auto]"):
         assert shown in help_text, shown
 

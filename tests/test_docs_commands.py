@@ -102,6 +102,15 @@ EXERCISED = {
         "tests/test_eval_real.py::test_preview_writes_sheet_without_shards",),
     'gcl-eval viewstats out/c10/cifar10_train_taesd_k2_r64.manifest.json --samples 200': (
         "tests/test_eval_sheet.py::test_inspect_and_viewstats_commands",),
+    # docs/python-api.md
+    'gcl-eval export runs/simclr --output exported/resnet18': (
+        "tests/test_export.py::test_export_rebuilds_with_the_library_and_gives_gcls_features",),
+    'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --recipe cifar10/simclr --backbone timm:resnet10t '
+    '--backbone-weights resnet10t.safetensors --output runs/r10t': (
+        "tests/test_timm_backbones.py::test_timm_run_trains_from_weights_then_scores_and_exports",),
+    'gcl-train --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json --recipe cifar10/simclr --set '
+    'method_kwargs.temperature=0.3 --set augmentations.0.min_scale=0.2 --output runs/t03': (
+        "tests/test_train_overrides.py::test_set_lands_in_run_json_and_bad_ones_stop_before_work",),
     # docs/studies.md
     'gcl-eval study studies/cifar10-gen-views/study.yaml': (
         "tests/test_eval_study_e2e.py::test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale",),

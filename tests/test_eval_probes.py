@@ -44,6 +44,29 @@ def test_knn_shuffled_labels_fall_to_chance():
     assert 35.0 < acc["top5"] < 65.0  # chance top-5 is 50%
 
 
+def _wu_knn_scores(train, labels, test, num_classes, k, t):
+    """The weighted vote written out (Wu et al. 2018): sum of exp(cos/T) over the k nearest, per class."""
+    train, test = torch.nn.functional.normalize(train, dim=1), torch.nn.functional.normalize(test, dim=1)
+    sim, idx = (test @ train.T).topk(k, dim=1)
+    return torch.zeros(len(test), num_classes).scatter_add_(1, labels[idx], (sim / t).exp())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_knn_from_lightly_gives_the_written_out_vote(seed):
+    """gcl's kNN runs lightly's knn_predict: on a fixed feature set its predictions and top-1/top-5
+    equal the vote computed directly (noisy classes, so many queries are close calls)."""
+    from gcl.knn import knn_predict, topk_accuracy
+
+    x, y = planted(n_per_class=60, noise=2.5, seed=seed)
+    xtr, ytr, xte, yte = x[:400], y[:400], x[400:], y[400:]
+    scores = _wu_knn_scores(xtr, ytr, xte, 10, 20, 0.07)
+    ranked = knn_predict(xtr, ytr, xte, 10, k=20, temperature=0.07, chunk_size=64)  # several chunks
+    assert torch.equal(ranked[:, 0], scores.argmax(1))
+    direct, ours = topk_accuracy(scores, yte), knn_accuracy(xtr, ytr, xte, yte, 10)
+    assert 20.0 < ours["top1"] < 95.0  # a set where the vote decides, not a trivially separable one
+    assert ours == pytest.approx(direct, abs=1e-9)
+
+
 def test_linear_probe_separates_separable_toy_set():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(16, 4, generator=g)

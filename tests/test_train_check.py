@@ -18,6 +18,8 @@ def test_check_accepts_bundled_recipes_and_names_each_problem(tmp_path, capsys):
     assert check_recipe(str(RECIPES_DIR / "cifar10" / "supcon.yaml")) is None
     assert "unknown key(s) learning_rate" in check_recipe(_recipe(tmp_path, "a", {"learning_rate": 0.1}))
     assert "unknown backbone 'resnet99'" in check_recipe(_recipe(tmp_path, "b", {"backbone": "resnet99"}))
+    assert check_recipe(_recipe(tmp_path, "t", {"backbone": "timm:resnet10t"})) is None
+    assert "add --no-cifar-stem" in check_recipe(_recipe(tmp_path, "u", {"backbone": "timm:convnext_atto"}))
     msg = check_recipe(_recipe(tmp_path, "c", {"method": "supcon", "method_kwargs": {"tau": 1}}))
     assert "unknown method_kwargs tau for supcon" in msg
     assert "need the multi-positive loss: add --method supcon" in check_recipe(_recipe(tmp_path, "d", {"family_views": 3}))

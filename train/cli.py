@@ -35,7 +35,10 @@ def _typed(options: dict) -> dict:
 @click.option("--recipe", help="Training YAML: a path or a bundled name such as cifar10/simclr (its values replace "
               "the defaults below; options given here replace both).")
 @click.option("--method", type=click.Choice(METHODS), default=_value("method"), help="Contrastive method.")
-@click.option("--backbone", type=click.Choice(BACKBONES), default=_value("backbone"), help="Encoder network.")
+@click.option("--backbone", default=_value("backbone"), help=f"Encoder network: {', '.join(BACKBONES)}, or timm:NAME "
+              "for any timm model (e.g. timm:resnet10t; its pooled features).")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), show_default="none: random init",
+              help="Local .safetensors file of the backbone's weights: a pretrained start (loaded strictly).")
 @click.option("--cifar-stem/--no-cifar-stem", default=_value("cifar_stem"),
               help="3x3 stem without max-pool for 32-64 px inputs.")
 @click.option("--epochs", type=click.IntRange(1), default=_value("epochs"),
@@ -84,7 +87,10 @@ def _typed(options: dict) -> dict:
 @click.option("--max-steps-per-epoch", type=click.IntRange(0), show_default="0: no cap",
               help="Cap an epoch (smoke runs, benchmarks).")
 @click.option("--record-keys", is_flag=True, help="Write the sample keys each rank trained on to OUTPUT/keys/.")
-def main(recipe, resume, record_keys, input_, shards, **options):
+@click.option("--set", "sets", multiple=True, metavar="KEY.SUB=VALUE",
+              help="Set any recipe value, nested ones too (repeatable): --set method_kwargs.temperature=0.3, "
+              "--set augmentations.0.min_scale=0.2; VALUE is read as YAML. Typed options above win over it.")
+def main(recipe, resume, record_keys, input_, shards, sets, **options):
     """Train a self-supervised encoder on view families; CLI options override recipe values.
 
     `gcl-train --output RUN --resume` continues RUN with the options it started with.
@@ -97,9 +103,9 @@ def main(recipe, resume, record_keys, input_, shards, **options):
         if resume:
             from gcl.train.resume import resume_config
 
-            cfg = resume_config(options["output"], recipe, overrides)
+            cfg = resume_config(options["output"], recipe, overrides, sets)
         else:
-            cfg = load_config(recipe, overrides)
+            cfg = load_config(recipe, overrides, sets=sets)
         from gcl.train.run import train
 
         info = train(cfg, resume, record_keys, log=click.echo)

@@ -70,7 +70,8 @@ class SchedConfig:
 @dataclass
 class TrainConfig:
     method: str = "simclr"
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # gcl.backbones.BACKBONES, or timm:NAME for any timm model
+    backbone_weights: str | None = None  # local .safetensors: a pretrained start for the backbone
     cifar_stem: bool = True  # 32-64 px inputs; turn off for 224 px data
     method_kwargs: dict = field(default_factory=dict)  # checked against the method's own defaults
     optimizer: OptimConfig = field(default_factory=OptimConfig)
@@ -187,10 +188,12 @@ def resolve_recipe(spec: str) -> Path:
     raise ConfigError(f"recipe {spec!r} not found; pass a YAML path or one of: {', '.join(have)}")
 
 
-def load_config(recipe: str | None, overrides: dict, base: dict | None = None) -> TrainConfig:
+def load_config(recipe: str | None, overrides: dict, base: dict | None = None, sets: tuple[str, ...] = ()) -> TrainConfig:
     """Recipe values first, then every CLI option the user gave (None means 'not given').
 
-    base: values under the recipe (a resumed run's stored config); without it, the defaults."""
+    base: values under the recipe (a resumed run's stored config); without it, the defaults.
+    sets: --set KEY.SUB=VALUE items (train/overrides.py), applied to the recipe mapping before it
+    is checked, so they meet the same checks as the recipe's own values."""
     data: dict = dict(base or {})
     if recipe:
         path = resolve_recipe(recipe)
@@ -205,6 +208,13 @@ def load_config(recipe: str | None, overrides: dict, base: dict | None = None) -
         _no_commands(recipe_data, where)
     else:
         where = "options"
+    if sets:
+        from gcl.train.overrides import apply_sets
+
+        data = apply_sets(data, sets, TrainConfig().to_dict())
+        if any(item.partition("=")[0].split(".")[0].strip() == "shards" for item in sets):
+            _no_commands({"shards": data["shards"]}, "--set")  # data from --set is checked like a recipe's
+        where = f"{where} with --set"
     cfg = _build(TrainConfig, data, where)
     for key, value in overrides.items():
         if value is None or value == ():
@@ -232,8 +242,13 @@ def _no_commands(data: dict, where: str) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
+    from gcl.backbones import check_backbone
+
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    check_backbone(cfg.backbone, cfg.cifar_stem)
+    if cfg.backbone_weights and not os.path.isfile(cfg.backbone_weights):
+        raise ConfigError(f"--backbone-weights {cfg.backbone_weights}: file not found")
     if cfg.pairing not in PAIRINGS:
         raise ConfigError(f"unknown pairing {cfg.pairing!r}; choose one of {', '.join(PAIRINGS)}")
     if not 0.0 <= cfg.gen_prob <= 1.0:

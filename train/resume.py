@@ -18,7 +18,7 @@ from gcl.train.config import ConfigError, TrainConfig, load_config, validate
 # Options that change how a run is carried out, never what it computes.
 HARMLESS = ("num_workers", "verify", "shards_base", "ckpt_every_steps", "output")
 # Options that name files: compared by the file they point to, not by their spelling.
-PATH_KEYS = ("shards", "input", "eval_train", "eval_val", "eval_test")
+PATH_KEYS = ("shards", "input", "eval_train", "eval_val", "eval_test", "backbone_weights")
 # Config key -> the gcl-train option that sets it, where the two differ.
 OPTION_NAMES = {"optimizer.name": "--optimizer", "optimizer.lr": "--lr"}
 
@@ -43,7 +43,7 @@ def is_complete(info: dict, epochs: int) -> bool:
     return info.get("status") == "finished" and int(info.get("epochs_done") or 0) >= epochs
 
 
-def resume_config(output: str, recipe: str | None, overrides: dict) -> TrainConfig:
+def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[str, ...] = ()) -> TrainConfig:
     """The stored config of the run in OUTPUT; options given again must agree with it (HARMLESS
     ones may differ and are used for this sitting)."""
     stored = read_run(output)["config"]
@@ -53,7 +53,7 @@ def resume_config(output: str, recipe: str | None, overrides: dict) -> TrainConf
     except (ConfigError, TypeError) as exc:  # written by another version of gcl-train
         raise ConfigError(f"--resume: the options in {where} do not fit this gcl-train ({exc})") from None
     try:
-        given = load_config(recipe, overrides, base=stored)
+        given = load_config(recipe, overrides, base=stored, sets=sets)
     except TypeError as exc:
         raise ConfigError(f"--resume: the options given do not fit the run in {where} ({exc})") from None
     changed = differences(saved.to_dict(), given.to_dict())

@@ -42,5 +42,8 @@ _QUIET_WARNINGS = (r".*Missing logger folder.*", r".*Experiment logs directory .
 def quiet_lightning() -> None:
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    # lightly's benchmarking module (gcl.knn) imports pytorch_lightning, whose rank_zero module then
+    # takes over the shared rank-zero logger: quiet its names too, before it is imported
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gcl.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_predict
-from gcl.backbones import build_backbone
+from gcl.backbones import build_backbone, load_backbone_weights
 from gcl.checkpoint import CKPT_INFO_KEY
 from gcl.train.augment import augment_seed, augment_views
 from gcl.train.config import WARMUP_MAX_FRACTION, AugConfig, ConfigError
@@ -35,6 +35,8 @@ class BaseMethod(L.LightningModule):
         self.kw = {**self.default_kwargs, **cfg["method_kwargs"]}
         self.resolution = cfg["augmentations"][0]["crop_size"]
         self.backbone, self.feat_dim = build_backbone(cfg["backbone"], cfg["cifar_stem"], self.resolution)
+        if cfg.get("backbone_weights"):  # a pretrained start; a resumed run's checkpoint then replaces it
+            load_backbone_weights(self.backbone, cfg["backbone_weights"])
         # NHWC: oneDNN's CPU convolutions run ~1.8x faster on it (ResNet-20, 2 cores), and GPUs'
         # tensor-core kernels prefer it too; normalize() hands inputs over in the same layout.
         self.backbone.to(memory_format=torch.channels_last)
@@ -199,9 +201,9 @@ class BaseMethod(L.LightningModule):
         x, y = batch
         f = self.backbone(self.normalize(x)).float()
         n_cls = int(self._bank[1].max()) + 1 if self.classifier is None else self.classifier.out_features
-        scores = knn_predict(self._bank[0], self._bank[1], f, n_cls, k=DEFAULT_K, temperature=DEFAULT_TEMPERATURE)
+        ranked = knn_predict(self._bank[0], self._bank[1], f, n_cls, k=DEFAULT_K, temperature=DEFAULT_TEMPERATURE)
         counts = self._counts[dataloader_idx]
-        counts[0] += (scores.argmax(1) == y).sum()
+        counts[0] += (ranked[:, 0] == y).sum()
         if self.classifier is not None:
             counts[1] += (self.classifier(f).argmax(1) == y).sum()
         counts[2] += y.numel()
