@@ -39,7 +39,7 @@ class EpochLoader:
     DistributedSampler's padding. Lightning sees a sized iterable.
 
     units: the rank's raw samples and how to decode one (train.data.ShardUnits or InputUnits).
-    One reader thread in this process reads the rank's stream - every shard once per epoch - and
+    Per pass, one reader thread in this process reads the rank's stream - every shard once - and
     cuts it into chunk tasks; the DataLoader's workers only decode them and hand them back in task
     order. So the batches are the same for any number of workers, and the shards are read once.
     """
@@ -65,37 +65,37 @@ class EpochLoader:
 
     def __iter__(self):
         pos = self.position
-        feed = TaskFeed(self.units, pos)
-        pending, produced, got = [], 0, 0
-        try:
-            for chunk in self._loader(feed):
-                self.skipped += chunk["skipped"]
-                got += len(chunk["key"])
-                if chunk["end_of_pass"]:
-                    if got == 0:
-                        raise DataError(f"rank {pos.rank} got no readable samples in a full pass "
-                                        f"({self.skipped} skipped as corrupt); check the shards with --verify")
-                    got = 0
-                if not chunk["key"]:
-                    continue  # an end-of-pass marker, or a chunk whose samples were all corrupt
-                pending.append(chunk)
-                while sum(len(c["key"]) for c in pending) >= self.batch_size and produced < self.steps:
-                    batch, pending = _take(pending, self.batch_size)
-                    produced += 1
-                    if produced > pos.skip_batches:
-                        yield batch
-                if produced >= self.steps:
-                    return
-        finally:
-            feed.stop()
+        pending, produced = [], 0
+        for pass_ in itertools.count():
+            # one reader per pass: a rank that wraps around starts reading again only when it must
+            feed, got = TaskFeed(self.units, pos, pass_), 0
+            try:
+                for chunk in self._loader(feed):
+                    self.skipped += chunk["skipped"]
+                    got += len(chunk["key"])
+                    if not chunk["key"]:
+                        continue  # a chunk whose samples were all corrupt: it only carries the count
+                    pending.append(chunk)
+                    while sum(len(c["key"]) for c in pending) >= self.batch_size and produced < self.steps:
+                        batch, pending = _take(pending, self.batch_size)
+                        produced += 1
+                        if produced > pos.skip_batches:
+                            yield batch
+                    if produced >= self.steps:
+                        return
+            finally:
+                feed.stop()
+            if got == 0:
+                raise DataError(f"rank {pos.rank} got no readable samples in a full pass "
+                                f"({self.skipped} skipped as corrupt); check the shards with --verify")
 
 
 class TaskFeed:
-    """The DataLoader's sampler: decode tasks (epoch, pass, raw samples, skipped, end_of_pass) in the
-    rank's epoch order, pass after pass until stopped, read ahead by one background thread."""
+    """The DataLoader's sampler: decode tasks (epoch, pass, raw samples, skipped) of one pass over
+    the rank's shards, in epoch order, read ahead by one background thread; None ends the pass."""
 
-    def __init__(self, units, position: LoaderPosition):
-        self.units, self.position = units, position
+    def __init__(self, units, position: LoaderPosition, pass_: int):
+        self.units, self.position, self.pass_ = units, position, pass_
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -108,6 +108,8 @@ class TaskFeed:
         try:
             while True:
                 task = tasks.get()
+                if task is None:
+                    return
                 if isinstance(task, BaseException):
                     raise task
                 yield task
@@ -126,14 +128,16 @@ class TaskFeed:
     def _read(self, tasks: queue.Queue) -> None:
         pos, units = self.position, self.units
         try:
-            for pass_ in itertools.count():
-                seen = units.read_skips
-                for group in _chunks(units.raw(pos.epoch, pass_, pos.rank, pos.world), CHUNK):
-                    skipped, seen = units.read_skips - seen, units.read_skips
-                    if not self._put(tasks, (pos.epoch, pass_, group, skipped, False)):
-                        return
-                if not self._put(tasks, (pos.epoch, pass_, [], units.read_skips - seen, True)):
+            seen, raw = units.read_skips, units.raw(pos.epoch, self.pass_, pos.rank, pos.world)
+            for group in _chunks(raw, CHUNK):
+                skipped, seen = units.read_skips - seen, units.read_skips
+                if not self._put(tasks, (pos.epoch, self.pass_, group, skipped)):
+                    raw.close()  # stopped: the open shard is closed now, not when collected
                     return
+            # skips after the last chunk (a corrupt shard tail) travel in an empty task
+            if units.read_skips > seen and not self._put(tasks, (pos.epoch, self.pass_, [], units.read_skips - seen)):
+                return
+            self._put(tasks, None)
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread, raised there
             self._put(tasks, exc)
 
@@ -148,9 +152,9 @@ class ChunkDecoder(Dataset):
         return 0  # tasks come from the TaskFeed sampler, never from an index range
 
     def __getitem__(self, task) -> dict:
-        epoch, pass_, raws, skipped, end = task
+        epoch, pass_, raws, skipped = task
         samples = [s for s in (self.units.decode(r, epoch, pass_) for r in raws) if s is not None]
-        out = {"key": [], "skipped": skipped + len(raws) - len(samples), "end_of_pass": end}
+        out = {"key": [], "skipped": skipped + len(raws) - len(samples)}
         if samples:
             views, generated, labels, keys = zip(*samples)
             out.update(views=torch.stack(views), generated=torch.stack(generated),
