@@ -22,7 +22,7 @@ class ShardProblem:
 
 def check_shard(url: str, claim: ShardClaim, num_views: int, has_orig: bool, labelled: bool | None,
                 hash_bytes: bool = True) -> list[ShardProblem]:
-    """Stream one shard once (a local file, or an http(s) URL with bounded timeouts): size,
+    """Stream one shard once (a local file, or a remote URL with bounded timeouts): size,
     sha256 (optional), sample count and every family's members."""
     remote = is_remote(url)
     if not remote:
@@ -91,8 +91,8 @@ class _HashingReader:
 
 
 def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None, remote: bool = False) -> list[ShardProblem]:
-    """Every local shard against its manifest claims; remote (http(s)) shards too with remote=True
-    (a download of each), else they are skipped (say so upstream)."""
+    """Every local shard against its manifest claims; remote shards too with remote=True (each
+    streamed once, never stored), else they are skipped (say so upstream)."""
     problems: list[ShardProblem] = []
     for url, claim in zip(ss.urls, ss.claims or [ShardClaim()] * len(ss.urls)):
         if is_remote(url) and not (remote and url.startswith(REMOTE_SCHEMES)):

@@ -126,7 +126,7 @@ def verify(shards):
 
     try:
         shard_set = open_shard_set(shards, require_files=False)
-        problems = check_shard_set(shard_set, remote=True)  # http(s) shards are downloaded and checked too
+        problems = check_shard_set(shard_set, remote=True)  # remote shards are streamed and checked too
     except UserError as exc:
         _fail(exc)
     if not shard_set.manifests:
@@ -136,7 +136,7 @@ def verify(shards):
     unchecked = [u for u in shard_set.urls if is_remote(u) and not u.startswith(("http://", "https://"))]
     checked = len(shard_set.urls) - len(unchecked)
     click.echo(f"{checked - len({p.url for p in problems})}/{checked} shards OK"
-               + (f"; {len(unchecked)} not checked (not local or http(s))" if unchecked else ""))
+               + (f"; {len(unchecked)} not checked (not local or a store URL)" if unchecked else ""))
     if problems or unchecked:
         sys.exit(1)
 
