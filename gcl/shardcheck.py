@@ -136,7 +136,7 @@ def stamp_key(ss: ShardSet, hash_bytes: bool) -> str:
         h.update(b"\0" + url.encode())
         if not is_remote(url) and os.path.exists(url):
             st = os.stat(url)
-            h.update(f":{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode())
+            h.update(f":{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}".encode())
     return h.hexdigest()
 
 
