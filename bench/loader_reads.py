@@ -44,7 +44,8 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def serve(folder: Path) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(folder)))
+    handler = functools.partial(CountingHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.served = 0
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -41,7 +41,7 @@ from gcl.inputs import resize_center_crop
 from gcl.pairing import PairingError, check_family, choose_members
 from gcl.shards import ORIG, ShardReadError, decode_image, iter_samples, parse_family
 from gcl.shardset import ShardSet, open_shard_set
-from gcl.streams import open_stream
+from gcl.streams import open_stream, require_readers
 
 __all__ = ["ViewFamilies", "PairingError"]
 
@@ -84,6 +84,7 @@ class ViewFamilies(IterableDataset):
                  rank: int | None = None, world: int | None = None):
         self.shard_set = shards if isinstance(shards, ShardSet) else open_shard_set(
             [shards] if isinstance(shards, (str, os.PathLike)) else list(shards), base=shards_base)
+        require_readers(self.shard_set.urls)  # a missing s3fs & co. is one line now, not a skip per shard
         self.members = list(members) if members else None
         self.count = len(self.members) if self.members else family_views
         self.gen_prob, self.pairing = gen_prob, pairing

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import time
 
+from gcl.errors import UserError
+
 # Seconds to connect, and between two reads of a response: generous for a slow object store, and
 # still a bounded wait when a server stops answering.
 HTTP_TIMEOUT_S = 60.0
@@ -28,6 +30,23 @@ EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}  # sch
 
 class StreamError(OSError):
     """A location that cannot be opened or stops answering (one line naming it)."""
+
+
+class MissingExtraError(UserError):
+    """A URL scheme whose fsspec package is not installed (the line names the extra)."""
+
+
+def require_readers(locations) -> None:
+    """Fail before any reading when a scheme among `locations` needs a package that is missing."""
+    seen = set()
+    for loc in locations:
+        scheme = loc.split("://", 1)[0] if "://" in loc and not loc.startswith("pipe:") else ""
+        if scheme and scheme not in seen:
+            seen.add(scheme)
+            try:
+                filesystem(loc)
+            except StreamError as exc:
+                raise MissingExtraError(str(exc)) from None
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,7 +10,6 @@ import http.server
 import json
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -39,11 +38,13 @@ def counting_server(tmp_path):
     """A local http server over a fresh shard set; counts the body bytes it sends."""
     folder = tmp_path / "served"
     manifest = make_shards(folder, n=128, per_shard=16)  # 8 shards
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_CountingHandler, directory=str(folder)))
+    handler = functools.partial(_CountingHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.served = 0
     threading.Thread(target=server.serve_forever, daemon=True).start()
     remote = tmp_path / "remote.manifest.json"
-    remote.write_text(json.dumps(dict(json.loads(manifest.read_text()), base=f"http://127.0.0.1:{server.server_address[1]}/")))
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    remote.write_text(json.dumps(dict(json.loads(manifest.read_text()), base=base)))
     set_bytes = sum(p.stat().st_size for p in folder.glob("*.tar"))
     yield server, remote, set_bytes
     server.shutdown()
@@ -175,3 +176,51 @@ def test_remote_reads_retry_and_a_missing_extra_is_one_line(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "s3fs", None)  # as if the s3 extra were not installed
     with pytest.raises(streams.StreamError, match=r"s3://b/x.tar: .*pip install 'gcl\[s3\]'"):
         streams.open_stream("s3://b/x.tar")
+
+
+def test_store_bases_in_manifests_and_a_missing_extra_before_training(tmp_path, monkeypatch):
+    from gcl.train.data import DataError
+
+    manifest = make_shards(tmp_path / "s", n=16, per_shard=16)
+    data = json.loads(manifest.read_text())
+    chained = tmp_path / "chained.manifest.json"
+    chained.write_text(json.dumps(dict(data, base="s3://bucket/c10::file:///etc/")))
+    with pytest.raises(DataError, match="refusing base"):  # an fsspec chain is not a store URL
+        build_train_loader(_cfg(shards=[str(chained)]), world=1)
+    in_s3 = tmp_path / "s3.manifest.json"
+    in_s3.write_text(json.dumps(dict(data, base="s3://bucket/c10")))
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    with pytest.raises(DataError, match=r"s3://bucket/c10/fix-000000.tar: .*pip install 'gcl\[s3\]'"):
+        build_train_loader(_cfg(shards=[str(in_s3)], batch_size=4), world=1)
+
+
+def test_a_read_cut_mid_stream_is_resumed_by_a_retry(tmp_path, monkeypatch):
+    import gcl.streams as streams
+
+    body = bytes(range(256)) * 400  # 100 KiB
+    cuts = {"left": 1}
+
+    class Cutting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if cuts["left"]:
+                cuts["left"] -= 1
+                self.wfile.write(body[:30000])  # then the connection drops
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cutting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(streams, "RETRY_BACKOFF_S", 0.01)
+    try:
+        with streams.open_stream(f"http://127.0.0.1:{server.server_address[1]}/a.tar") as fh:
+            got = b"".join(iter(lambda: fh.read(8192), b""))
+    finally:
+        server.shutdown()
+    assert got == body and cuts["left"] == 0

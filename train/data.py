@@ -110,6 +110,8 @@ class ShardUnits:
     one shuffle buffer per rank by (seed, epoch, rank)) and its member choice and decoding."""
 
     def __init__(self, source: Source, cfg: TrainConfig):
+        # check_source has vetted the set against the policy; what is left to refuse is a store
+        # whose package is missing (one line, see build_train_loader)
         self.families = ViewFamilies(source.shard_set, members=list(cfg.members) or None, gen_prob=cfg.gen_prob,
                                      pairing=cfg.pairing, family_views=family_count(cfg), seed=cfg.seed,
                                      shuffle_buffer=cfg.shuffle_buffer, size=source.size)
@@ -153,5 +155,8 @@ def build_train_loader(cfg: TrainConfig, world: int) -> tuple[EpochLoader, Sourc
     source = resolve_source(cfg)
     steps = check_source(source, cfg, world)
     nw = default_workers(cfg)  # any count gives the same batches: workers only share the decoding
-    units = ShardUnits(source, cfg) if source.shard_set else InputUnits(source, cfg)
+    try:
+        units = ShardUnits(source, cfg) if source.shard_set else InputUnits(source, cfg)
+    except UserError as exc:
+        raise DataError(str(exc)) from None
     return EpochLoader(units, cfg.batch_size, steps, nw), source
