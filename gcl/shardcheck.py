@@ -147,10 +147,9 @@ def verify_once(ss: ShardSet, hash_bytes: bool = True) -> None:
     none. Without a writable cache folder every caller checks."""
     from filelock import FileLock
 
-    folder = os.path.join(cache_dir(), "verified")
-    stamp = os.path.join(folder, stamp_key(ss, hash_bytes) + ".json")
+    stamp = _stamp_path(ss, hash_bytes)
     try:
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(os.path.dirname(stamp), exist_ok=True)
         lock = FileLock(stamp + ".lock")
         lock.acquire()
     except OSError:
@@ -159,14 +158,25 @@ def verify_once(ss: ShardSet, hash_bytes: bool = True) -> None:
         if os.path.isfile(stamp):
             return
         _check_with_progress(ss, hash_bytes)
-        try:
-            from gcl.io import write_json_atomic
-
-            write_json_atomic(stamp, {"verified": len(ss.urls), "version": STAMP_VERSION})
-        except OSError:
-            pass  # a full or read-only cache costs a check next time, nothing more
+        mark_verified(ss, hash_bytes)
     finally:
         lock.release()
+
+
+def _stamp_path(ss: ShardSet, hash_bytes: bool) -> str:
+    return os.path.join(cache_dir(), "verified", stamp_key(ss, hash_bytes) + ".json")
+
+
+def mark_verified(ss: ShardSet, hash_bytes: bool = True) -> None:
+    """Leave the stamp of a passed check (gcl-synth verify's too, so training need not repeat it)."""
+    from gcl.io import write_json_atomic
+
+    stamp = _stamp_path(ss, hash_bytes)
+    try:
+        os.makedirs(os.path.dirname(stamp), exist_ok=True)
+        write_json_atomic(stamp, {"verified": len(ss.urls), "version": STAMP_VERSION})
+    except OSError:
+        pass  # a full or read-only cache costs a check next time, nothing more
 
 
 def _check_with_progress(ss: ShardSet, hash_bytes: bool) -> None:

@@ -142,6 +142,17 @@ def test_a_shard_set_is_checked_once_and_a_changed_shard_or_manifest_is_checked_
     shardcheck.verify_once(open_shard_set(str(manifest)))
     assert len(checked) == before + 3  # other manifest bytes: checked again
 
+    from click.testing import CliRunner
+
+    from gcl.synth.cli import main as synth
+
+    other = make_shards(tmp_path / "t", n=16, per_shard=16, name="t")
+    result = CliRunner().invoke(synth, ["verify", str(other)])
+    assert result.exit_code == 0 and "1/1 shards OK" in result.output, result.output
+    before = len(checked)
+    shardcheck.verify_once(open_shard_set(str(other)))
+    assert len(checked) == before  # gcl-synth verify's pass is reused by training
+
 
 def test_remote_reads_retry_and_a_missing_extra_is_one_line(tmp_path, monkeypatch):
     import gcl.streams as streams
