@@ -1,5 +1,7 @@
 """A shard set's manifest claims against its shards' contents: size, sha256, sample count, K,
-the original and labels, in one streamed pass per shard, before any training reads it."""
+the original and labels, in one streamed pass per shard, before any training reads it - once per
+set and machine (verify_once), however many ranks train on it. Remote shards are streamed, never
+downloaded to disk first."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ class ShardProblem:
 
 def check_shard(url: str, claim: ShardClaim, num_views: int, has_orig: bool, labelled: bool | None,
                 hash_bytes: bool = True) -> list[ShardProblem]:
-    """Stream one shard once (a local file, or an http(s) URL with bounded timeouts): size,
+    """Stream one shard once (a local file, or a remote URL with bounded timeouts): size,
     sha256 (optional), sample count and every family's members."""
     remote = is_remote(url)
     if not remote:
@@ -89,8 +91,8 @@ class _HashingReader:
 
 
 def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None, remote: bool = False) -> list[ShardProblem]:
-    """Every local shard against its manifest claims; remote (http(s)) shards too with remote=True
-    (a download of each), else they are skipped (say so upstream)."""
+    """Every local shard against its manifest claims; remote shards too with remote=True (each
+    streamed once, never stored), else they are skipped (say so upstream)."""
     problems: list[ShardProblem] = []
     for url, claim in zip(ss.urls, ss.claims or [ShardClaim()] * len(ss.urls)):
         if is_remote(url) and not (remote and url.startswith(REMOTE_SCHEMES)):
@@ -101,12 +103,84 @@ def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None, remote
     return problems
 
 
-def require_valid(ss: ShardSet, hash_bytes: bool = True) -> None:
+def require_valid(ss: ShardSet, hash_bytes: bool = True, progress=None) -> None:
     """Raise one line naming the first problem (and how many shards have one)."""
-    problems = check_shard_set(ss, hash_bytes)
+    problems = check_shard_set(ss, hash_bytes, progress)
     if problems:
         bad = len({p.url for p in problems})
         first = problems[0]
         # the remedy past re-synthesis is the caller's (gcl-train has --no-verify; a merge has none)
         raise ShardSetError(f"{first.url}: {first.problem} ({bad} of {len(ss.urls)} shards fail the manifest's claims); "
                             "re-run gcl-synth for them")
+
+
+# ---------------------------------------------------------------- checked once, not once per rank
+STAMP_VERSION = 1  # bump when what a check covers changes: older stamps then no longer match
+
+
+def cache_dir() -> str:
+    """Where gcl keeps reusable state (verification stamps): $GCL_CACHE_DIR, else the user cache."""
+    return os.environ.get("GCL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "gcl")
+
+
+def stamp_key(ss: ShardSet, hash_bytes: bool) -> str:
+    """What a passed check vouches for: the manifests' content, where the shards are read from, and
+    each local shard's size and modification time (a rewritten shard needs a new check)."""
+    import json
+
+    h = hashlib.sha256(f"gcl-verify-{STAMP_VERSION}:{hash_bytes}".encode())
+    for manifest in ss.manifests:
+        h.update(json.dumps(manifest, sort_keys=True, default=str).encode())
+    for url in ss.urls:
+        h.update(b"\0" + url.encode())
+        if not is_remote(url) and os.path.exists(url):
+            st = os.stat(url)
+            h.update(f":{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}".encode())
+    return h.hexdigest()
+
+
+def verify_once(ss: ShardSet, hash_bytes: bool = True) -> None:
+    """require_valid, done once per shard set and machine: the first caller (say rank 0 of a job)
+    checks with a progress bar while the others wait on a lock; a passed check leaves a stamp keyed
+    by stamp_key that later callers (the other ranks, the next run) reuse. A failed check leaves
+    none. Without a writable cache folder every caller checks."""
+    from filelock import FileLock
+
+    stamp = _stamp_path(ss, hash_bytes)
+    try:
+        os.makedirs(os.path.dirname(stamp), exist_ok=True)
+        lock = FileLock(stamp + ".lock")
+        lock.acquire()
+    except OSError:
+        return _check_with_progress(ss, hash_bytes)
+    try:
+        if os.path.isfile(stamp):
+            return
+        _check_with_progress(ss, hash_bytes)
+        mark_verified(ss, hash_bytes)
+    finally:
+        lock.release()
+
+
+def _stamp_path(ss: ShardSet, hash_bytes: bool) -> str:
+    return os.path.join(cache_dir(), "verified", stamp_key(ss, hash_bytes) + ".json")
+
+
+def mark_verified(ss: ShardSet, hash_bytes: bool = True) -> None:
+    """Leave the stamp of a passed check (gcl-synth verify's too, so training need not repeat it)."""
+    from gcl.io import write_json_atomic
+
+    stamp = _stamp_path(ss, hash_bytes)
+    try:
+        os.makedirs(os.path.dirname(stamp), exist_ok=True)
+        write_json_atomic(stamp, {"verified": len(ss.urls), "version": STAMP_VERSION})
+    except OSError:
+        pass  # a full or read-only cache costs a check next time, nothing more
+
+
+def _check_with_progress(ss: ShardSet, hash_bytes: bool) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=len(ss.urls), desc="checking shards", unit="shard", disable=None, leave=False) as bar:
+        require_valid(ss, hash_bytes, progress=lambda _url: bar.update())

@@ -7,7 +7,8 @@ its manifest when it holds exactly one, as gcl-synth's output folders do).
 A shard set made by someone else is DATA, never code. webdataset opens `pipe:` URLs with
 `shell=True`, so every location that comes out of a manifest file is validated here: shard
 entries must be plain file names inside the manifest's own shard folder (`base`), and `base`
-must be a relative folder or an http(s) URL. `pipe:` is accepted only in a spec the user typed
+must be a relative folder or a URL of a known store (http(s), s3, gs, hf: opened through fsspec,
+never chained with `::`). `pipe:` is accepted only in a spec the user typed
 (`trusted=True`), never from a file.
 
 gcl.shardcheck then compares the manifest's claims with the shards themselves.
@@ -24,7 +25,8 @@ from gcl.errors import UserError
 from gcl.manifest import ManifestError, load_manifest
 from gcl.shards import FamilyError, ShardReadError, decode_image, family_members, iter_samples, parse_family, shard_name, stats_name
 
-REMOTE_SCHEMES = ("http://", "https://")  # the only schemes a manifest may name
+# the only schemes a manifest may name (object stores read through fsspec; gcl.streams)
+REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://", "hf://")
 
 
 class ShardSetError(UserError):
@@ -206,14 +208,14 @@ def _from_manifest(path: str, base_override: str | None, require_files: bool) ->
 
 
 def _checked_base(base, manifest_path: str) -> str:
-    """The manifest's shard folder: relative to the manifest's own folder, or an http(s) URL."""
+    """The manifest's shard folder: relative to the manifest's own folder, or a store URL."""
     if not isinstance(base, str):
         raise ShardSetError(f"{manifest_path}: 'base' must be a string")
-    if base.startswith(REMOTE_SCHEMES):
+    if base.startswith(REMOTE_SCHEMES) and "::" not in base:  # fsspec chains protocols at '::'
         return base.rstrip("/") + "/"
     if is_remote(base) or ":" in base.split("/", 1)[0] or os.path.isabs(base) or "\\" in base:
         raise ShardSetError(f"{manifest_path}: refusing base {base[:60]!r}: a manifest's base must be a relative "
-                            "folder or an http(s) URL (manifests are data, never commands)")
+                            "folder or an http(s)/s3/gs/hf URL (manifests are data, never commands)")
     # One level up at most: the copy gcl-synth writes in a sibling folder (manifests/NAME.json ->
     # ../out/NAME) still finds its shards, but `../../../..` cannot reach any folder on the disk.
     if os.path.normpath(base).split(os.sep)[:2] == ["..", ".."]:

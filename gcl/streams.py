@@ -1,41 +1,150 @@
-"""Open a shard location for reading: a local path, an http(s) URL with bounded timeouts, or a
-`pipe:` command the user typed (webdataset runs it through a shell; gcl.shardset and the recipe
-loader make sure no file can supply one).
+"""Open a shard location for reading, through fsspec: a local path, an http(s) URL, any fsspec URL
+(s3://, gs://, hf://, ... when its extra is installed), or a `pipe:` command the user typed
+(webdataset runs it through a shell; gcl.shardset and the recipe loader make sure no file can
+supply one).
 
-webdataset reads http(s) with `curl`, which has no timeout by default: a server that accepts and
-never answers hung training for good. Here urllib's socket timeout bounds the connection and
-every read, and a failure is an OSError naming the URL, counted or reported by the caller.
+gcl's rules for remote reads, as configuration of fsspec:
+- bounded waits: http(s) connects and every read time out after HTTP_TIMEOUT_S (a server that
+  accepts and never answers used to hang training for good; curl, webdataset's reader, has no
+  timeout by default);
+- a few retries: opening, and a read that fails mid-stream (the stream is reopened and the bytes
+  already read are skipped), are retried READ_RETRIES times with a short backoff;
+- one line: a failure is a StreamError (an OSError) naming the URL and the cause, counted or
+  reported by the caller. A scheme whose fsspec package is missing names the extra to install.
 """
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
+import time
+
+from gcl.errors import UserError
 
 # Seconds to connect, and between two reads of a response: generous for a slow object store, and
 # still a bounded wait when a server stops answering.
 HTTP_TIMEOUT_S = 60.0
 HTTP_SCHEMES = ("http://", "https://")
+READ_RETRIES = 2  # after the first try: transient resets and 5xx answers from object stores
+RETRY_BACKOFF_S = 0.5
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}  # scheme -> gcl extra
 
 
 class StreamError(OSError):
     """A location that cannot be opened or stops answering (one line naming it)."""
 
 
-class _TimedResponse:
-    """A response whose reads raise StreamError (naming the URL) instead of socket errors."""
+class MissingExtraError(UserError):
+    """A URL scheme whose fsspec package is not installed (the line names the extra)."""
 
-    def __init__(self, url: str, response):
-        self.url, self._response = url, response
+
+def require_readers(locations) -> None:
+    """Fail before any reading when a scheme among `locations` needs a package that is missing."""
+    seen = set()
+    for loc in locations:
+        scheme = loc.split("://", 1)[0] if "://" in loc and not loc.startswith("pipe:") else ""
+        if scheme and scheme not in seen:
+            seen.add(scheme)
+            try:
+                filesystem(loc)
+            except StreamError as exc:
+                raise MissingExtraError(str(exc)) from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower() or "timed out" in str(exc):
+        return f"no answer within {HTTP_TIMEOUT_S:g} s"
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return f"HTTP {status} {getattr(exc, 'message', '')}".strip()
+    if isinstance(exc, FileNotFoundError):
+        return "HTTP 404 not found" if exc.args and str(exc.args[0]).startswith(HTTP_SCHEMES) else "not found"
+    reason = str(getattr(exc, "strerror", None) or exc or type(exc).__name__).splitlines()[0][:120]
+    connect = isinstance(exc, ConnectionError) or "connect" in type(exc).__name__.lower()
+    return f"cannot connect: {reason}" if connect else reason
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Errors a retry cannot mend: a missing object, a refused credential, a bad request."""
+    status = getattr(exc, "status", None)
+    return isinstance(exc, (FileNotFoundError, PermissionError)) or (isinstance(status, int) and status < 500)
+
+
+def filesystem(location: str):
+    """(fsspec filesystem, path) for a URL; http(s) with gcl's timeouts."""
+    import fsspec
+
+    scheme = location.split("://", 1)[0]
+    try:
+        if location.startswith(HTTP_SCHEMES):
+            import aiohttp
+
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT_S, sock_read=HTTP_TIMEOUT_S)
+            return fsspec.filesystem("http", client_kwargs={"timeout": timeout}), location
+        return fsspec.core.url_to_fs(location)
+    except ImportError:
+        extra = EXTRAS.get(scheme)
+        hint = f"pip install 'gcl[{extra}]'" if extra else f"install the fsspec package for {scheme}://"
+        raise StreamError(f"{location}: {scheme}:// URLs need an extra package: {hint}") from None
+    except ValueError as exc:  # fsspec: "Protocol not known"
+        raise StreamError(f"{location}: unsupported scheme ({str(exc)[:80]})") from None
+
+
+def _open_remote(location: str):
+    fs, path = filesystem(location)
+    if location.startswith(HTTP_SCHEMES):
+        # block_size=0: one streaming GET per shard (no ranged re-reads; servers without Range work).
+        # A size given up front skips fsspec's HEAD probe, which reports any failure (a timeout, a
+        # refused connection) as "file not found"; the GET's own status is then what we report.
+        return fs.open(path, "rb", block_size=0, size=1)
+    return fs.open(path, "rb", block_size=1 << 22)
+
+
+class RemoteStream:
+    """A sequential reader over an fsspec file: retries a failed open or read a few times (reopening
+    and skipping what was already read), then raises StreamError naming the URL."""
+
+    def __init__(self, location: str):
+        self.url, self.pos = location, 0
+        self._fh = self._retry(lambda: _open_remote(location), "cannot open")
+
+    def _retry(self, action, what: str):
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                return action()
+            except StreamError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - aiohttp, botocore, ... errors: all become one line
+                if _permanent(exc) or attempt == READ_RETRIES:
+                    raise StreamError(f"{self.url}: {what} ({_reason(exc)})") from None
+                time.sleep(RETRY_BACKOFF_S * (attempt + 1))
+
+    def _reopen_at(self, pos: int):
+        self._close_quietly()
+        self._fh = _open_remote(self.url)
+        left = pos
+        while left:
+            got = self._fh.read(min(left, 1 << 22))
+            if not got:
+                raise StreamError(f"{self.url}: shorter on a retry than before")
+            left -= len(got)
 
     def read(self, n: int = -1) -> bytes:
         try:
-            return self._response.read(n)
-        except (OSError, ValueError) as exc:  # socket.timeout, a reset connection, a closed response
-            raise StreamError(f"{self.url}: read failed ({_reason(exc)})") from None
+            data = self._fh.read(n)
+        except Exception as exc:  # noqa: BLE001 - retried below, then one line
+            if _permanent(exc) or READ_RETRIES == 0:
+                raise StreamError(f"{self.url}: read failed ({_reason(exc)})") from None
+            data = self._retry(lambda: (self._reopen_at(self.pos), self._fh.read(n))[1], "read failed")
+        self.pos += len(data)
+        return data
+
+    def _close_quietly(self):
+        try:
+            self._fh.close()
+        except Exception:  # noqa: BLE001 - a dead connection may fail to close; nothing is lost
+            pass
 
     def close(self) -> None:
-        self._response.close()
+        self._close_quietly()
 
     def __enter__(self):
         return self
@@ -44,27 +153,12 @@ class _TimedResponse:
         self.close()
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-        return f"no answer within {HTTP_TIMEOUT_S:g} s"
-    reason = getattr(exc, "reason", None) or exc
-    return str(reason).splitlines()[0][:120] if str(reason) else type(exc).__name__
-
-
 def open_stream(location: str, buffering: int = 1 << 20):
-    """A binary stream to read `location` from (use it as a context manager)."""
-    if location.startswith(HTTP_SCHEMES):
-        try:
-            response = urllib.request.urlopen(location, timeout=HTTP_TIMEOUT_S)  # noqa: S310 - http(s) only
-        except urllib.error.HTTPError as exc:
-            raise StreamError(f"{location}: HTTP {exc.code} {exc.reason}") from None
-        except (OSError, ValueError) as exc:
-            raise StreamError(f"{location}: cannot connect ({_reason(exc)})") from None
-        return _TimedResponse(location, response)
+    """A binary stream to read `location` from sequentially (use it as a context manager)."""
     if location.startswith("pipe:"):
         from webdataset.gopen import gopen
 
         return gopen(location, "rb")
-    if "://" in location:
-        raise StreamError(f"{location}: unsupported scheme; shards are local files, http(s) URLs or a typed pipe:")
-    return open(location, "rb", buffering=buffering)
+    if "://" in location and not location.startswith("file://"):
+        return RemoteStream(location)
+    return open(location.removeprefix("file://"), "rb", buffering=buffering)

@@ -122,24 +122,26 @@ def verify(shards):
     """Check every shard of SHARDS (a manifest .json, or an output folder holding one) against the
     manifest's claims (sha256, size, samples, K, labels); exit 1 naming each missing or changed shard.
     Shards without a manifest (a .tar pattern) are only read through."""
-    from gcl.shardcheck import check_shard_set
-    from gcl.shardset import is_remote, open_shard_set
+    from gcl.shardcheck import check_shard_set, mark_verified
+    from gcl.shardset import REMOTE_SCHEMES, is_remote, open_shard_set
 
     try:
         shard_set = open_shard_set(shards, require_files=False)
-        problems = check_shard_set(shard_set, remote=True)  # http(s) shards are downloaded and checked too
+        problems = check_shard_set(shard_set, remote=True)  # remote shards are streamed and checked too
     except UserError as exc:
         _fail(exc)
     if not shard_set.manifests:
         click.echo(f"note: {shards} has no manifest: only checked that every shard reads through")
     for p in problems:
         click.echo(f"BAD  {p.url}: {p.problem}")
-    unchecked = [u for u in shard_set.urls if is_remote(u) and not u.startswith(("http://", "https://"))]
+    unchecked = [u for u in shard_set.urls if is_remote(u) and not u.startswith(REMOTE_SCHEMES)]
     checked = len(shard_set.urls) - len(unchecked)
     click.echo(f"{checked - len({p.url for p in problems})}/{checked} shards OK"
-               + (f"; {len(unchecked)} not checked (not local or http(s))" if unchecked else ""))
+               + (f"; {len(unchecked)} not checked (not local or a store URL)" if unchecked else ""))
     if problems or unchecked:
         sys.exit(1)
+    if shard_set.manifests:
+        mark_verified(shard_set)  # gcl-train on this set (on this machine) need not check it again
 
 
 @main.command()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,11 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub name must fail fast, never hang ~23 s on the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# shard-set verification stamps (gcl.shardcheck.verify_once) go to a folder of this session, not
+# the user's cache: tests start from unchecked sets, and leave nothing behind
+if "GCL_CACHE_DIR" not in os.environ:
+    os.environ["GCL_CACHE_DIR"] = tempfile.mkdtemp(prefix="gcl-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GCL_CACHE_DIR"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -115,7 +115,7 @@ def test_training_skips_only_the_bad_sample_keeps_reading_and_counts_every_epoch
 
 def test_a_skip_after_the_last_chunk_is_still_counted(tmp_path):
     """A corrupt shard tail read after a worker's last chunk used to be counted nowhere."""
-    from gcl.train.data import CHUNK
+    from gcl.train.epochs import CHUNK
     from gcl.train.epochs import LoaderPosition
 
     members = [m for i in range(CHUNK) for m in hostile.family(i)] + [(b"k999.orig.png", b"x" * 600)]

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from gcl.train.pairing import PairingError, check_family, choose_members
+from gcl.pairing import PairingError, check_family, choose_members
 
 N = 2000
 

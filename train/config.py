@@ -94,7 +94,7 @@ class TrainConfig:
     gen_prob: float = 0.5  # per chosen view: probability that it is a generated one
     pairing: str = "any"
     family_views: int = 0  # >=2: feed M members per family to the multi-positive loss (supcon)
-    # Exact member types per family, in order (train/pairing.py): orig | gen | gen?; e.g.
+    # Exact member types per family, in order (gcl/pairing.py): orig | gen | gen?; e.g.
     # [orig, orig, gen] (extra generated positive) vs [orig, orig, orig] (its control). Empty:
     # built from pairing and family_views.
     members: list[str] = field(default_factory=list)
@@ -274,7 +274,7 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def _validate_members(cfg: TrainConfig) -> None:
-    from gcl.train.pairing import TOKENS
+    from gcl.pairing import TOKENS
 
     m = cfg.members
     bad = sorted(set(m) - set(TOKENS))
