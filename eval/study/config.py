@@ -217,7 +217,7 @@ def check_data_identity(spec: EvalSpec, shard_sets: dict[str, SynthOptions | Mer
 def _check_sets(sets: dict[str, SynthOptions | MergeSet]) -> None:
     plain = [n for n, o in sets.items() if isinstance(o, SynthOptions)]
     for name, options in sets.items():
-        if isinstance(options, MergeSet) and (len(set(options.merge)) != len(options.merge)
+        if isinstance(options, MergeSet) and (len(options.merge) < 2 or len(set(options.merge)) != len(options.merge)
                                               or not all(s in plain for s in options.merge)):
             raise StudyError(f"shard_sets:{name}: merge must list two or more distinct synthesized shard sets of this "
                              f"study ({', '.join(plain)}), got {options.merge!r}")

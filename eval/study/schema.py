@@ -180,7 +180,16 @@ class SynthOptions(Section):
 class MergeSet(Section):
     """`{merge: [A, B]}`: gcl-synth merge joins sets A and B (same images, same order)."""
 
-    merge: list[Name] = Field(min_length=2, max_length=64)
+    merge: list[Name] = Field(max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data):
+        others = sorted(str(k) for k in data if k != MERGE_KEY) if isinstance(data, dict) else []
+        if others:
+            raise PydanticCustomError("merge_only", "a merged set takes only 'merge: [SET, SET, ...]', not {keys}",
+                                      {"keys": ", ".join(others)})
+        return data
 
 
 def _set_kind(value) -> str:
@@ -255,18 +264,18 @@ _RULES = {
 }
 
 
-def _where(loc: tuple) -> tuple[str, str]:
-    """(section, key) of an error location: ('shard_sets', 's', 'synth', 'views') -> ('shard_sets:s', 'views')."""
-    parts = [p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "shard_sets" and p in ("synth", "merge"))]
-    parts = [f"[{p}]" if isinstance(p, int) else str(p) for p in parts if p != "[key]"]
-    if not parts:
-        return "the study file", ""
-    if len(parts) == 1:
-        return "the study file", parts[0]
-    sections = {"eval", "decision", "plot", "train"}
-    if parts[0] in sections:
-        return parts[0], ":".join(parts[1:])
-    return ":".join(parts[:2]), ":".join(parts[2:])
+def _location(loc: tuple) -> list[str]:
+    """('shard_sets', 's', 'synth', 'views') -> ['shard_sets', 's', 'views'] (the union's tag left out);
+    a list index joins its key: ('seeds', 2) -> ['seeds[2]']."""
+    parts: list[str] = []
+    for i, p in enumerate(loc):
+        if (i == 2 and loc[0] == "shard_sets" and p in ("synth", "merge")) or p == "[key]":
+            continue
+        if isinstance(p, int) and parts:
+            parts[-1] += f"[{p}]"
+        else:
+            parts.append(str(p))
+    return parts
 
 
 def _got(value) -> str:
@@ -277,20 +286,20 @@ def _got(value) -> str:
 def error_line(exc: ValidationError) -> str:
     """One line for the first schema error: where, which key, what is allowed, what was given."""
     err = exc.errors(include_url=False)[0]
-    where, key = _where(tuple(err["loc"]))
-    ctx = err.get("ctx") or {}
-    kind = err["type"]
+    parts, ctx, kind = _location(tuple(err["loc"])), err.get("ctx") or {}, err["type"]
+    here = ":".join(parts) or "the study file"
     if kind == "unknown_keys":
-        return f"unknown key(s) {ctx['keys']} in {':'.join(filter(None, (where, key))) if key else where}; " \
-               f"allowed: {ctx['allowed']}"
+        return f"unknown key(s) {ctx['keys']} in {here}; allowed: {ctx['allowed']}"
     if kind == "runner_keys":
-        section = ":".join(filter(None, (where, key))) if key and where != "the study file" else (key or where)
-        return f"{section} sets {ctx['keys']}; the study runner chooses those itself{ctx['hint']}"
-    rule = _RULES.get(kind, "").format(**ctx) if kind in _RULES else err["msg"].removeprefix("Value error, ")
+        return f"{here} sets {ctx['keys']}; the study runner chooses those itself{ctx['hint']}"
+    if kind in ("mapping", "merge_only"):
+        return f"'{here}' {err['msg']}" if kind == "mapping" else f"{here}: {err['msg']}"
+    rule = _RULES[kind].format(**ctx) if kind in _RULES else err["msg"].removeprefix("Value error, ")
     given = "" if kind == "missing" else f", got {_got(err.get('input'))}"
-    if kind == "value_error" and key == "" or kind == "mapping":
-        return f"{where}: {rule}" if kind == "value_error" else f"'{key or where}' {rule}"
-    return f"{where}: {key} {rule}{given}" if key else f"{where}: {rule}{given}"
+    if kind == "value_error" and not isinstance(err.get("input"), (int, float, str, list)) or not parts:
+        return f"{here}: {rule}"  # a rule over a whole section
+    section, key = ":".join(parts[:-1]), parts[-1]
+    return f"{section}: {key} {rule}{given}" if section else f"'{key}' {rule}{given}"
 
 
 def parse_study_file(data, path) -> StudyFile:
