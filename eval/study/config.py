@@ -209,9 +209,9 @@ def check_data_identity(spec: EvalSpec, shard_sets: dict[str, SynthOptions | Mer
         rows = pretraining_rows(options) if isinstance(options, SynthOptions) else None
         for what, queried in (("val_queries", queries), ("test", test)):
             if rows is not None and queried is not None and overlap(rows, queried):
-                used = options.limit if options.per_class is None else f"per_class {options.per_class}"
+                read = "every row" if rows.stop is None else f"rows 0-{rows.stop - 1}"
                 raise StudyError(f"eval: {what} {getattr(spec, what)} overlap shard set {name}'s pretraining images "
-                                 f"(limit {used}); take queries after the first {used or 'N'} images")
+                                 f"({read} of {options.input}); take queries from rows it does not read")
 
 
 def _check_sets(sets: dict[str, SynthOptions | MergeSet]) -> None:
