@@ -120,7 +120,7 @@ def test_dry_run_prints_the_synthesis_and_training_calls(tmp_path, monkeypatch):
     out = r.output
     assert ("gcl-synth run --output=" in out and "--generator=taesd --input=b.npz --limit=8 --views=1 "
             "'--recipe=noise(strength=0.5)' --residual" in out), out
-    assert re.search(r"ctrl-s0: gcl-train --recipe \S+ctrl-s0/recipe.yaml --shards \S+ --output \S+ --seed 0", out)
+    assert re.search(r"ctrl-s0: gcl-train --recipe=\S+ctrl-s0/recipe.yaml --shards=\S+ --output=\S+ --seed=0", out)
     assert "arm gen recipe: {" in out and '"gen_prob": 0.5' in out
 
 
@@ -320,3 +320,17 @@ def test_report_only_command_counts_what_it_leaves_out(tmp_path):
     left_out = [ln for ln in r.output.splitlines() if ln.startswith("left out: ")]
     assert len(left_out) == 3 and "ctrl-s1.json: knn_top1 = nan" in left_out[0], left_out
     assert "Left out of every number above (3)" in (study.folder / "results.md").read_text()
+
+
+def test_an_output_folder_named_like_a_flag_stays_a_folder_in_both_calls(tmp_path, monkeypatch):
+    from gcl.eval.study.runs import train_command
+    from gcl.train.cli import main as train_main
+
+    monkeypatch.chdir(tmp_path)
+    study = load_study(_write(tmp_path, _base(tmp_path, output=f"--scheduler={ATTACKER}")))
+    synth = _synth_params(synth_command(study, "s")[4:])
+    assert synth["scheduler"] is None and synth["output"] == str(study.shard_dir("s"))
+    cmd = train_command(study, "gen", 1, Path("r.yaml"), study.manifest_path("s"), resume=False)
+    params = train_main.make_context("gcl-train", cmd[3:]).params
+    assert params["output"] == str(study.run_dir("gen", 1)) and params["seed"] == 1 and params["resume"] is False
+    assert params["shards"] == (str(study.manifest_path("s")),) and params["shards_base"] is None

@@ -110,9 +110,10 @@ def synth_command(study: Study, set_name: str, scheduler: str | None = None) -> 
 
 def train_command(study: Study, arm: str, seed: int, recipe: Path, manifest: Path, resume: bool) -> list[str]:
     """The exact gcl-train call of one sitting: every argument is the runner's (the arm's settings
-    are in the recipe file it writes)."""
-    return [sys.executable, "-m", "gcl.train.cli", "--recipe", str(recipe), "--shards", str(manifest),
-            "--output", str(study.run_dir(arm, seed)), "--seed", str(seed)] + (["--resume"] if resume else [])
+    are in the recipe file it writes), each value in its flag's argument (a study output folder
+    named like a flag stays a folder)."""
+    return [sys.executable, "-m", "gcl.train.cli", f"--recipe={recipe}", f"--shards={manifest}",
+            f"--output={study.run_dir(arm, seed)}", f"--seed={seed}"] + (["--resume"] if resume else [])
 
 
 def shard_set_ready(study: Study, set_name: str) -> bool:
