@@ -111,3 +111,14 @@ def test_the_fuzz_base_file_loads(tmp_path):
     study = load_study(path)
     assert set(study.shard_sets) == {"s", "t", "m"} and isinstance(study.synth["m"], MergeSet)
     assert Path(study.output) == tmp_path / "out"
+
+
+def test_the_shard_set_schema_and_gcl_synth_run_name_the_same_options():
+    """Every gcl-synth run option is a typed shard-set field or one the runner sets itself, and
+    every field is a gcl-synth option (per_class once gcl-synth has it), so the two cannot drift."""
+    from gcl.eval.study.schema import RUNNER_SYNTH_KEYS
+
+    cli = {{"input_": "input", "manifest_copy": "manifest"}.get(p.name, p.name) for p in synth_run_command.params}
+    fields = set(SynthOptions.model_fields)
+    assert cli - fields == set(RUNNER_SYNTH_KEYS), cli - fields
+    assert fields - cli <= {"per_class"}, fields - cli
