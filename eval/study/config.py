@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gcl.eval.study.datafiles import DataSpec, DataSpecError, overlap, same_file
-from gcl.eval.study.schema import (MERGE_KEY, NAME_RE, RUNNER_SYNTH_KEYS, RUNNER_TRAIN_KEYS, ArmSpec, Decision,  # noqa: F401
-                                   EvalSpec, MergeSet, StudyError, SynthOptions, parse_study_file)
+# the schema's names other modules import from here too (MERGE_KEY, StudyError, EvalSpec, Decision)
+from gcl.eval.study.schema import (MERGE_KEY, Decision, EvalSpec, MergeSet, StudyError,  # noqa: F401
+                                   SynthOptions, parse_study_file)
 from gcl.eval.study.yamlfile import read_yaml_file
 from gcl.shardset import OutputLayout
-
-METRICS = ("mean", "knn", "linear")  # mean: the mean of kNN and linear top-1
-CHECKPOINTS = ("last", "avg")
 
 
 @dataclass

@@ -296,7 +296,7 @@ def error_line(exc: ValidationError) -> str:
         return f"'{here}' {err['msg']}" if kind == "mapping" else f"{here}: {err['msg']}"
     rule = _RULES[kind].format(**ctx) if kind in _RULES else err["msg"].removeprefix("Value error, ")
     given = "" if kind == "missing" else f", got {_got(err.get('input'))}"
-    if kind == "value_error" and not isinstance(err.get("input"), (int, float, str, list)) or not parts:
+    if (kind == "value_error" and not isinstance(err.get("input"), (int, float, str, list))) or not parts:
         return f"{here}: {rule}"  # a rule over a whole section
     section, key = ":".join(parts[:-1]), parts[-1]
     return f"{section}: {key} {rule}{given}" if section else f"'{key}' {rule}{given}"
