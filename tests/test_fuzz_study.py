@@ -69,7 +69,7 @@ def test_every_study_key_with_hostile_values(tmp_path, section, key):
         except StudyError as exc:
             line = str(exc)
             assert "\n" not in line and line, (key, value, line)
-            assert str(path) in line or "study file" in line or ":" in line, line
+            assert line.startswith(f"{path}: ") or line.startswith(f"study file {path} "), line
         else:
             if section == "shard_set":
                 _check_synth_agrees(study, key, value)

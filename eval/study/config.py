@@ -254,22 +254,30 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     data = read_yaml(path, "study file")
     parsed = parse_study_file(data, path)
+    try:
+        study = _checked_study(parsed, data, path)
+        for arm in study.arms.values():
+            base = read_yaml(recipe_file(arm.recipe or study.recipe), "recipe")
+            study.merged[arm.name] = deep_merge(deep_merge(base, study.train), arm.overrides)
+    except StudyError as exc:  # the rules across sections and the recipes it names: the line names the file too
+        raise StudyError(f"{path}: {exc}") from None
+    return study
+
+
+def _checked_study(parsed, data: dict, path: Path) -> Study:
     _check_sets(parsed.shard_sets)
     arms = _check_arms(parsed)
     _check_decision(parsed.decision, parsed.eval)
     check_data_identity(parsed.eval, parsed.shard_sets)
-    train = dict(parsed.train.model_extra or {})
     # the options as written (what the arm digests hash); every key and value was checked above
     raw_sets = {name: dict(data["shard_sets"][name] or {}) for name in parsed.shard_sets}
     study = Study(name=parsed.name, folder=Path(parsed.results or path.parent), seeds=list(parsed.seeds),
-                  control=parsed.control, eval=parsed.eval, shard_sets=raw_sets, train=train,
-                  recipe=parsed.train.recipe, arms=arms, output=Path(parsed.output or f"out/studies/{parsed.name}"),
-                  plot_x=parsed.plot.x, plot_label=parsed.plot.label, decision=parsed.decision, note=parsed.note,
+                  control=parsed.control, eval=parsed.eval, shard_sets=raw_sets,
+                  train=dict(parsed.train.model_extra or {}), recipe=parsed.train.recipe, arms=arms,
+                  output=Path(parsed.output or f"out/studies/{parsed.name}"), plot_x=parsed.plot.x,
+                  plot_label=parsed.plot.label, decision=parsed.decision, note=parsed.note,
                   synth=dict(parsed.shard_sets))
     if parsed.decision.select_min_delta is not None and not study.screened_arms():
         raise StudyError("decision: select_min_delta needs an arm to choose: one paired against a control that is "
                          "no arm's control itself")
-    for arm in arms.values():
-        base = read_yaml(recipe_file(arm.recipe or study.recipe), "recipe")
-        study.merged[arm.name] = deep_merge(deep_merge(base, train), arm.overrides)
     return study
