@@ -326,8 +326,14 @@ def test_an_output_folder_named_like_a_flag_stays_a_folder_in_both_calls(tmp_pat
     from gcl.eval.study.runs import train_command
     from gcl.train.cli import main as train_main
 
+    from gcl.synth.cli import merge as merge_command
+
     monkeypatch.chdir(tmp_path)
-    study = load_study(_write(tmp_path, _base(tmp_path, output=f"--scheduler={ATTACKER}")))
+    sets = {"s": {"limit": 8}, "t": {"limit": 8, "views": 1}, "st": {"merge": ["s", "t"]}}
+    study = load_study(_write(tmp_path, _base(tmp_path, output=f"--scheduler={ATTACKER}", shard_sets=sets)))
+    merged = merge_command.make_context("merge", synth_command(study, "st")[4:]).params
+    assert merged["sources"] == (str(study.manifest_path("s")), str(study.manifest_path("t")))
+    assert merged["output"] == str(study.shard_dir("st")) and merged["name"] == "st"
     synth = _synth_params(synth_command(study, "s")[4:])
     assert synth["scheduler"] is None and synth["output"] == str(study.shard_dir("s"))
     cmd = train_command(study, "gen", 1, Path("r.yaml"), study.manifest_path("s"), resume=False)

@@ -103,7 +103,7 @@ def synth_command(study: Study, set_name: str, scheduler: str | None = None) -> 
     folder, spec = study.shard_dir(set_name), study.synth[set_name]
     if isinstance(spec, MergeSet):
         return [sys.executable, "-m", "gcl.synth.cli", "merge", f"--output={folder}", f"--name={set_name}",
-                "--overwrite", *(str(study.manifest_path(s)) for s in spec.merge)]
+                "--overwrite", "--", *(str(study.manifest_path(s)) for s in spec.merge)]  # after --: never options
     return [sys.executable, "-m", "gcl.synth.cli", "run", f"--output={folder}", f"--name={set_name}", "--no-progress",
             *synth_args(spec), *([f"--scheduler={scheduler}"] if scheduler else [])]
 
