@@ -291,6 +291,7 @@ def test_one_nan_score_is_a_missing_score_and_does_not_hide_the_leader(tmp_path)
     '{"arm": "gen", "seed": 0, "digest": "D", "train": {"seconds": 1e999}}',  # infinity
     '{"arm": "gen", "seed": 0, "digest": "D", "train": {"seconds": 60}, "knn_top1": 1' + "0" * 5000 + '}',  # huge
     '{"arm": "gen", "seed": 0, "digest": "D", "train": {"seconds": 60}, "train": {"code": [{"commit": 7}]}}',
+    '{"arm": "gen", "seed": 0, "digest": "D", "train": {"seconds": 1' + "0" * 400 + '}}',  # past any float
     '{"arm": "ctrl", "seed": 0, "digest": "D", "train": {"seconds": 60}, "knn_top1": 50}',  # another run's
     '[' * 100000 + ']' * 100000,  # nested past the parser's stack
     '"just a string"',

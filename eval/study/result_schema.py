@@ -76,10 +76,12 @@ def _drop_bad_scores(block: dict, where: str, notes: list[str]) -> None:
     """Top-k values that are not a number from 0 to 100 become missing (and are said)."""
     for key in TOP_K:
         value = block.get(key)
-        if isinstance(value, float) and not (math.isfinite(value) and 0 <= value <= 100) or (
-                type(value) is int and not 0 <= value <= 100):
+        out_of_range = ((type(value) is int and not 0 <= value <= 100)  # ints compared exactly: 10**400 has no float
+                        or (type(value) is float and not (math.isfinite(value) and 0 <= value <= 100)))
+        if out_of_range:
             del block[key]
-            notes.append(f"{where}{key} = {value!r} is not a top-1/top-5 in 0-100: left out as missing")
+            shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
+            notes.append(f"{where}{key} = {shown} is not a top-1/top-5 in 0-100: left out as missing")
 
 
 def _score_blocks(record: dict):
