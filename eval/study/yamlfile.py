@@ -111,3 +111,5 @@ def read_yaml_file(path: Path, what: str, error: type[Exception]):
         raise error(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise error(f"{what} {path} nests deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError) as exc:  # an integer of 5,000 digits, a date like 2026-13-45
+        raise error(f"{what} {path} holds a value YAML cannot build: {str(exc).splitlines()[0][:120]}") from None
