@@ -343,3 +343,13 @@ def test_an_output_folder_named_like_a_flag_stays_a_folder_in_both_calls(tmp_pat
     params = train_main.make_context("gcl-train", cmd[3:]).params
     assert params["output"] == str(study.run_dir("gen", 1)) and params["seed"] == 1 and params["resume"] is False
     assert params["shards"] == (str(study.manifest_path("s")),) and params["shards_base"] is None
+
+
+@pytest.mark.parametrize("queries", ["b.npz[30:50]", "b.npz[40:]", "b.npz[45:60]"])
+def test_a_slice_past_the_end_of_its_file_is_refused_before_any_work(tmp_path, monkeypatch, queries):
+    monkeypatch.chdir(tmp_path)
+    _npz(tmp_path / "b.npz", 40), _npz(tmp_path / "t.npz", 20)
+    data = _base(tmp_path, eval={"bank": "b.npz[0:20]", "test": "t.npz", "val_queries": queries})
+    r = CliRunner().invoke(main, ["study", str(_write(tmp_path, data)), "--dry-run"])
+    assert r.exit_code == 1 and "reaches past the file's 40 images" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "out").exists()

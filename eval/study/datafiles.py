@@ -94,3 +94,28 @@ def overlap(a: DataSpec, b: DataSpec) -> bool:
     """Whether the two specs share an image (same file by identity, overlapping rows)."""
     (a0, a1), (b0, b1) = a.rows(), b.rows()
     return a0 < b1 and b0 < a1 and same_file(a.path, b.path)
+
+
+def npz_rows(path: str) -> int | None:
+    """Images in a labelled .npz (its labels array only is read), None for other data or an unreadable file."""
+    import numpy as np
+
+    if not path.endswith(".npz"):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return int(np.asarray(data["labels"]).shape[0])
+    except Exception:  # noqa: BLE001 - the loader says what is wrong with it, in one line, when it reads it
+        return None
+
+
+def check_rows(spec: DataSpec, what: str) -> None:
+    """A slice must hold images of the file it names: [15000:20000] of a 10,000-image file is empty
+    (refused before training, not found empty after it)."""
+    n = npz_rows(spec.path)
+    if n is None:
+        return
+    first = spec.start or 0
+    if first >= n or (spec.stop is not None and spec.stop > n):
+        raise DataSpecError(f"{what} {spec.path}[{spec.start or ''}:{spec.stop or ''}] reaches past the file's "
+                            f"{n} images")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import gcl
 from gcl.eval.study.config import MERGE_KEY, Study, StudyError, data_file
+from gcl.eval.study.datafiles import DataSpec, DataSpecError, check_rows
 from gcl.eval.study.progress import StudyClock
 from gcl.eval.study.runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
                                  run_state, shard_set_ready, synth_command, train_command, train_run, train_status,
@@ -176,6 +177,11 @@ def check_eval_data(study: Study) -> None:
         if path is not None and not Path(path).exists():
             raise StudyError(f"{what} {path} not found (study paths are relative to the current folder: "
                              "run from the repository root)")
+        if spec is not None:
+            try:
+                check_rows(DataSpec.parse(spec), what)
+            except DataSpecError as exc:
+                raise StudyError(str(exc)) from None
 
 
 def check_arms(study: Study, arms: list[str]) -> None:
