@@ -93,8 +93,10 @@ def rehearse_study(tmp: Path, cifar: str) -> Path:
     data = yaml.safe_load((REPO / STUDY).read_text())
     data.update(seeds=[0], output=str(tmp / "out"))
     test = cifar.replace("_train", "_test")
-    data["eval"].update(bank=cifar, test=test if Path(test).is_file() else cifar, limit_bank=64, limit_test=64, batch_size=64,
-                        linear=True)
+    # without the test file, queries come from train images neither the bank (its first 64) nor
+    # pretraining (the first 32) reads: a study refuses queries that are bank or pretraining images
+    data["eval"].update(bank=cifar, test=test if Path(test).is_file() else f"{cifar}[64:128]", limit_bank=64,
+                        limit_test=64, batch_size=64, linear=True)
     for name, opts in data["shard_sets"].items():
         opts.update(input=cifar, limit=32, batch_size=16, resolution=32,
                     model=str(build(opts["generator"], tmp / "models" / name, full=False)))

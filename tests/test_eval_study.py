@@ -26,6 +26,7 @@ from gcl.eval.study.report import format_report, summarize, write_report  # noqa
 from gcl.eval.study.stats import (mean_std, paired_deltas, paired_power, paired_test, seeds_for_power,  # noqa: E402
                                   t_interval)
 from gcl.eval.study.runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
+from gcl.eval.study.schema import SynthOptions  # noqa: E402
 
 BASE = {
     "name": "unit", "seeds": [0, 1, 2], "control": "ctrl",
@@ -157,7 +158,7 @@ def test_the_decision_can_read_the_validation_split_and_averaged_weights_are_rep
       "shard_sets": {"s": {"generator": "taesd", "input": "b.npz"}}}, "pretraining images"),
     ({"eval": {"bank": "b.npz", "test": "t.npz", "checkpoints": ["avg"]}}, "starting with last"),
     ({"decision": {"metric": "median"}}, "metric must be one of"),
-    ({"decision": {"alpha": 0.7}}, "0 < alpha < 0.5"),
+    ({"decision": {"alpha": 0.7}}, "decision: alpha must be < 0.5, got 0.7"),
     ({"decision": {"split": "val"}}, "split val needs eval: val_queries"),
     ({"bar": 1.0}, "unknown key(s) bar"),
 ])
@@ -264,7 +265,7 @@ def test_a_screen_selects_the_largest_mean_delta_above_its_bar_once_every_run_is
 
 @pytest.mark.parametrize("decision,message", [
     ({"select_min_delta": 0.5}, "a screen's rule and needs split: val"),
-    ({"split": "val", "select_min_delta": "half"}, "must be a number of points"),
+    ({"split": "val", "select_min_delta": "half"}, "decision: select_min_delta must be a number"),
 ])
 def test_a_selection_rule_is_checked(tmp_path, decision, message):
     ev = {"bank": str(CIFAR_TRAIN), "test": str(CIFAR_TEST), "val_queries": f"{CIFAR_TRAIN}[100:200]",
@@ -357,8 +358,8 @@ def test_deep_merge_and_synth_args():
     assert merged == {"optimizer": {"name": "lars", "lr": 0.1}, "augmentations": [{"crop_size": 16, "min_scale": 0.08}],
                       "epochs": 9, "members": ["orig", "gen"]}
     assert base["optimizer"]["lr"] == 0.4  # the base recipe is not modified
-    assert synth_args({"shard_size": 8, "residual": True, "overwrite_x": False, "model": None, "recipe": "noise"}) == [
-        "--shard-size", "8", "--residual", "--recipe", "noise"]
+    options = SynthOptions.model_validate({"shard_size": 8, "residual": True, "seed": 0, "model": None, "recipe": "noise"})
+    assert synth_args(options) == ["--recipe=noise", "--residual", "--seed=0", "--shard-size=8"]
 
 
 def test_shard_sets_must_share_input_and_layout():

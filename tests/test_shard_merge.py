@@ -138,7 +138,7 @@ def test_a_study_makes_the_sets_a_merged_set_needs_then_merges_them(tmp_path, ci
     study_file.parent.mkdir()
     study_file.write_text(yaml.safe_dump({
         "name": "merged", "seeds": [0], "control": "ctrl", "output": str(tmp_path / "out"),
-        "eval": {"bank": str(cifar_test_npz), "test": str(cifar_test_npz)},
+        "eval": {"bank": f"{cifar_test_npz}[12:100]", "test": f"{cifar_test_npz}[100:200]"},  # held out of a, b
         "shard_sets": {"mix": {"merge": ["a", "b"]}, "a": dict(plain, recipe="noise(strength=0.5)"),
                        "b": dict(plain, recipe="noise(strength=0.25)")},
         "arms": {"ctrl": {"shards": "a", "gen_prob": 0}, "mixed": {"shards": "mix", "gen_prob": 0.5}}}))
@@ -146,7 +146,9 @@ def test_a_study_makes_the_sets_a_merged_set_needs_then_merges_them(tmp_path, ci
     todo = [PlannedRun("mixed", 0, "train")]
     said = []
     prepare_shards(study, list(study.arms), todo, True, said.append)
-    assert said == [f"would synthesize shard set a -> {study.shard_dir('a')}",
+    assert said[1].startswith("  gcl-synth run --output=") and said[5].startswith("  gcl-synth merge --output=")
+    assert [line for line in said if not line.startswith("  ")] == [
+                    f"would synthesize shard set a -> {study.shard_dir('a')}",
                     f"would synthesize shard set b -> {study.shard_dir('b')}",
                     f"would merge shard sets a, b -> {study.shard_dir('mix')}"]
     said.clear()

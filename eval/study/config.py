@@ -1,6 +1,7 @@
 """A study file (YAML): arms x seeds, the shard sets they train on, and how runs are evaluated.
 
-Parsed once into a `Study`; unknown keys are errors (a typo must not silently change a study).
+Parsed once into a `Study` through the schema in schema.py (typed, strict, known keys only: a typo
+must not silently change a study), then checked across sections here.
 Paths inside a study (shard-set inputs, eval data, a recipe given as a file) are relative to the
 current working directory, which is meant to be the repository root, like every command in the
 README. Results and the report live in the study file's own folder (or `results`, e.g. a folder
@@ -14,80 +15,15 @@ import copy
 import hashlib
 import importlib.util
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from gcl.errors import UserError
+from gcl.eval.study.datafiles import DataSpec, DataSpecError, overlap, same_file
+# the schema's names other modules import from here too (MERGE_KEY, StudyError, EvalSpec, Decision)
+from gcl.eval.study.schema import (MERGE_KEY, Decision, EvalSpec, MergeSet, StudyError,  # noqa: F401
+                                   SynthOptions, parse_study_file)
+from gcl.eval.study.yamlfile import read_yaml_file
 from gcl.shardset import OutputLayout
-
-STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "decision", "results",
-              "note"}
-EVAL_KEYS = {"bank", "test", "k", "temperature", "linear", "limit_bank", "limit_test", "device", "batch_size",
-             "val_queries", "val_bank", "checkpoints", "fit_queries"}
-DECISION_KEYS = {"metric", "split", "alpha", "effect", "power", "select_min_delta", "equivalence_margin"}
-METRICS = ("mean", "knn", "linear")  # mean: the mean of kNN and linear top-1
-CHECKPOINTS = ("last", "avg")
-PLOT_KEYS = {"x", "label"}
-# Arm keys the study itself reads; every other arm key is a gcl-train recipe key.
-ARM_STUDY_KEYS = {"shards", "x", "series", "recipe", "control"}
-# Set by the runner for every run (one output folder and one seed per run): never in a recipe.
-# shards_base too: where shards are read from (a pipe: command included) is the runner's choice.
-RUNNER_TRAIN_KEYS = {"output", "seed", "shards", "input", "shards_base"}
-# Set by the runner for every shard set (it owns the folder and the name). `scheduler` picks the
-# dask scheduler gcl-synth connects to (and dask speaks pickle): where work runs is the command
-# line's choice (gcl-eval study --scheduler), never a shared study file's.
-RUNNER_SYNTH_KEYS = {"output", "name", "manifest", "overwrite", "no_progress", "scheduler"}
-# A shard set `{merge: [A, B]}` is not synthesized: gcl-synth merge joins sets A and B (same images,
-# same order) into families with both sets' generated views.
-MERGE_KEY = "merge"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # becomes a file name
-
-
-class StudyError(UserError):
-    """A study file that cannot be run as written (one line)."""
-
-
-@dataclass
-class EvalSpec:
-    bank: str = "../shared/data/cifar10_train.npz"  # kNN bank and linear-probe train set (20k CIFAR-10)
-    test: str = "../shared/data/cifar10_test.npz"  # queries: the full 10k test split
-    k: int = 20  # neighbours, as solo-learn / lightly report kNN
-    temperature: float = 0.07  # vote weight exp(cos / T), as solo-learn / lightly
-    linear: bool = True  # also fit the linear probe (eval/linear.py defaults) on cached features
-    limit_bank: int | None = None  # first N bank images only (tests); None: all
-    limit_test: int | None = None  # first N test images only (tests); None: all
-    device: str = "auto"  # feature extraction: cuda when present, else cpu
-    batch_size: int = 256  # images per feature-extraction forward pass
-    # validation split: labelled queries held out of pretraining and of the test split (FILE[A:B]
-    # takes images A..B-1 of a file), scored against val_bank (default: bank); None: no val split
-    val_queries: str | None = None
-    val_bank: str | None = None
-    checkpoints: list = field(default_factory=lambda: ["last"])  # last (decides) and/or avg (reported)
-    # a shard set of the study whose original images (the pretraining images) are also scored as
-    # queries against val_bank: the 'fit' split. Fit far above val says the regime is data-limited
-    # (the encoder separates the images it trained on better than unseen ones). None: not scored
-    fit_queries: str | None = None
-
-
-@dataclass
-class Decision:
-    """The rule a study's verdict follows, fixed in the study file before its runs."""
-
-    metric: str = "mean"  # mean of kNN and linear top-1 | knn | linear
-    split: str = "test"  # test (confirmatory) | val (screening)
-    alpha: float = 0.05  # one-sided paired t-test: "helps" only if the (1 - alpha) lower bound is > 0
-    effect: float = 1.0  # points: the effect the seed count is powered for
-    power: float = 0.8
-    # a screen's selection: the screened arm with the largest mean paired Δ (points) goes on to a
-    # confirmatory study if that Δ is at least this; None: no selection (a confirmatory study)
-    select_min_delta: float | None = None
-    # points: TOST beside the superiority test; "no practical difference" when the (1 - 2 alpha)
-    # interval of the mean Δ lies inside ±margin. None: no equivalence part in the rule
-    equivalence_margin: float | None = None
 
 
 @dataclass
@@ -108,7 +44,7 @@ class Study:
     seeds: list[int]
     control: str
     eval: EvalSpec
-    shard_sets: dict[str, dict]  # name -> gcl-synth run options
+    shard_sets: dict[str, dict]  # name -> its options as written (checked by the schema; what digests hash)
     train: dict  # recipe keys shared by every arm (minus 'recipe')
     recipe: str  # base recipe: bundled name (cifar10/simclr) or YAML path
     arms: dict[str, Arm]
@@ -118,6 +54,7 @@ class Study:
     decision: Decision = field(default_factory=Decision)
     note: str | None = None  # said at the top of results.md and at the end of every sitting
     merged: dict = field(default_factory=dict)  # arm -> merged recipe, filled by load_study
+    synth: dict = field(default_factory=dict)  # shard set -> its typed SynthOptions or MergeSet (what runs)
 
     def control_of(self, arm: str) -> str | None:
         """The arm `arm` is paired against: its own control, else the study's (None for the study's control)."""
@@ -172,26 +109,6 @@ class Study:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _mapping(value, where: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise StudyError(f"'{where}' must be a mapping")
-    return value
-
-
-def _no_unknown(data: dict, allowed: set, where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise StudyError(f"unknown key(s) {', '.join(map(str, unknown))} in {where}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _name(value, what: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise StudyError(f"{what} {value!r} must be letters, digits, '_', '-' or '.' (it becomes a file name)")
-    return value
-
-
 def deep_merge(base, override):
     """Mappings merge key by key; anything else is replaced. One exception, for recipes'
     `augmentations` (a list of mappings, one per view position): a mapping merged onto a list of mappings
@@ -223,238 +140,160 @@ def recipe_file(spec: str) -> Path:
 
 
 def read_yaml(path: Path, what: str) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise StudyError(f"{what} not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    """A YAML mapping, read within the size, alias-expansion and depth caps of yamlfile.py."""
+    data = read_yaml_file(Path(path), what, StudyError)
     if not isinstance(data, dict):
         raise StudyError(f"{what} {path} must be a YAML mapping")
     return data
 
 
-def _eval_spec(data) -> EvalSpec:
-    data = _mapping(data, "eval")
-    _no_unknown(data, EVAL_KEYS, "eval")
-    spec = EvalSpec(**data)
-    numbers = (spec.k, spec.temperature, spec.batch_size, spec.limit_bank or 1, spec.limit_test or 1)
-    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
-        raise StudyError("eval: k, temperature, batch_size, limit_bank and limit_test must be numbers")
-    if spec.k < 1 or spec.temperature <= 0 or spec.batch_size < 1:
-        raise StudyError("eval needs k >= 1, temperature > 0 and batch_size >= 1")
-    for key in ("bank", "test", "val_queries", "val_bank", "fit_queries"):
-        if getattr(spec, key) is not None and not isinstance(getattr(spec, key), str):
-            raise StudyError(f"eval: {key} must be a file path (FILE or FILE[A:B]), got {getattr(spec, key)!r}")
-    if spec.fit_queries is not None and not spec.val_queries:
-        raise StudyError("eval: fit_queries is scored against val_bank and needs val_queries beside it")
-    if not spec.test and not spec.val_queries:
-        raise StudyError("eval needs test or val_queries: something to score")
-    if (not isinstance(spec.checkpoints, list) or not spec.checkpoints
-            or not set(spec.checkpoints) <= set(CHECKPOINTS) or spec.checkpoints[0] != "last"):
-        raise StudyError(f"eval: checkpoints must be a list starting with last, from {', '.join(CHECKPOINTS)}; "
-                         f"got {spec.checkpoints!r}")
-    return spec
-
-
-def _decision(data) -> Decision:
-    data = _mapping(data, "decision")
-    _no_unknown(data, DECISION_KEYS, "decision")
-    d = Decision(**data)
-    if d.metric not in METRICS or d.split not in ("test", "val"):
-        raise StudyError(f"decision: metric must be one of {', '.join(METRICS)} and split test or val")
-    numbers = (d.alpha, d.effect, d.power)
-    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers) or not (
-            0 < d.alpha < 0.5 and d.effect > 0 and 0 < d.power < 1):
-        raise StudyError("decision: needs 0 < alpha < 0.5, effect > 0 and 0 < power < 1")
-    margin = d.equivalence_margin
-    if margin is not None and (not isinstance(margin, (int, float)) or isinstance(margin, bool)
-                               or not math.isfinite(margin) or margin <= 0):
-        raise StudyError(f"decision: equivalence_margin must be a positive number of points; got {margin!r}")
-    if d.select_min_delta is not None:
-        if not isinstance(d.select_min_delta, (int, float)) or isinstance(d.select_min_delta, bool):
-            raise StudyError(f"decision: select_min_delta must be a number of points; got {d.select_min_delta!r}")
-        if d.split != "val":  # choosing on test would spend the split the chosen arm's claim needs
-            raise StudyError("decision: select_min_delta is a screen's rule and needs split: val")
-    return d
-
-
-_SLICE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """A labelled file, or a slice of it: FILE[A:B] is images A..B-1 in file order."""
-
-    path: str
-    start: int | None = None
-    stop: int | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> "DataSpec":
-        m = _SLICE.match(spec)
-        if not m:
-            return cls(spec)
-        return cls(m["path"], int(m["start"]) if m["start"] else None, int(m["stop"]) if m["stop"] else None)
-
-    def indices(self, n: int) -> range:
-        return range(n)[self.start:self.stop]
-
-
-def _rows(spec: str | None) -> tuple[str, int, float] | None:
-    """FILE[A:B] -> (FILE, A, B); a whole file -> (FILE, 0, inf)."""
-    if not spec:
-        return None
-    d = DataSpec.parse(spec)
-    return d.path, d.start or 0, float(d.stop) if d.stop is not None else float("inf")
-
-
 def data_file(spec: str | None) -> str | None:
     """The file of a data spec (FILE or FILE[A:B])."""
-    rows = _rows(spec)
-    return rows[0] if rows else None
+    return DataSpec.parse(spec).path if spec else None
 
 
-def check_validation_split(spec: EvalSpec, shard_sets: dict[str, dict]) -> None:
-    """Validation queries must be images that pretraining never saw and that are not bank images."""
-    queries = _rows(spec.val_queries)
-    if queries is None:
-        return
-    path, start, stop = queries
-    if spec.test and Path(spec.test) == Path(path):
-        raise StudyError("eval: val_queries come from the test file; validation must be held out of the test split")
-    bank = _rows(spec.val_bank or spec.bank)
-    if bank and Path(bank[0]) == Path(path) and bank[1] < stop and start < bank[2]:
-        raise StudyError(f"eval: val_bank {spec.val_bank or spec.bank} overlaps val_queries {spec.val_queries}; "
-                         "every query would find itself")
+def _spec(spec: str | None, limit: int | None = None) -> DataSpec | None:
+    return DataSpec.parse(spec).limited(limit) if spec else None
+
+
+def pretraining_rows(options: SynthOptions) -> DataSpec | None:
+    """The input rows a shard set may read: the first `limit`, or with per_class the rows up to the
+    last one the per-class selection can take (from the labels, when the file can be read now;
+    else all of them). None when the set reads gcl-synth's default input."""
+    if options.input is None:
+        return None
+    stop = options.limit
+    if options.per_class is not None:
+        stop = _per_class_stop(options.input, options.per_class)
+    return DataSpec(options.input, None, stop)
+
+
+def _per_class_stop(path: str, per_class: int) -> int | None:
+    """1 + the last row of the first `per_class` images of each class of a labelled .npz (None: unknown)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            labels = np.asarray(data["labels"]).ravel()
+    except Exception:  # noqa: BLE001 - unreadable here: the check then assumes every row is read
+        return None
+    stop = 0
+    for cls in np.unique(labels):
+        rows = np.flatnonzero(labels == cls)
+        stop = max(stop, int(rows[min(per_class, len(rows)) - 1]) + 1)
+    return stop
+
+
+def check_data_identity(spec: EvalSpec, shard_sets: dict[str, SynthOptions | MergeSet]) -> None:
+    """Queries are never images their bank holds or pretraining saw, and validation is held out of
+    the test split; files compare by identity (real path, content), rows by range."""
+    try:
+        test = _spec(spec.test, spec.limit_test)
+        bank = _spec(spec.bank, spec.limit_bank)
+        queries = _spec(spec.val_queries)
+        val_bank = _spec(spec.val_bank) or _spec(spec.bank)
+    except DataSpecError as exc:
+        raise StudyError(f"eval: {exc}") from None
+    if test and bank and overlap(bank, test):
+        raise StudyError(f"eval: bank {spec.bank} and test {spec.test} share images (the same rows of the same "
+                         "file); every query would find itself")
+    if queries is not None:
+        if spec.test and same_file(spec.test and test.path, queries.path):
+            raise StudyError("eval: val_queries come from the test file; validation must be held out of the test split")
+        if overlap(val_bank, queries):
+            raise StudyError(f"eval: val_bank {spec.val_bank or spec.bank} overlaps val_queries {spec.val_queries}; "
+                             "every query would find itself")
     for name, options in shard_sets.items():
-        if options.get("input") and Path(str(options["input"])) == Path(path):
-            used = options.get("limit")
-            if not isinstance(used, int) or used > start:
-                raise StudyError(f"eval: val_queries {spec.val_queries} overlap shard set {name}'s pretraining images "
-                                 f"(limit {used}); take queries after the first {used or 'N'} images")
+        rows = pretraining_rows(options) if isinstance(options, SynthOptions) else None
+        for what, queried in (("val_queries", queries), ("test", test)):
+            if rows is not None and queried is not None and overlap(rows, queried):
+                read = "every row" if rows.stop is None else f"rows 0-{rows.stop - 1}"
+                raise StudyError(f"eval: {what} {getattr(spec, what)} overlap shard set {name}'s pretraining images "
+                                 f"({read} of {options.input}); take queries from rows it does not read")
 
 
-def check_fit_queries(spec: EvalSpec, shard_sets: dict[str, dict]) -> None:
+def check_fit_queries(spec: EvalSpec, shard_sets: dict[str, SynthOptions | MergeSet]) -> None:
     """The fit split's bank must not hold the pretraining images themselves (each would find itself)."""
     name = spec.fit_queries
     if name is None:
         return
     options = shard_sets.get(name)
-    if options is None or MERGE_KEY in options:
+    if not isinstance(options, SynthOptions):
         raise StudyError(f"eval: fit_queries {name!r} must name a synthesized shard set of this study "
-                         f"({', '.join(n for n, o in shard_sets.items() if MERGE_KEY not in o)})")
-    bank = _rows(spec.val_bank or spec.bank)
-    used = options.get("limit")
-    if options.get("input") and Path(str(options["input"])) == Path(bank[0]) and (not isinstance(used, int)
-                                                                                  or bank[1] < used):
-        raise StudyError(f"eval: val_bank {spec.val_bank or spec.bank} holds shard set {name}'s pretraining images "
-                         f"(limit {used}); take the bank after them")
+                         f"({', '.join(n for n, o in shard_sets.items() if isinstance(o, SynthOptions))})")
+    rows = pretraining_rows(options)
+    if rows is None or overlap(rows, _spec(spec.val_bank) or _spec(spec.bank)):
+        raise StudyError(f"eval: val_bank {spec.val_bank or spec.bank} holds shard set {name}'s pretraining images; "
+                         "take the bank from rows it does not read")
 
 
-def _shard_sets(data) -> dict[str, dict]:
-    sets = {}
-    for name, options in _mapping(data, "shard_sets").items():
-        options = _mapping(options, f"shard_sets:{name}")
-        owned = sorted(set(options) & RUNNER_SYNTH_KEYS)
-        if owned:
-            hint = " (give a dask scheduler with gcl-eval study --scheduler)" if "scheduler" in owned else ""
-            raise StudyError(f"shard_sets:{name} sets {', '.join(owned)}; the study runner chooses those itself{hint}")
-        sets[_name(name, "shard set name")] = options
-    if not sets:
-        raise StudyError("the study lists no shard_sets")
+def _check_sets(sets: dict[str, SynthOptions | MergeSet]) -> None:
+    plain = [n for n, o in sets.items() if isinstance(o, SynthOptions)]
     for name, options in sets.items():
-        if MERGE_KEY in options:
-            _check_merge(name, options, sets)
-    return sets
+        if isinstance(options, MergeSet) and (len(options.merge) < 2 or len(set(options.merge)) != len(options.merge)
+                                              or not all(s in plain for s in options.merge)):
+            raise StudyError(f"shard_sets:{name}: merge must list two or more distinct synthesized shard sets of this "
+                             f"study ({', '.join(plain)}), got {options.merge!r}")
 
 
-def _check_merge(name: str, options: dict, sets: dict[str, dict]) -> None:
-    sources = options[MERGE_KEY]
-    plain = [n for n, o in sets.items() if MERGE_KEY not in o]
-    if set(options) != {MERGE_KEY}:
-        raise StudyError(f"shard_sets:{name}: a merged set takes only 'merge: [SET, SET, ...]', not "
-                         f"{', '.join(sorted(set(options) - {MERGE_KEY}))}")
-    if (not isinstance(sources, list) or len(sources) < 2 or len(set(map(str, sources))) != len(sources)
-            or not all(s in plain for s in sources)):
-        raise StudyError(f"shard_sets:{name}: merge must list two or more distinct synthesized shard sets of this "
-                         f"study ({', '.join(plain)}), got {sources!r}")
+def _check_arms(parsed) -> dict[str, Arm]:
+    arms = {}
+    for name, a in parsed.arms.items():
+        if a.shards not in parsed.shard_sets:
+            raise StudyError(f"arms:{name} needs 'shards: SET' naming one of the shard_sets "
+                             f"({', '.join(parsed.shard_sets)}), got {a.shards!r}")
+        if a.series is not None and a.x is None:
+            raise StudyError(f"arms:{name}: series {a.series!r} needs the arm's x (its value on that axis)")
+        arms[name] = Arm(name, a.shards, a.x, a.recipe, dict(a.model_extra or {}), a.series, a.control)
+    if parsed.control not in arms:
+        raise StudyError(f"control {parsed.control!r} is not an arm; arms: {', '.join(arms)}")
+    for arm in arms.values():
+        if arm.control is not None and (arm.control not in arms or arm.control == arm.name):
+            raise StudyError(f"arms:{arm.name}: control {arm.control!r} must name another arm; arms: {', '.join(arms)}")
+    return arms
 
 
-def _arm(name: str, data, shard_sets: dict) -> Arm:
-    data = dict(_mapping(data, f"arms:{name}"))
-    owned = sorted(set(data) & RUNNER_TRAIN_KEYS - {"shards"})
-    if owned:
-        raise StudyError(f"arms:{name} sets {', '.join(owned)}; the study runner chooses those for every run")
-    shards = data.pop("shards", None)
-    if shards not in shard_sets:
-        raise StudyError(f"arms:{name} needs 'shards: SET' naming one of the shard_sets ({', '.join(shard_sets)}), "
-                         f"got {shards!r}")
-    x = data.pop("x", None)
-    if x is not None and not isinstance(x, (int, float)):
-        raise StudyError(f"arms:{name}: x must be a number, got {x!r}")
-    series = data.pop("series", None)
-    if series is not None and (not isinstance(series, str) or not series.strip()):
-        raise StudyError(f"arms:{name}: series must be a non-empty text (the sweep's axis title), got {series!r}")
-    if series is not None and x is None:
-        raise StudyError(f"arms:{name}: series {series!r} needs the arm's x (its value on that axis)")
-    control = data.pop("control", None)
-    recipe = data.pop("recipe", None)
-    return Arm(_name(name, "arm name"), shards, x, recipe, data, series, control)
-
-
-def _seeds(value) -> list[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(s, int) and s >= 0 for s in value):
-        raise StudyError("'seeds' must be a non-empty list of integers >= 0, e.g. [0, 1, 2]")
-    if len(set(value)) != len(value):
-        raise StudyError("'seeds' lists a seed twice")
-    return value
+def _check_decision(d: Decision, spec: EvalSpec) -> None:
+    if d.split == "val" and not spec.val_queries:
+        raise StudyError("decision: split val needs eval: val_queries")
+    if d.split == "test" and not spec.test:
+        raise StudyError("decision: split test needs eval: test")
+    if d.metric in ("mean", "linear") and not spec.linear:
+        raise StudyError(f"decision: metric {d.metric} needs the linear probe (eval: linear: true), or metric knn")
+    if d.select_min_delta is not None and d.split != "val":  # choosing on test would spend the split the claim needs
+        raise StudyError("decision: select_min_delta is a screen's rule and needs split: val")
 
 
 def load_study(path: str | Path) -> Study:
     """Parse and check a study file; every arm's recipe is merged here (base + train + arm)."""
     path = Path(path)
     data = read_yaml(path, "study file")
-    _no_unknown(data, STUDY_KEYS, "the study file")
-    for key in ("name", "seeds", "control", "shard_sets", "arms"):
-        if key not in data:
-            raise StudyError(f"the study file needs '{key}'")
-    name = _name(data["name"], "study name")
-    shard_sets = _shard_sets(data["shard_sets"])
-    train = dict(_mapping(data.get("train"), "train"))
-    owned = sorted(set(train) & RUNNER_TRAIN_KEYS)
-    if owned:
-        raise StudyError(f"train sets {', '.join(owned)}; the study runner chooses those for every run")
-    recipe = train.pop("recipe", "cifar10/simclr")
-    arms = {str(n): _arm(str(n), a, shard_sets) for n, a in _mapping(data["arms"], "arms").items()}
-    if not arms:
-        raise StudyError("the study lists no arms")
-    if data["control"] not in arms:
-        raise StudyError(f"control {data['control']!r} is not an arm; arms: {', '.join(arms)}")
-    for arm in arms.values():
-        if arm.control is not None and (arm.control not in arms or arm.control == arm.name):
-            raise StudyError(f"arms:{arm.name}: control {arm.control!r} must name another arm; arms: {', '.join(arms)}")
-    plot = _mapping(data.get("plot"), "plot")
-    _no_unknown(plot, PLOT_KEYS, "plot")
-    decision = _decision(data.get("decision"))
-    spec = _eval_spec(data.get("eval"))
-    check_validation_split(spec, shard_sets)
-    check_fit_queries(spec, shard_sets)
-    if decision.split == "val" and not spec.val_queries:
-        raise StudyError("decision: split val needs eval: val_queries")
-    if decision.split == "test" and not spec.test:
-        raise StudyError("decision: split test needs eval: test")
-    for key in ("results", "note"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise StudyError(f"'{key}' must be a text, got {data[key]!r}")
-    study = Study(name=name, folder=Path(data.get("results") or path.parent), seeds=_seeds(data["seeds"]),
-                  control=data["control"], eval=spec, shard_sets=shard_sets, train=train,
-                  recipe=recipe, arms=arms, output=Path(data.get("output") or f"out/studies/{name}"), plot_x=plot.get("x"),
-                  plot_label=plot.get("label"), decision=decision, note=data.get("note"))
-    if decision.select_min_delta is not None and not study.screened_arms():
+    parsed = parse_study_file(data, path)
+    try:
+        study = _checked_study(parsed, data, path)
+        for arm in study.arms.values():
+            base = read_yaml(recipe_file(arm.recipe or study.recipe), "recipe")
+            study.merged[arm.name] = deep_merge(deep_merge(base, study.train), arm.overrides)
+    except StudyError as exc:  # the rules across sections and the recipes it names: the line names the file too
+        raise StudyError(f"{path}: {exc}") from None
+    return study
+
+
+def _checked_study(parsed, data: dict, path: Path) -> Study:
+    _check_sets(parsed.shard_sets)
+    arms = _check_arms(parsed)
+    _check_decision(parsed.decision, parsed.eval)
+    check_data_identity(parsed.eval, parsed.shard_sets)
+    check_fit_queries(parsed.eval, parsed.shard_sets)
+    # the options as written (what the arm digests hash); every key and value was checked above
+    raw_sets = {name: dict(data["shard_sets"][name] or {}) for name in parsed.shard_sets}
+    study = Study(name=parsed.name, folder=Path(parsed.results or path.parent), seeds=list(parsed.seeds),
+                  control=parsed.control, eval=parsed.eval, shard_sets=raw_sets,
+                  train=dict(parsed.train.model_extra or {}), recipe=parsed.train.recipe, arms=arms,
+                  output=Path(parsed.output or f"out/studies/{parsed.name}"), plot_x=parsed.plot.x,
+                  plot_label=parsed.plot.label, decision=parsed.decision, note=parsed.note,
+                  synth=dict(parsed.shard_sets))
+    if parsed.decision.select_min_delta is not None and not study.screened_arms():
         raise StudyError("decision: select_min_delta needs an arm to choose: one paired against a control that is "
                          "no arm's control itself")
-    for arm in arms.values():
-        base = read_yaml(recipe_file(arm.recipe or recipe), "recipe")
-        study.merged[arm.name] = deep_merge(deep_merge(base, train), arm.overrides)
     return study

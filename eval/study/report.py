@@ -5,7 +5,6 @@ field when the study names one). Rebuilt from the JSONs alone by `gcl-eval study
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from gcl.eval.study.config import Study
 from gcl.eval.study.evidence import equivalence_lines, family_line, power_line, regime_lines
 from gcl.eval.study.plot import plot_report
 from gcl.eval.study.stats import PairedTest, count_positive, mean_std, paired_deltas, paired_test, pooled_delta_std
+from gcl.eval.study.result_schema import read_result
 
 
 def split_scores(result: dict, split: str, checkpoint: str = "last") -> dict | None:
@@ -76,15 +76,21 @@ def uses_generated(recipe: dict) -> bool:
     return recipe.get("gen_prob", 1) > 0
 
 
-def load_results(study: Study) -> tuple[list[dict], list[str]]:
-    """Current results of the study's arms and seeds, and the names of stale ones (left out)."""
+def load_results(study: Study, problems: list[str] | None = None) -> tuple[list[dict], list[str]]:
+    """Current results of the study's arms and seeds, and the names of stale ones (left out).
+    Each file is parsed with result_schema: what it cannot hold (a file of the wrong shape, a
+    score that is not a number from 0 to 100) is left out and said in `problems`."""
     results, stale = [], []
     for arm in study.arms:
         for seed in study.seeds:
             path = study.result_path(arm, seed)
             if not path.is_file():
                 continue
-            record = json.loads(path.read_text())
+            record, notes = read_result(path, arm, seed)
+            if problems is not None:
+                problems.extend(notes)
+            if record is None:
+                continue
             if record.get("digest") == study.digest(arm):
                 results.append(record)
             else:
@@ -305,7 +311,8 @@ def _code_label(sitting: dict) -> str:
     return label + ("" if workers is None else f", {workers} loader worker(s)")
 
 
-def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: list[str]) -> str:
+def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: list[str],
+                  problems: list[str] = ()) -> str:
     ev, d = study.eval, study.decision
     split = ("the test split" + f" ({ev.test})") if d.split == "test" else f"the validation split ({ev.val_queries})"
     out = [f"# Study {study.name}", "",
@@ -341,6 +348,8 @@ def format_report(study: Study, rows: list[ArmRow], results: list[dict], stale: 
                          ("Stale, left out (arm changed since they ran)", stale)):
         if names:
             out.append(f"{label}: {', '.join(names)}.")
+    if problems:
+        out.append(f"Left out of every number above ({len(problems)}): " + "; ".join(problems) + ".")
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -349,13 +358,16 @@ def write_report(study: Study, log=print, train_flops: dict[str, int] | None = N
     train_flops: arm -> the run's training FLOPs per training image (measure_train_flops), for the cost columns."""
     from gcl.io import write_bytes_atomic
 
-    results, stale = load_results(study)
+    problems: list[str] = []
+    results, stale = load_results(study, problems)
+    for problem in problems:
+        log(f"left out: {problem}")
     if not results:
         log("no results yet: nothing to report")
         return None
     rows = summarize(study, results, train_flops)
     md, png = study.folder / "results.md", study.folder / "results.png"
-    write_bytes_atomic(md, format_report(study, rows, results, stale).encode())
+    write_bytes_atomic(md, format_report(study, rows, results, stale, problems).encode())
     plot_report(study, rows, png)
     log(format_table(study, rows))
     log(f"wrote {md} and {png}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,9 +24,11 @@ from pathlib import Path
 
 import gcl
 from gcl.eval.study.config import MERGE_KEY, Study, StudyError, data_file
+from gcl.eval.study.datafiles import DataSpec, DataSpecError, check_rows
 from gcl.eval.study.progress import StudyClock
 from gcl.eval.study.runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
-                                 run_state, shard_set_ready, train_run, train_status, write_arm_recipes)
+                                 run_state, shard_set_ready, synth_command, train_command, train_run, train_status,
+                                 write_arm_recipes)
 from gcl.io import write_json_atomic
 from gcl.provenance import code_version
 from gcl.manifest import load_manifest
@@ -175,6 +178,11 @@ def check_eval_data(study: Study) -> None:
         if path is not None and not Path(path).exists():
             raise StudyError(f"{what} {path} not found (study paths are relative to the current folder: "
                              "run from the repository root)")
+        if spec is not None:
+            try:
+                check_rows(DataSpec.parse(spec), what)
+            except DataSpecError as exc:
+                raise StudyError(str(exc)) from None
 
 
 def check_arms(study: Study, arms: list[str]) -> None:
@@ -198,6 +206,7 @@ def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_ru
             sources = study.shard_sets[name].get(MERGE_KEY)
             log(f"would merge shard sets {', '.join(sources)} -> {study.shard_dir(name)}" if sources
                 else f"would synthesize shard set {name} -> {study.shard_dir(name)}")
+            log(f"  {shown_command(synth_command(study, name, scheduler))}")
         else:
             with clock.synthesis(name, study.shard_dir(name), study.shard_sets[name]) if clock else nullcontext():
                 make_shard_set(study, name, log, scheduler)
@@ -205,6 +214,24 @@ def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_ru
                  if study.manifest_path(n).is_file()}
     check_same_inputs(manifests)
     return manifests
+
+
+def shown_command(cmd: list[str]) -> str:
+    """A tool call as a user would type it: `gcl-synth ...` / `gcl-train ...` for `python -m gcl.X.cli ...`."""
+    tool = {"gcl.synth.cli": "gcl-synth", "gcl.train.cli": "gcl-train"}.get(cmd[2], cmd[2]) if len(cmd) > 2 else ""
+    return shlex.join([tool, *cmd[3:]])
+
+
+def log_train_settings(study: Study, todo: list[PlannedRun], log) -> None:
+    """--dry-run: each arm's merged recipe (every training setting) and each run's gcl-train call."""
+    for arm in sorted({p.arm for p in todo if p.action in TRAINS}):
+        log(f"arm {arm} recipe: {json.dumps(study.merged[arm], sort_keys=True)}")
+    for p in todo:
+        if p.action in TRAINS:
+            recipe = study.run_dir(p.arm, p.seed) / "recipe.yaml"
+            manifest = study.manifest_path(study.arms[p.arm].shards)
+            cmd = train_command(study, p.arm, p.seed, recipe, manifest, p.action == "resume")
+            log(f"  {study.run_name(p.arm, p.seed)}: {shown_command(cmd)}")
 
 
 def run_study(study: Study, only: str | None = None, seeds: str | None = None, dry_run: bool = False,
@@ -246,7 +273,8 @@ def _run_study(study: Study, only, seeds, dry_run, max_runs, rerun_stale, log, s
     if todo:
         check_eval_data(study)
     if dry_run:  # everything a dry run can tell, the arms' recipe check last
-        prepare_shards(study, arms, todo, dry_run, log)
+        prepare_shards(study, arms, todo, dry_run, log, scheduler)
+        log_train_settings(study, todo, log)
         if todo:
             check_arms(study, sorted({p.arm for p in todo}))
         log(f"{len(todo)} run(s) would run" + ("; their arm recipes pass gcl-train's check" if todo else ""))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from gcl.eval.study.config import MERGE_KEY, Study, StudyError
+from gcl.eval.study.config import MergeSet, Study, StudyError, SynthOptions
 from gcl.io import write_bytes_atomic, write_json_atomic
 from gcl.manifest import ManifestError, load_manifest
 
@@ -91,23 +91,30 @@ def run_logged(cmd: list[str], log: Path) -> tuple[int, float]:
     return code, time.time() - t0
 
 
-def synth_args(options: dict) -> list[str]:
-    """A shard set's options as gcl-synth run arguments: `key: value` -> `--key value`
-    (underscores become dashes); true adds a flag, false and null leave the option out; a list
-    repeats the option."""
-    args = []
-    for key, value in options.items():
-        flag = "--" + str(key).replace("_", "-")
-        if value is True:
-            args.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, list):
-            for v in value:
-                args += [flag, str(v)]
-        else:
-            args += [flag, str(value)]
-    return args
+def synth_args(options: SynthOptions) -> list[str]:
+    """A shard set's gcl-synth run arguments: built from the typed options field by field
+    (SynthOptions.argv), never from the file's keys or text."""
+    if not isinstance(options, SynthOptions):
+        raise TypeError("synth_args takes SynthOptions (the parsed shard set), not a mapping")
+    return options.argv()
+
+
+def synth_command(study: Study, set_name: str, scheduler: str | None = None) -> list[str]:
+    """The exact gcl-synth call that makes a shard set (printed by --dry-run, run by make_shard_set)."""
+    folder, spec = study.shard_dir(set_name), study.synth[set_name]
+    if isinstance(spec, MergeSet):
+        return [sys.executable, "-m", "gcl.synth.cli", "merge", f"--output={folder}", f"--name={set_name}",
+                "--overwrite", "--", *(str(study.manifest_path(s)) for s in spec.merge)]  # after --: never options
+    return [sys.executable, "-m", "gcl.synth.cli", "run", f"--output={folder}", f"--name={set_name}", "--no-progress",
+            *synth_args(spec), *([f"--scheduler={scheduler}"] if scheduler else [])]
+
+
+def train_command(study: Study, arm: str, seed: int, recipe: Path, manifest: Path, resume: bool) -> list[str]:
+    """The exact gcl-train call of one sitting: every argument is the runner's (the arm's settings
+    are in the recipe file it writes), each value in its flag's argument (a study output folder
+    named like a flag stays a folder)."""
+    return [sys.executable, "-m", "gcl.train.cli", f"--recipe={recipe}", f"--shards={manifest}",
+            f"--output={study.run_dir(arm, seed)}", f"--seed={seed}"] + (["--resume"] if resume else [])
 
 
 def shard_set_ready(study: Study, set_name: str) -> bool:
@@ -126,19 +133,15 @@ def make_shard_set(study: Study, set_name: str, log=print, scheduler: str | None
     names one), or gcl-synth merge for a merged one (its sources must be ready: Study.build_order);
     a failure is a one-line StudyError."""
     folder = study.shard_dir(set_name)
-    sources = study.shard_sets[set_name].get(MERGE_KEY)
-    if sources:
-        unready = [s for s in sources if not shard_set_ready(study, s)]
+    spec = study.synth[set_name]
+    if isinstance(spec, MergeSet):
+        unready = [s for s in spec.merge if not shard_set_ready(study, s)]
         if unready:
             raise StudyError(f"shard set {set_name} merges {', '.join(unready)}, which are not made yet")
-        cmd = [sys.executable, "-m", "gcl.synth.cli", "merge", "--output", str(folder), "--name", set_name,
-               "--overwrite", *(str(study.manifest_path(s)) for s in sources)]
-        log(f"merge shard sets {', '.join(sources)} -> {folder} (log: {folder / 'synth.log'})")
+        log(f"merge shard sets {', '.join(spec.merge)} -> {folder} (log: {folder / 'synth.log'})")
     else:
-        cmd = [sys.executable, "-m", "gcl.synth.cli", "run", "--output", str(folder), "--name", set_name,
-               "--no-progress", *synth_args(study.shard_sets[set_name]),
-               *(["--scheduler", scheduler] if scheduler else [])]
         log(f"synthesize shard set {set_name} -> {folder} (log: {folder / 'synth.log'})")
+    cmd = synth_command(study, set_name, scheduler)
     code, seconds = run_logged(cmd, folder / "synth.log")
     if code != 0 or not study.manifest_path(set_name).is_file():
         reason = _last_error_line(_log_tail(folder / "synth.log"))
@@ -246,8 +249,7 @@ def train_run(study: Study, arm: str, seed: int, manifest: Path, resume: bool) -
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RUN_STATE, state)  # the marker and digest are on disk before anything else
     recipe = write_recipe(study, arm, out / "recipe.yaml")
-    cmd = [sys.executable, "-m", "gcl.train.cli", "--recipe", str(recipe), "--shards", str(manifest),
-           "--output", str(out), "--seed", str(seed)] + (["--resume"] if resume else [])
+    cmd = train_command(study, arm, seed, recipe, manifest, resume)
     sitting = {"seconds": 0.0, "code": None, "resume": resume}  # code None: running, or killed outright
     state["sittings"].append(sitting)
     with SittingClock(out / RUN_STATE, state, sitting) as clock:

@@ -20,7 +20,8 @@ import torch
 from gcl.eval.features import cached_features, checkpoint_encoder
 from gcl.eval.linear import LinearRecipe, linear_accuracy
 from gcl.eval.probe import check_classes
-from gcl.eval.study.config import DataSpec, EvalSpec
+from gcl.eval.study.datafiles import DataSpec
+from gcl.eval.study.schema import EvalSpec
 from gcl.knn import knn_accuracy
 from gcl.labelled import LabelledSet, load_labelled
 
@@ -42,7 +43,7 @@ class EvalData:
         s = self.spec
         out = {}
         if s.test:
-            out["test"] = (DataSpec(s.bank, None, s.limit_bank), DataSpec(s.test, None, s.limit_test))
+            out["test"] = (DataSpec.parse(s.bank).limited(s.limit_bank), DataSpec.parse(s.test).limited(s.limit_test))
         if s.val_queries:
             out["val"] = (DataSpec.parse(s.val_bank or s.bank), DataSpec.parse(s.val_queries))
         if s.fit_queries and self.fit_manifest is not None:
