@@ -149,10 +149,10 @@ def compare(runs, output, plot, markdown):
     data size, and a plot of accuracy over epochs; written as compare.md and compare.png."""
     from pathlib import Path
 
-    from gcl.eval.compare import disambiguate, format_table, plot_runs, summarize_run
+    from gcl.eval.compare import align_protocols, disambiguate, format_table, plot_runs, summarize_run
     from gcl.io import write_bytes_atomic
 
-    rows = disambiguate([summarize_run(r) for r in runs])
+    rows = disambiguate(align_protocols([summarize_run(r) for r in runs]))
     table = format_table(rows)
     click.echo(table)
     folder = Path(output or runs[0])

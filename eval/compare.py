@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gcl.eval.results import load_results
+from gcl.eval.results import load_all_results
 
 PLOT_METRICS = ("knn_top1", "linear_top1")
 ONLINE_PREFIXES = ("test_", "val_", "")  # first present wins, per row
@@ -36,6 +36,7 @@ class RunSummary:
     protocol: dict[str, str] = field(default_factory=dict)  # probe -> how its number was measured
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(epoch, acc)]
     offline: dict[str, tuple[float, float]] = field(default_factory=dict)  # probe -> (epoch, acc) from gcl-eval
+    results: dict[str, list[dict]] = field(default_factory=dict)  # probe -> every gcl-eval result, oldest first
 
 
 def _short(v) -> str:
@@ -102,18 +103,48 @@ def summarize_run(run_dir: str) -> RunSummary:
     done = max((ep for pts in s.curves.values() for ep, _ in pts), default=None)
     planned = info.get("epochs") or info.get("max_epochs")
     s.epochs = _short(planned) if done is None else f"{int(done) + 1}/{_short(planned) or '?'}"
-    offline = load_results(run)
+    s.results = load_all_results(run)
     for probe, metric in (("knn", "knn_top1"), ("linear", "linear_top1")):
-        if probe in offline:
-            setattr(s, probe, f"{offline[probe]['top1']:.2f}")
-            s.protocol[probe] = offline_protocol(offline[probe])
-            ep = _num(offline[probe].get("epoch"))
-            if ep is not None:
-                s.offline[probe] = (ep, float(offline[probe]["top1"]))
+        if probe in s.results:
+            _show_result(s, probe, s.results[probe][-1])
         elif s.curves.get(metric):
             setattr(s, probe, f"{s.curves[metric][-1][1]:.2f}")
             s.protocol[probe] = online_protocol(probe, info)
     return s
+
+
+def _show_result(s: RunSummary, probe: str, rec: dict) -> None:
+    setattr(s, probe, f"{rec['top1']:.2f}")
+    s.protocol[probe] = offline_protocol(rec)
+    ep = _num(rec.get("epoch"))
+    if ep is not None:
+        s.offline[probe] = (ep, float(rec["top1"]))
+
+
+def align_protocols(rows: list[RunSummary]) -> list[RunSummary]:
+    """Each run keeps every gcl-eval result (one file per setting). Per probe, show in every run the
+    result of one way of measuring that all runs share, the one most recently measured on all of
+    them, so runs evaluated the same ways compare alike whatever order their evaluations ran in."""
+    for probe in ("knn", "linear"):
+        having = [r for r in rows if r.results.get(probe)]
+        if len(having) < 2:
+            continue
+        shared = set.intersection(*({offline_protocol(rec) for rec in r.results[probe]} for r in having))
+        if not shared:
+            continue
+
+        def latest_everywhere(protocol: str) -> tuple[str, str]:
+            return min(str(_of(r, probe, protocol).get("time", "")) for r in having), protocol
+
+        chosen = max(shared, key=latest_everywhere)
+        for r in having:
+            _show_result(r, probe, _of(r, probe, chosen))
+    return rows
+
+
+def _of(r: RunSummary, probe: str, protocol: str) -> dict:
+    """The newest of a run's results measured this way."""
+    return [rec for rec in r.results[probe] if offline_protocol(rec) == protocol][-1]
 
 
 def _size(n) -> str:

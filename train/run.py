@@ -21,8 +21,8 @@ from gcl.train.data import build_train_loader
 from gcl.train.epochs import EpochLoader, LoaderPosition
 from gcl.train.evalsets import load_eval_sets
 from gcl.train.methods import get_method
-from gcl.train.resume import is_complete, read_run
-from gcl.train.summary import quiet_lightning, run_summary
+from gcl.train.resume import is_complete, portable_config, read_run
+from gcl.train.summary import progress_bar, quiet_lightning, run_summary
 
 
 RUN_LOCK = ".gcl-train.lock"  # in the run folder: held by the one trainer writing there
@@ -242,7 +242,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         eval_sets = load_eval_sets(cfg, res)
         num_classes = max(num_classes, eval_sets.num_classes)
     queries = eval_sets.queries if eval_sets else {}
-    model = get_method(cfg.method)(cfg.to_dict(), loader.steps, num_classes, world)
+    stored = portable_config(cfg.to_dict(), out)  # what run.json and the checkpoints record: no absolute path
+    model = get_method(cfg.method)(stored, loader.steps, num_classes, world)
     # after every check that can fail: a configuration error stays one line
     say(f"{'resuming' if resume else 'training'} in {out} (run.json, metrics.csv, checkpoints/)")
     say(run_summary(cfg, source, loader.steps, world, sum(p.numel() for p in model.parameters())))
@@ -250,6 +251,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         say(f"note: {source.shard_set.description} has no manifest, so nothing was checked (sha256, sample counts, "
             "K, labels); train on the manifest .json to verify the shards")
     val = None
+    if not queries:  # no eval sets: no validation step (else Lightning warns, on every DDP rank, that one lacks data)
+        model.validation_step = None
     if queries:
         # one loader per query set, in the order of model.eval_names ("val" first when given)
         model.set_eval((eval_sets.bank.images, eval_sets.bank.labels), list(queries))
@@ -266,8 +269,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         sitting = {**code_version(), "num_workers": loader.num_workers}
         earlier = previous.get("sittings", []) if previous else []
         # a resumed run keeps the options it started with (train/resume.py refused any that change results)
-        info = {"config": previous["config"] if previous else cfg.to_dict(), "method": cfg.method,
-                "shards": cfg.shards or cfg.input, "gen_prob": cfg.gen_prob, "epochs": cfg.epochs,
+        info = {"config": previous["config"] if previous else stored, "method": cfg.method,
+                "shards": stored["shards"] or stored["input"], "gen_prob": cfg.gen_prob, "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
                 "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running",
                 "sittings": [*earlier, sitting] if isinstance(earlier, list) else [sitting],
@@ -287,7 +290,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
             callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_knn_top1",
                                              mode="max", save_top_k=1, auto_insert_metric_name=False,
                                              enable_version_counter=False))
-        callbacks += list(extra_callbacks)
+        callbacks += [progress_bar(), *extra_callbacks]
         trainer = L.Trainer(
             max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             strategy="ddp" if world > 1 else "auto", precision=_precision(cfg),
