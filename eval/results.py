@@ -58,6 +58,10 @@ def save_result(record: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = dict(record, time=record.get("time") or time.strftime("%Y-%m-%d %H:%M:%S"))
+    for key in ("encoder", "train", "test", "shards"):  # a result names no absolute local path
+        value = record.get(key)
+        if isinstance(value, str) and os.path.isabs(value):
+            record[key] = os.path.relpath(value, os.path.abspath(out_dir))
     enc = _slug(str(record.get("encoder_id", "")))[:24]
     json_path = out_dir / f"{record['probe']}-{_slug(record['test'])}-{enc}-{settings_tag(record)}.json"
     write_json_atomic(json_path, record)

@@ -1,4 +1,4 @@
-"""Default data (CIFAR-10) and model (TAEF2) for the main job, resolved in this order:
+"""Default data (CIFAR-10) and model (TAEF2) for the README's main command, resolved in this order:
 explicit path -> $GCL_HOME cache -> ../shared beside the checkout -> download from the official
 source on first use, checksum-checked, into $GCL_HOME (default ~/.cache/gcl): CIFAR-10 into
 $GCL_HOME/data, weights into $GCL_HOME/models.

@@ -259,8 +259,9 @@ def test_knn_with_other_settings_keeps_the_earlier_result_and_compare_aligns_run
         r = CliRunner().invoke(main, ["knn", *data, "--eval-limit", limits[-1], "--output", str(run / "eval")])
         runs[name] = sorted(p.name for p in (run / "eval").glob("knn-*.json"))
         assert len(runs[name]) == 2, runs[name]  # one file per setting: 20 and 30 test images
-        sizes = sorted(json.loads((run / "eval" / n).read_text())["n_test"] for n in runs[name])
-        assert sizes == [20, 30]
+        records = [json.loads((run / "eval" / n).read_text()) for n in runs[name]]
+        assert sorted(rec["n_test"] for rec in records) == [20, 30]
+        assert records[0]["train"] == "../../tr.npz"  # relative to the results folder, never absolute
     r = CliRunner().invoke(main, ["compare", str(tmp_path / "t1"), str(tmp_path / "t0")])
     assert r.exit_code == 0 and "mixes" not in r.output, r.output
     shown = [ln.split("|")[7].strip() for ln in r.output.splitlines() if ln.startswith(("| t0 ", "| t1 "))]
