@@ -40,7 +40,7 @@ EXERCISED = {
     '--output out/c10 --views 2 --resolution 64 --shard-size 1000 --batch-size 32': (
         "tests/test_synth_run.py::test_same_seed_gives_identical_shard_bytes",
         "tests/test_synth_run.py::test_imagefolder_end_to_end_read_back_with_webdataset"),
-    'gcl-synth run --input ~/data/imagenet/train --output out/in1k --resolution 256 --workers 4': (
+    'gcl-synth run --input ~/data/imagenet/train --output out/in1k --resolution 256 --processes 4': (
         "tests/test_synth_run.py::test_imagefolder_end_to_end_read_back_with_webdataset",
         "tests/test_synth_run.py::test_dask_two_workers_cover_every_input"),
     'gcl-synth run --generator vqgan --model ./my-vqgan --input imgs/ --recipe tokens --output out/vq': (

@@ -18,6 +18,7 @@ batches, so every rank takes the same number of steps (DDP needs that).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import warnings
@@ -197,8 +198,9 @@ class FamilyStream(IterableDataset):
             chosen = choose_members(rng, self.source.num_views, self.gen_prob, self.pairing, self.count, self.members)
             # decode only what is used
             decoded = {m: self._to_tensor(np.asarray(decode_image(images[m]))) for m in set(chosen)}
-        except Exception:  # noqa: BLE001 - a corrupt family is counted and skipped, never fatal
+        except Exception as exc:  # noqa: BLE001 - a corrupt family is counted and skipped, never fatal
             self.skipped += 1
+            logging.getLogger("gcl.train").info("skipped family %r: %s", key, str(exc)[:200])  # shown with -v
             return None
         generated = torch.tensor([m != ORIG for m in chosen])
         return torch.stack([decoded[m] for m in chosen]), generated, -1 if label is None else label, key
@@ -207,6 +209,7 @@ class FamilyStream(IterableDataset):
         arr, err = load_rgb(item)
         if err is not None:
             self.skipped += 1
+            logging.getLogger("gcl.train").info("skipped input %s: %s", item.source, err)  # shown with -v
             return None
         img = self._to_tensor(arr)
         return (img.expand(self.count, *img.shape), torch.zeros(self.count, dtype=torch.bool),

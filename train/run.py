@@ -215,9 +215,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(lines[:2])[:300] if lines else type(exc).__name__
 
 
-def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callbacks: tuple = (), log=None) -> dict:
+def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callbacks: tuple = (), log=None,
+          progress: bool = True) -> dict:
     """Run (or --resume) one training run; extra_callbacks: e.g. bench/train_speed.py's step timer;
-    log: where the run summary goes (the cli passes click.echo; None: silent)."""
+    log: where the run summary goes (the cli passes click.echo; None: silent); progress: the bar."""
     out = Path(cfg.output)
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
@@ -290,7 +291,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
             callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_knn_top1",
                                              mode="max", save_top_k=1, auto_insert_metric_name=False,
                                              enable_version_counter=False))
-        callbacks += [progress_bar(), *extra_callbacks]
+        callbacks += [*([progress_bar()] if progress else []), *extra_callbacks]
         trainer = L.Trainer(
             max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             strategy="ddp" if world > 1 else "auto", precision=_precision(cfg),
@@ -298,6 +299,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
             callbacks=callbacks, check_val_every_n_epoch=cfg.eval_every, num_sanity_val_steps=0,
             log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing="val" in queries,
             default_root_dir=str(out), enable_model_summary=False,  # run_summary says what matters
+            enable_progress_bar=progress,
         )
         try:
             trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None,
