@@ -252,13 +252,13 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         say(f"note: {source.shard_set.description} has no manifest, so nothing was checked (sha256, sample counts, "
             "K, labels); train on the manifest .json to verify the shards")
     val = None
-    if not queries:  # no eval sets: no validation step (else Lightning warns, on every DDP rank, that one lacks data)
-        model.validation_step = None
     if queries:
         # one loader per query set, in the order of model.eval_names ("val" first when given)
         model.set_eval((eval_sets.bank.images, eval_sets.bank.labels), list(queries))
         val = [torch.utils.data.DataLoader(torch.utils.data.TensorDataset(q.images, q.labels), batch_size=512)
                for q in queries.values()]
+    else:  # no eval sets, no validation step (else Lightning warns, on every DDP rank, that it has no data)
+        model.validation_step = None
 
     rank_zero = _rank_zero()
     # one trainer per run folder: a second one (a rerun study, a second --resume) would write the
