@@ -271,3 +271,20 @@ def test_knn_with_other_settings_keeps_the_earlier_result_and_compare_aligns_run
 
     append_row(tmp_path / "r.md", {"probe": "knn", "epoch": 0, "top1": 1.0})
     assert (tmp_path / "r.md").read_text().splitlines()[2].split("|")[5].strip() == "1"
+
+
+def test_compare_falls_back_to_the_online_numbers_both_runs_share(tmp_path):
+    """The README's flow: gcl-eval knn on one run only. Both runs also measured kNN online the same
+    way, so compare shows the online numbers for both instead of a mixed column."""
+    for name in ("p05", "p0"):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"method": "simclr", "shards": "m.json", "gen_prob": 0.5, "epochs": 2,
+                                                  "eval_sizes": {"bank": 2000, "test": 2000}}))
+        (run / "metrics.csv").write_text("epoch,step,knn_top1\n0,4,30.0\n1,9,35.5\n")
+    (tmp_path / "p05" / "eval").mkdir()
+    (tmp_path / "p05" / "eval" / "knn-test-x.json").write_text(json.dumps(
+        {"probe": "knn", "top1": 41.5, "n_train": 2000, "n_test": 2000, "params": {"k": 20, "T": 0.07}}))
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "p05"), str(tmp_path / "p0")])
+    assert r.exit_code == 0 and "mixes" not in r.output, r.output
+    assert r.output.count("| 35.50 | online kNN, 2000 bank / 2000 test |") == 2, r.output
