@@ -70,7 +70,8 @@ def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, 
             log(f"{name}: skipped {ds.skipped} unreadable samples of {ds.source}")
     feats = {}
     for name, ds in (("train", train), ("test", test)):
-        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, _progress(name, log) if progress else None, log)
+        report = _progress(name, log) if progress else None
+        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, report, log)
         log(f"{name} features {tuple(f.shape)} ({'cache' if hit else 'extracted'})")
         feats[name] = f
     ytr, yte = torch.from_numpy(train.labels), torch.from_numpy(test.labels)

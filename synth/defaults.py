@@ -223,8 +223,8 @@ def fetch_cifar10(target: Path, url: str = CIFAR10_URL) -> None:
         x = np.concatenate([batches[n][b"data"] for n in names]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         y = np.concatenate([np.asarray(batches[n][b"labels"]) for n in names]).astype(np.int64)
         buf = io.BytesIO()
-        np.savez_compressed(buf, images=np.ascontiguousarray(x, dtype=np.uint8), labels=y, class_names=np.array(CIFAR10_CLASSES),
-                            description=np.array(CIFAR10_OFFICIAL.format(split=split)))
+        np.savez_compressed(buf, images=np.ascontiguousarray(x, dtype=np.uint8), labels=y,
+                            class_names=np.array(CIFAR10_CLASSES), description=np.array(CIFAR10_OFFICIAL.format(split=split)))
         _write_atomic(target / f"cifar10_{split}.npz", buf.getvalue())
 
 

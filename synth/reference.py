@@ -115,8 +115,8 @@ def _compare_shards(manifest: dict, reference: dict) -> tuple[bool, list[str]]:
 
 
 def _device(manifest: dict) -> str:
-    isa = manifest.get("cpu_capability")
-    return f"{manifest.get('device_type')} ({isa})" if isa and manifest.get("device_type") == "cpu" else str(manifest.get("device_type"))
+    kind, isa = manifest.get("device_type"), manifest.get("cpu_capability")
+    return f"{kind} ({isa})" if isa and kind == "cpu" else str(kind)
 
 
 def why_bytes_differ(manifest: dict, reference: dict) -> str:

@@ -220,8 +220,8 @@ def build_manifest(plan: Plan, inputs, results: dict, failed: dict, seconds: flo
         "device_type": plan.options.device_type, "batch_size": plan.options.batch_size,
         # the float kernels a CPU run used (AVX2, AVX512...): other ones give other bytes, same sketches
         "cpu_capability": torch.backends.cpu.get_cpu_capability() if plan.options.device_type == "cpu" else None,
-        "input": {"name": Path(inputs.root).name, "kind": inputs.kind, "count": plan.num_inputs, "fingerprint": plan.input_fingerprint,
-                  "description": input_description(inputs, plan.input_fingerprint)},
+        "input": {"name": Path(inputs.root).name, "kind": inputs.kind, "count": plan.num_inputs,
+                  "fingerprint": plan.input_fingerprint, "description": input_description(inputs, plan.input_fingerprint)},
         "plan_fingerprint": plan.fingerprint, "labelled": inputs.class_names is not None,
         "class_names": inputs.class_names, "shards": shards,
         "pending": sorted(t.index for t in plan.tasks if t.index not in results),

@@ -100,7 +100,8 @@ def main(recipe, resume, record_keys, input_, shards, no_progress, verbose, **op
     from gcl.errors import UserError
     from gcl.io import storage_error
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         overrides = {**_typed(options), "input": input_, "shards": shards}
         if resume:
