@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Stage what the GPU checks read into .gpu-data/ (git-ignored; carry it with .whl): the real TAEF2
-# weights (5 MB) and the first 5,000 CIFAR-10 train images (14 MB) from ../shared. The tree, .whl
-# and .gpu-data must stay under 64 MiB together: Real-ESRGAN's weights (33 MB) only with --esrgan
-# (check 2 otherwise times a random init of the same network: the same cost); the GPU study's
-# data (CIFAR-10 train 55 MB + test 28 MB) does not fit at all.
+# Stage what the GPU checks read into .gpu-data/ (git-ignored; copy it with the checkout to a GPU
+# node that has no ../shared): the real TAEF2 weights (5 MB) and the first 5,000 CIFAR-10 train
+# images (14 MB) from ../shared. Real-ESRGAN's weights (33 MB) only with --esrgan (check 2
+# otherwise times a random init of the same network: the same cost). The GPU study reads the
+# whole CIFAR-10 files and Real-ESRGAN's weights from ../shared on the node.
 #   bash bench/device_data.sh [--esrgan]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Download the wheels the GPU machine lacks (bench/device_wheels.txt) into .whl/ (git-ignored), for
-# CPython 3.12 manylinux x86-64, --no-deps, one version each. Run here (registries reachable), from
-# anywhere; bench/gpu_checks.sh installs them there with --no-index (name .whl in the carry list).
+# Download the wheels a bare GPU image lacks (bench/device_wheels.txt) into .whl/ (git-ignored), for
+# CPython 3.12 manylinux x86-64, --no-deps, one version each. Run it where a package index is
+# reachable; copy .whl/ with the checkout to a GPU node without network, where bench/gpu_checks.sh
+# installs them with --no-index.
 #   bash bench/device_wheels.sh            # fetch what is missing, drop wheels no longer listed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +33,4 @@ for whl in "$DEST"/*.whl; do
 done
 n=$(ls "$DEST"/*.whl | wc -l)
 [ "$n" -eq "${#keep[@]}" ] || { echo "expected ${#keep[@]} wheels in $DEST, found $n" >&2; exit 1; }
-echo "$n wheels in $DEST ($(du -sh "$DEST" | cut -f1)); carry: .whl"
+echo "$n wheels in $DEST ($(du -sh "$DEST" | cut -f1)); copy .whl/ with the checkout to the GPU node"

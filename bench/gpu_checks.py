@@ -1,7 +1,7 @@
 """The GPU checks in priority order, each a child process under its own time budget, packed into
 at most 8 files under --out: summary.json (every figure), logs.tar.gz, study_runs.tar.gz.
 
-Started by bench/gpu_checks.sh (which installs the carried wheels and gcl first); --rehearse runs
+Started by bench/gpu_checks.sh (which installs the fetched wheels and gcl first when .whl/ holds them); --rehearse runs
 the same checks on the CPU with toy sizes. Children run with PYTHONSAFEPATH=1 so that the
 repository's gcl/ folder never shadows the installed package.
 """
@@ -164,7 +164,7 @@ def main() -> None:
             summary["checks"][name] = study_check(args, py, tmp, logs, out, left, npz)
             continue
         if npz is None and name != "families":
-            summary["checks"][name] = {"status": "skipped", "why": f"no CIFAR-10 images: carry {args.data} "
+            summary["checks"][name] = {"status": "skipped", "why": f"no CIFAR-10 images: copy {args.data} "
                                        "(bash bench/device_data.sh)"}
             continue
         budget = min(gpu_s if gpu else cpu_s, left)

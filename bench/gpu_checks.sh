@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# GPU checks for the GPU machine as it is (python3 with torch, no network, a bare tree each call):
+# GPU checks, run on a GPU node from the repository root:
 #   1. every generator family at its published size (random init), 256 px, fp16 and bf16
 #   2. TAEF2 and Real-ESRGAN through `gcl-synth run` against a model-only loop
 #   3. gcl-train ResNet-18 SimCLR (bf16-mixed) on CIFAR-size shards: samples/s, data-wait share
 #   4. with the time left: one more run of the GPU study (studies/cifar10-gpu)
-# Everything ends within 9 minutes and comes back as at most 3 files under $OUT: summary.json
-# (every figure), logs.tar.gz, study_runs.tar.gz (unpack into studies/cifar10-gpu to commit).
+# Everything ends within GPU_CHECK_MINUTES (default 9) and is written as 3 files under OUT
+# (default bench/out/gpu): summary.json (every figure), logs.tar.gz, study_runs.tar.gz (unpack
+# into studies/cifar10-gpu to keep the study's results).
 #
-# Here, from the repository root, once per checkout (fills the git-ignored .whl/ and .gpu-data/):
-#   bash bench/device_wheels.sh && bash bench/device_data.sh
-# Then the device tool's run, with carry [".whl", ".gpu-data"] and timeout_s 600:
+# With gcl installed in the node's environment (pip install -e .), that environment is used:
 #   bash bench/gpu_checks.sh
-# Rehearsal on a CPU (same script, same code path, toy sizes, random-init models, a few minutes),
-# in a shell where the project's environment is activated, so that its python3 has torch:
+# On a node without network, fetch the wheels it lacks and the data on a machine with network
+# (bash bench/device_wheels.sh && bash bench/device_data.sh fill .whl/ and .gpu-data/), copy the
+# checkout with those folders over, and the same command installs them into a temporary folder.
+# Rehearsal on a CPU (same script, same code path, toy sizes, random-init models, a few minutes):
 #   bash bench/gpu_checks.sh --rehearse      # OUT defaults to bench/out/rehearse
-# The interpreter is always `python3` from PATH, as on the GPU machine: nothing here names a venv.
+# The interpreter is always `python3` from PATH: activate the environment first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
@@ -24,7 +25,7 @@ PY=python3
 if [ $REHEARSE = 1 ]; then
   OUT=${OUT:-bench/out/rehearse}; MINUTES=${REHEARSE_MINUTES:-20}
 else
-  OUT=${OUT:?set OUT to the folder whose files come back}; MINUTES=9
+  OUT=${OUT:-bench/out/gpu}; MINUTES=${GPU_CHECK_MINUTES:-9}
 fi
 DEADLINE=$((START + MINUTES * 60))
 mkdir -p "$OUT"
@@ -38,15 +39,20 @@ fail() {  # a one-line reason in summary.json, the logs beside it
 }
 { nvidia-smi || echo "no nvidia-smi"; } > "$LOGS/nvidia-smi.txt" 2>&1
 "$PY" -c "import torch" 2>/dev/null || fail "python3 has no torch (a rehearsal: activate an environment with torch first)"
-# the carried wheels (what the machine lacks), then gcl itself, into one --target folder; nothing from an index
 WHEELS=(.whl/*.whl)
-[ -e "${WHEELS[0]}" ] || fail "no .whl/*.whl: run bash bench/device_wheels.sh here and carry .whl"
-# gcl is built from a copy of its sources: no build/ left in the tree, none reused from an earlier build
-mkdir -p "$WORK/src" && cp -r pyproject.toml README.md gcl synth train eval "$WORK/src/"
-{ "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "${WHEELS[@]}" &&
-  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" "$WORK/src" ; } \
-  > "$LOGS/install.log" 2>&1 || fail "pip install --no-index of .whl/ and gcl failed (install.log)"
-export PYTHONPATH=$SITE HF_HUB_OFFLINE=1
+if [ -e "${WHEELS[0]}" ]; then
+  # a node without network: the fetched wheels, then gcl itself, into one --target folder; nothing from an index.
+  # gcl is built from a copy of its sources: no build/ left in the tree, none reused from an earlier build
+  mkdir -p "$WORK/src" && cp -r pyproject.toml README.md gcl synth train eval "$WORK/src/"
+  { "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "${WHEELS[@]}" &&
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" "$WORK/src" ; } \
+    > "$LOGS/install.log" 2>&1 || fail "pip install --no-index of .whl/ and gcl failed (install.log)"
+  export PYTHONPATH=$SITE
+else
+  "$PY" -c "import gcl.synth.cli, diffusers, webdataset, lightly, distributed" > "$LOGS/install.log" 2>&1 ||
+    fail "python3 cannot import gcl and its dependencies: pip install -e . first (or fetch .whl/ with bench/device_wheels.sh)"
+fi
+export HF_HUB_OFFLINE=1
 if [ $REHEARSE = 0 ]; then
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || fail "torch.cuda.is_available() is False"
 fi

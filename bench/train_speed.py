@@ -1,4 +1,4 @@
-"""Benchmark (not a test): is a 5k-image, 20-epoch SimCLR run <= 10 minutes on this machine?
+"""Benchmark (not a test): is a 5k-image, 20-epoch SimCLR run <= 10 minutes on the CPU it runs on?
 
     .venv/bin/python bench/train_speed.py [--backbone resnet20] [--steps 6] [--images 5000]
     .venv/bin/python bench/train_speed.py --compare resnet18,resnet20,resnet32   # step-only table
@@ -31,7 +31,7 @@ from gcl.train.data import build_train_loader
 from gcl.train.run import train
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_train.npz"
-TARGET_MIN = 10.0  # issue #8: one 5k x 20-epoch SimCLR run in <= 10 minutes on 2 cores
+TARGET_MIN = 10.0  # the CPU studies' budget: one 5k x 20-epoch SimCLR run in <= 10 minutes on 2 cores
 
 
 class StepTimer(Callback):

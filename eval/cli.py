@@ -60,7 +60,7 @@ def _cache_dir(ckpt, cache_dir, no_cache):
 
 
 def _run(probe, ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution, batch_size, device, cache_dir,
-         no_cache, output, old_out, baselines=False, **kw):
+         no_cache, output, old_out, no_progress, baselines=False, **kw):
     from gcl.eval.baselines import baseline_line, chance_line, measure_baselines
     from gcl.eval.probe import run_probe
     from gcl.eval.results import results_dir, save_result
@@ -72,7 +72,7 @@ def _run(probe, ckpt, backbone, random_init, raw_pixels, cifar_stem, resolution,
     folder = results_dir(encoder.describe if ckpt else None, output or old_out)
     cache = _cache_dir(ckpt, cache_dir, no_cache)
     record = run_probe(probe, encoder, train_data, test_data, limit_train=limit_train, limit_test=limit_test,
-                       cache_dir=cache, batch_size=batch_size, log=log, **kw)
+                       cache_dir=cache, batch_size=batch_size, log=log, progress=not no_progress, **kw)
     if baselines and not (random_init or raw_pixels):
         record["baselines"] = measure_baselines(encoder, train_data, test_data, limit_train, limit_test, cache,
                                                 batch_size, device, log, **kw)
@@ -95,9 +95,14 @@ def _device(device: str) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main():
+@click.option("-v", "--verbose", is_flag=True, help="Log more: every skipped input (as gcl-synth -v and gcl-train -v).")
+def main(verbose: bool):
     """Evaluate gcl-train checkpoints with frozen-feature probes, and compare runs."""
+    import logging
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
 
 
 @main.command()
@@ -149,10 +154,10 @@ def compare(runs, output, plot, markdown):
     data size, and a plot of accuracy over epochs; written as compare.md and compare.png."""
     from pathlib import Path
 
-    from gcl.eval.compare import disambiguate, format_table, plot_runs, summarize_run
+    from gcl.eval.compare import align_protocols, disambiguate, format_table, plot_runs, summarize_run
     from gcl.io import write_bytes_atomic
 
-    rows = disambiguate([summarize_run(r) for r in runs])
+    rows = disambiguate(align_protocols([summarize_run(r) for r in runs]))
     table = format_table(rows)
     click.echo(table)
     folder = Path(output or runs[0])
@@ -188,9 +193,10 @@ def export(run, output, which):
               help="Stem of the random-init backbone (CIFAR: 3x3 conv, no max-pool).")
 @click.option("--resolution", type=click.IntRange(8), default=32, show_default=True,
               help="Resize/crop DATA to this size for the random-init backbone.")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if present), cpu, cuda, cuda:N.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda if present), cpu, cuda, cuda:N (gcl-train, a Lightning program, says --accelerator and --devices).")
 @_user_errors
-def baselines(backbone, cifar_stem, resolution, device, output, old_out, **kw):
+def baselines(backbone, cifar_stem, resolution, device, output, old_out, no_progress, **kw):
     """kNN floors: a random-init backbone and raw pixels (every trained number must beat these)."""
     from gcl.eval.features import random_encoder, raw_pixel_encoder
     from gcl.eval.probe import run_probe
@@ -201,7 +207,8 @@ def baselines(backbone, cifar_stem, resolution, device, output, old_out, **kw):
     folder = results_dir(None, output or old_out)
     for enc in (random_encoder(backbone, cifar_stem, resolution=resolution, device=_device(device)),
                 raw_pixel_encoder()):
-        rec = run_probe("knn", enc, train_data, test_data, limit_train=limit_train, limit_test=limit_test, log=log)
+        rec = run_probe("knn", enc, train_data, test_data, limit_train=limit_train, limit_test=limit_test, log=log,
+                        progress=not no_progress)
         save_result(rec, folder)
         click.echo(f"knn {enc.describe}: top-1 {rec['top1']:.2f}%  top-5 {rec['top5']:.2f}%  "
                    f"({rec['n_train']} train / {rec['n_test']} test images)")

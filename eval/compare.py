@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gcl.eval.results import load_results
+from gcl.eval.results import load_all_results
 
 PLOT_METRICS = ("knn_top1", "linear_top1")
 ONLINE_PREFIXES = ("test_", "val_", "")  # first present wins, per row
@@ -36,6 +36,8 @@ class RunSummary:
     protocol: dict[str, str] = field(default_factory=dict)  # probe -> how its number was measured
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(epoch, acc)]
     offline: dict[str, tuple[float, float]] = field(default_factory=dict)  # probe -> (epoch, acc) from gcl-eval
+    results: dict[str, list[dict]] = field(default_factory=dict)  # probe -> every gcl-eval result, oldest first
+    online: dict[str, tuple[str, float]] = field(default_factory=dict)  # probe -> (how, last value) from gcl-train
 
 
 def _short(v) -> str:
@@ -102,18 +104,63 @@ def summarize_run(run_dir: str) -> RunSummary:
     done = max((ep for pts in s.curves.values() for ep, _ in pts), default=None)
     planned = info.get("epochs") or info.get("max_epochs")
     s.epochs = _short(planned) if done is None else f"{int(done) + 1}/{_short(planned) or '?'}"
-    offline = load_results(run)
+    s.results = load_all_results(run)
     for probe, metric in (("knn", "knn_top1"), ("linear", "linear_top1")):
-        if probe in offline:
-            setattr(s, probe, f"{offline[probe]['top1']:.2f}")
-            s.protocol[probe] = offline_protocol(offline[probe])
-            ep = _num(offline[probe].get("epoch"))
-            if ep is not None:
-                s.offline[probe] = (ep, float(offline[probe]["top1"]))
-        elif s.curves.get(metric):
-            setattr(s, probe, f"{s.curves[metric][-1][1]:.2f}")
-            s.protocol[probe] = online_protocol(probe, info)
+        if s.curves.get(metric):
+            s.online[probe] = (online_protocol(probe, info), s.curves[metric][-1][1])
+        if probe in s.results:
+            _show_result(s, probe, s.results[probe][-1])
+        elif probe in s.online:
+            _show_online(s, probe)
     return s
+
+
+def _show_online(s: RunSummary, probe: str) -> None:
+    s.protocol[probe], value = s.online[probe]
+    setattr(s, probe, f"{value:.2f}")
+
+
+def _show_result(s: RunSummary, probe: str, rec: dict) -> None:
+    setattr(s, probe, f"{rec['top1']:.2f}")
+    s.protocol[probe] = offline_protocol(rec)
+    ep = _num(rec.get("epoch"))
+    if ep is not None:
+        s.offline[probe] = (ep, float(rec["top1"]))
+
+
+def align_protocols(rows: list[RunSummary]) -> list[RunSummary]:
+    """A run keeps every gcl-eval result (one file per setting) and its online numbers. Per probe,
+    when the runs' numbers were measured in different ways, show in every run one way they all
+    share: a gcl-eval setting (the one most recently measured on all of them), else gcl-train's
+    online evaluation. Only runs that share no way of measuring get the table's 'mixes' note."""
+    for probe in ("knn", "linear"):
+        having = [r for r in rows if probe in r.protocol]
+        if len(having) < 2 or len({r.protocol[probe] for r in having}) == 1:
+            continue
+        shared = set.intersection(*(_ways(r, probe) for r in having))
+        offline = {way for way in shared if way.startswith("gcl-eval")}  # as offline_protocol words them
+        if offline:
+            def latest_everywhere(protocol: str) -> tuple[str, str]:
+                return min(str(_of(r, probe, protocol).get("time", "")) for r in having), protocol
+
+            chosen = max(offline, key=latest_everywhere)
+            for r in having:
+                _show_result(r, probe, _of(r, probe, chosen))
+        elif shared:  # the online evaluation, measured alike in every run
+            for r in having:
+                _show_online(r, probe)
+    return rows
+
+
+def _ways(r: RunSummary, probe: str) -> set[str]:
+    """Every way a run's number for this probe was measured: its gcl-eval settings, online."""
+    ways = {offline_protocol(rec) for rec in r.results.get(probe, [])}
+    return ways | ({r.online[probe][0]} if probe in r.online else set())
+
+
+def _of(r: RunSummary, probe: str, protocol: str) -> dict:
+    """The newest of a run's results measured this way."""
+    return [rec for rec in r.results[probe] if offline_protocol(rec) == protocol][-1]
 
 
 def _size(n) -> str:

@@ -25,15 +25,21 @@ def encoder_options(fn):
         click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
                      help="Feature extraction batch."),
         click.option("--device", default="auto", show_default=True,
-                     help="Feature extraction device: auto (cuda if present), cpu, cuda, cuda:N."),
+                     help="Feature extraction device: auto (cuda if present), cpu, cuda, cuda:N (gcl-train, a Lightning "
+                          "program, says --accelerator and --devices)."),
         click.option("--cache-dir", default=None,
                      help="Feature cache folder [default: RUN/features for a checkpoint, none for baselines]."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write cached features."),
         *output_options(f"Results folder [default: RUN/eval for a checkpoint, else {NO_RUN_RESULTS}]."),
+        NO_PROGRESS,
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+# As in gcl-synth run and gcl-train: hide what only shows the work advancing.
+NO_PROGRESS = click.option("--no-progress", is_flag=True, help="Hide the feature-extraction progress lines.")
 
 
 def eval_data_options():
@@ -45,7 +51,8 @@ def eval_data_options():
                           "or .tar pattern.  [required]"),
         click.option("--eval-test", "test_data", default=None, help="Labelled DATA to score (same kinds).  [required]"),
         click.option("--eval-limit", type=click.IntRange(0), default=0, show_default=True,
-                     help="Use only the first N images of each data set (0: all)."),
+                     help="Use only the first N images of each data set (0: all). gcl-train's online evaluation "
+                          "defaults to 10000 because it runs every epoch; a probe here runs once, on all."),
         click.option("--train", "old_train", default=None, hidden=True),
         click.option("--test", "old_test", default=None, hidden=True),
         click.option("--limit-train", type=click.IntRange(1), default=None, hidden=True),
@@ -69,6 +76,7 @@ def eval_data(kw: dict) -> tuple[str, str, int | None, int | None]:
 
 
 def encoder_free_data_options(fn):
-    for opt in reversed([*eval_data_options(), *output_options(f"Results folder [default: {NO_RUN_RESULTS}].")]):
+    for opt in reversed([*eval_data_options(), *output_options(f"Results folder [default: {NO_RUN_RESULTS}]."),
+                         NO_PROGRESS]):
         fn = opt(fn)
     return fn

@@ -91,13 +91,16 @@ def inspect(shards, output, old_out, rows, seed, tile):
 @click.option("--model", default=None, help="Model path / hub id [default: the family's, as gcl-synth run].")
 @click.option("--input", "input_path", default=None, help="Images: npz, ImageFolder or flat folder [default: CIFAR-10 "
               "train, as gcl-synth run].")
-@click.option("--recipe", default="noise", show_default=True, help="Latent recipe spec or preset name (as gcl-synth run).")
-@click.option("--views", type=click.IntRange(1), default=4, show_default=True, help="Views per image (K).")
+@click.option("--recipe", default=None, help="Latent recipe spec or preset name [default: the generator's preset, as "
+              "gcl-synth run].")
+@click.option("--views", type=click.IntRange(1), default=4, show_default=True,
+              help="Views per image (K). More than gcl-synth run's 2: a sheet shows the spread of a recipe.")
 @click.option("--rows", type=click.IntRange(1), default=DEFAULT_ROWS, show_default=True, help="Images to run.")
 @click.option("--resolution", type=click.IntRange(8), default=DEFAULT_PREVIEW_RESOLUTION, show_default=True,
               help="Synthesis size in px.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed, as gcl-synth run.")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if present), cpu, cuda, cuda:N.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda if present), cpu, cuda, cuda:N, as gcl-synth run.")
 @click.option("--output", default=PREVIEW_FOLDER, show_default=True, help="Folder for preview.png, or a .png path.")
 @click.option("--out", "old_out", default=None, hidden=True)
 @click.option("--stats/--no-stats", default=True, show_default=True, help="Also print PSNR/SSIM per op and strength.")

@@ -59,7 +59,7 @@ def _progress(name, log):
 
 def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, limit_train=None, limit_test=None,
               cache_dir=None, batch_size=256, k=20, temperature=0.07, recipe: LinearRecipe | None = None,
-              log=print) -> dict:
+              log=print, progress: bool = True) -> dict:
     """Run one probe and return its result record (not yet saved)."""
     t0 = time.time()
     train, test, num_classes = load_pair(train_path, test_path, encoder.resolution, limit_train, limit_test)
@@ -70,7 +70,8 @@ def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, 
             log(f"{name}: skipped {ds.skipped} unreadable samples of {ds.source}")
     feats = {}
     for name, ds in (("train", train), ("test", test)):
-        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, _progress(name, log), log)
+        report = _progress(name, log) if progress else None
+        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, report, log)
         log(f"{name} features {tuple(f.shape)} ({'cache' if hit else 'extracted'})")
         feats[name] = f
     ytr, yte = torch.from_numpy(train.labels), torch.from_numpy(test.labels)

@@ -28,6 +28,7 @@ corrupt tail is a counted skip with a warning naming it.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import warnings
@@ -151,7 +152,8 @@ class ViewFamilies(IterableDataset):
         try:
             chosen, images, label = self.choose(raw, epoch, pass_)
             decoded = {m: self._tensor(decode_image(images[m])) for m in set(chosen)}  # decode only what is used
-        except Exception:  # noqa: BLE001 - a corrupt family is skipped, never fatal
+        except Exception as exc:  # noqa: BLE001 - a corrupt family is skipped, never fatal
+            _log_skip(raw, exc)
             return None
         generated = torch.tensor([m != ORIG for m in chosen])
         return torch.stack([decoded[m] for m in chosen]), generated, label, raw.get("__key__", "")
@@ -168,8 +170,9 @@ class ViewFamilies(IterableDataset):
         try:
             chosen, images, label = self.choose(raw, self.epoch)
             decoded = {m: decode_image(images[m]) for m in set(chosen)}
-        except Exception:  # noqa: BLE001 - counted and skipped, like gcl-train
+        except Exception as exc:  # noqa: BLE001 - counted and skipped, like gcl-train
             self.skipped += 1
+            _log_skip(raw, exc)
             return None
         if self.transform is None:
             return [self._tensor(decoded[m]) for m in chosen], label
@@ -205,3 +208,8 @@ def _resized(img, size: int):
     if img.size == (size, size):
         return img
     return Image.fromarray(resize_center_crop(np.asarray(img), size))
+
+
+def _log_skip(raw: dict, exc: Exception) -> None:
+    """One line per skipped family, shown at INFO (gcl-train -v); the counts are always reported."""
+    logging.getLogger("gcl.data").info("skipped family %r: %s", raw.get("__key__", ""), str(exc)[:200])

@@ -50,7 +50,10 @@ def main(verbose: bool) -> None:
 @click.option("--resolution", default=64, show_default=True, type=click.IntRange(8, 4096), help="Synthesis size (multiple of the generator's downsampling).")
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Inputs per shard.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Images per model call.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Parallel shard workers (dask LocalCluster processes when > 1).")
+@click.option("--processes", "workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Synthesis processes, each writing whole shards (a dask LocalCluster when > 1; one per GPU when "
+                   "there are several). Not gcl-train's --num-workers (data-loader workers).")
+@click.option("--workers", "old_workers", default=None, type=click.IntRange(1), hidden=True)  # the earlier name of --processes
 @click.option("--scheduler", default=None, help="Address of an existing dask scheduler to submit shards to.")
 @click.option("--recipe", default=None, help="Latent recipe: preset (noise, mask, mix, tokens, sdedit, resample, remask, esrgan) or spec like 'noise(strength=0.2..0.6); mask(ratio=0.1..0.3)' (default: the generator's preset).")
 @click.option("--residual", is_flag=True, help="Residual views: x + G(view) - G(reconstruction), so a zero perturbation gives the input itself.")
@@ -58,7 +61,8 @@ def main(verbose: bool) -> None:
 @click.option("--image-format", default="jpg", show_default=True, type=click.Choice(IMAGE_FORMATS),
               help="How each image is stored in the shards (png: lossless, larger).")
 @click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG/WebP quality (95: artefacts well below the generator's own error).")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda if present), cpu, cuda, cuda:N.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda if present), cpu, cuda, cuda:N (gcl-train, a Lightning program, says --accelerator and --devices).")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "float16", "bfloat16"]), help="auto: float16 on CUDA, float32 on CPU.")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder made by a different plan.")
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(0), help="Retries of a failed shard.")
@@ -70,8 +74,10 @@ def main(verbose: bool) -> None:
               help="A published manifest (e.g. manifests/NAME.json): report whether these shards match it "
                    "(same bytes on the same device kind, else pixel sketches within a tolerance); exit 1 if not.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(input_, no_progress, **options):
+def run(input_, no_progress, old_workers, **options):
     """Synthesize view families for every input image into WebDataset shards."""
+    if old_workers is not None:
+        options["workers"] = old_workers
     from gcl.synth.defaults import check_default_model, resolve_cifar10
 
     try:

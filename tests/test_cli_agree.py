@@ -68,7 +68,7 @@ def test_train_defaults_shown_in_help_never_override_a_recipe(tmp_path, monkeypa
     recipe.write_text("epochs: 7\nmethod: byol\n")
     seen = {}
 
-    def fake_train(cfg, resume, record_keys, log=None):
+    def fake_train(cfg, resume, record_keys, log=None, progress=True):
         seen["cfg"] = cfg
         return {"status": "stopped"}
 
@@ -92,3 +92,43 @@ def test_every_option_of_every_command_has_help():
             for opt in cmd.params:
                 if isinstance(opt, click.Option) and not opt.hidden:
                     assert opt.help, f"{name} {opt.opts[0]} has no help"
+
+
+def test_each_name_means_one_thing_across_the_tools():
+    """--processes (synth: processes writing shards) is not --num-workers (train: data-loader workers);
+    --device (synth, eval: one process) and --accelerator/--devices (train: Lightning's names) say so in
+    -h; the --eval-limit defaults differ and -h says why; preview uses run's recipe default; -v and
+    --no-progress exist wherever work shows progress."""
+    run, knn = gcl_synth.commands["run"], gcl_eval.commands["knn"]
+    assert "--processes" in _options(run) and "--workers" not in _options(run)  # the old name: hidden
+    assert "--num-workers" in _options(gcl_train) and "--processes" not in _options(gcl_train)
+    assert "--num-workers" in _options(run)["--processes"].help and "--processes" in _options(gcl_train)["--num-workers"].help
+    for where, cmd in (("synth run", run), ("eval knn", knn), ("eval preview", gcl_eval.commands["preview"])):
+        help_text = _options(cmd)["--device"].help
+        assert "cuda:N" in help_text and ("--accelerator" in help_text or "gcl-synth run" in help_text), where
+    assert "--device" in _options(gcl_train)["--devices"].help and "Lightning" in _options(gcl_train)["--accelerator"].help
+    train_limit, eval_limit = _options(gcl_train)["--eval-limit"], _options(knn)["--eval-limit"]
+    assert train_limit.default == 10000 and eval_limit.default == 0
+    assert "every epoch" in train_limit.help and "every epoch" in eval_limit.help  # the reason, on both sides
+    preview = _options(gcl_eval.commands["preview"])
+    assert preview["--recipe"].default is run.params[[p.name for p in run.params].index("recipe")].default is None
+    assert "gcl-synth run's 2" in preview["--views"].help
+    for where, opts in (("synth", _options(gcl_synth)), ("train", _options(gcl_train)), ("eval", _options(gcl_eval))):
+        assert "-v" in opts and "--verbose" in opts, where
+    for where, cmd in (("synth run", run), ("train", gcl_train), ("eval knn", knn), ("eval linear", gcl_eval.commands["linear"]),
+                       ("eval baselines", gcl_eval.commands["baselines"])):
+        assert "--no-progress" in _options(cmd), where
+
+
+def test_the_old_workers_spelling_still_sets_the_processes(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_execute(cfg):
+        seen["workers"] = cfg.workers
+        return {"failed": {}, "reference_match": None}
+
+    monkeypatch.setattr("gcl.synth.run.execute", fake_execute)
+    monkeypatch.setattr("gcl.synth.defaults.resolve_cifar10", lambda split: tmp_path / "x.npz")
+    for argv, workers in ((["--workers", "3"], 3), (["--processes", "2"], 2), ([], 1)):
+        r = CliRunner().invoke(gcl_synth, ["run", "--output", str(tmp_path / "o"), *argv])
+        assert r.exit_code == 0 and seen["workers"] == workers and not r.output.strip(), r.output

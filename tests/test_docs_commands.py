@@ -40,7 +40,7 @@ EXERCISED = {
     '--output out/c10 --views 2 --resolution 64 --shard-size 1000 --batch-size 32': (
         "tests/test_synth_run.py::test_same_seed_gives_identical_shard_bytes",
         "tests/test_synth_run.py::test_imagefolder_end_to_end_read_back_with_webdataset"),
-    'gcl-synth run --input ~/data/imagenet/train --output out/in1k --resolution 256 --workers 4': (
+    'gcl-synth run --input ~/data/imagenet/train --output out/in1k --resolution 256 --processes 4': (
         "tests/test_synth_run.py::test_imagefolder_end_to_end_read_back_with_webdataset",
         "tests/test_synth_run.py::test_dask_two_workers_cover_every_input"),
     'gcl-synth run --generator vqgan --model ./my-vqgan --input imgs/ --recipe tokens --output out/vq': (
@@ -121,7 +121,7 @@ EXERCISED = {
     'gcl-eval study studies/cifar10-confirm/study.yaml': (
         "tests/test_eval_study_e2e.py::test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale",
         "tests/test_eval_study.py::test_shipped_studies_state_their_rule_and_hold_validation_out"),
-    'gcl-eval study studies/cifar10-screen/study.yaml --dry-run': (
+    'gcl-eval study studies/cifar10-scarce-val/study.yaml': (
         "tests/test_eval_study.py::test_arm_recipe_typo_is_caught_by_gcl_train_before_any_work",
         "tests/test_eval_study.py::test_shipped_studies_state_their_rule_and_hold_validation_out"),
     'gcl-eval study studies/cifar10-gen-views/study.yaml --report-only': (

@@ -263,3 +263,51 @@ def test_cli_baselines_are_the_random_init_and_raw_pixel_floors(tmp_path):
     lines = [ln for ln in r.output.splitlines() if ln.startswith("knn ")]
     assert len(lines) == 2 and "top-1 100.00%" in lines[1], lines  # raw pixels separate the class colours
     assert sorted(json.loads(p.read_text())["probe"] for p in out.glob("*.json")) == ["knn", "knn"]
+
+
+def test_knn_with_other_settings_keeps_the_earlier_result_and_compare_aligns_runs(tmp_path):
+    """A second kNN with another --eval-limit is kept beside the first (same settings replace their
+    own file); two runs evaluated both ways, in different orders, compare without a mixed-protocol note;
+    results.md counts epochs from 1, as compare does."""
+    tr, te = _npz(tmp_path / "tr.npz", 90, 0), _npz(tmp_path / "te.npz", 30, 1)
+    data = ["--raw-pixels", "--eval-train", str(tr), "--eval-test", str(te)]
+    runs = {}
+    for name, limits in (("t0", ("20", "30")), ("t1", ("30", "20"))):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"method": "simclr", "shards": "m.json", "gen_prob": 0.5, "epochs": 1}))
+        for limit in limits:
+            r = CliRunner().invoke(main, ["knn", *data, "--eval-limit", limit, "--output", str(run / "eval")])
+            assert r.exit_code == 0, r.output
+        r = CliRunner().invoke(main, ["knn", *data, "--eval-limit", limits[-1], "--output", str(run / "eval")])
+        runs[name] = sorted(p.name for p in (run / "eval").glob("knn-*.json"))
+        assert len(runs[name]) == 2, runs[name]  # one file per setting: 20 and 30 test images
+        records = [json.loads((run / "eval" / n).read_text()) for n in runs[name]]
+        assert sorted(rec["n_test"] for rec in records) == [20, 30]
+        assert records[0]["train"] == "../../tr.npz"  # relative to the results folder, never absolute
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "t1"), str(tmp_path / "t0")])
+    assert r.exit_code == 0 and "mixes" not in r.output, r.output
+    shown = [ln.split("|")[7].strip() for ln in r.output.splitlines() if ln.startswith(("| t0 ", "| t1 "))]
+    assert len(shown) == 2 and shown[0] == shown[1] and shown[0].startswith("gcl-eval kNN k=20"), shown
+
+    from gcl.eval.results import append_row
+
+    append_row(tmp_path / "r.md", {"probe": "knn", "epoch": 0, "top1": 1.0})
+    assert (tmp_path / "r.md").read_text().splitlines()[2].split("|")[5].strip() == "1"
+
+
+def test_compare_falls_back_to_the_online_numbers_both_runs_share(tmp_path):
+    """The README's flow: gcl-eval knn on one run only. Both runs also measured kNN online the same
+    way, so compare shows the online numbers for both instead of a mixed column."""
+    for name in ("p05", "p0"):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"method": "simclr", "shards": "m.json", "gen_prob": 0.5, "epochs": 2,
+                                                  "eval_sizes": {"bank": 2000, "test": 2000}}))
+        (run / "metrics.csv").write_text("epoch,step,knn_top1\n0,4,30.0\n1,9,35.5\n")
+    (tmp_path / "p05" / "eval").mkdir()
+    (tmp_path / "p05" / "eval" / "knn-test-x.json").write_text(json.dumps(
+        {"probe": "knn", "top1": 41.5, "n_train": 2000, "n_test": 2000, "params": {"k": 20, "T": 0.07}}))
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "p05"), str(tmp_path / "p0")])
+    assert r.exit_code == 0 and "mixes" not in r.output, r.output
+    assert r.output.count("| 35.50 | online kNN, 2000 bank / 2000 test |") == 2, r.output

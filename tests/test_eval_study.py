@@ -508,3 +508,15 @@ def test_shipped_studies_state_their_rule_and_hold_validation_out():
             a, c = screen.merged[arm], screen.merged[control]
             assert len(a["members"]) == len(c["members"]) and set(c["members"]) == {"orig"}
             assert {k for k in a if a[k] != c.get(k)} <= {"members", "method_kwargs"}, arm
+    # the scarce-data validation study: 1,000 class-balanced images x 100 epochs = 400 steps of 250,
+    # validation only, its fit split held out of the bank, and a 5k x 20 reference of the same steps
+    scarce, regime = studies["cifar10-scarce-val"], studies["cifar10-regime-5k"]
+    for s in (scarce, regime):
+        assert s.decision.split == "val" and s.eval.test is None and s.eval.val_queries == confirm.eval.val_queries
+        assert s.eval.val_bank.endswith("[5000:15000]") and s.eval.fit_queries in s.shard_sets
+    k8 = scarce.shard_sets["taef2_res_k8"]
+    assert (k8["limit"], k8["per_class"], k8["views"]) == (5000, 100, 8)
+    steps = {name: s.merged["hand3"]["epochs"] * n // s.merged["hand3"]["batch_size"]
+             for name, s, n in (("scarce", scarce, 1000), ("regime", regime, 5000))}
+    assert steps == {"scarce": 400, "regime": 400}
+    assert sorted(scarce.screened_arms()) == ["taef2_res_k8_extra", "taef2_res_k8_extra_w05"]

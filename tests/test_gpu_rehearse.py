@@ -90,3 +90,22 @@ def test_rehearsal_runs_every_check_and_returns_at_most_8_files(tmp_path):
     with tarfile.open(out / "logs.tar.gz") as tar:
         logs = {Path(n).name for n in tar.getnames()}
     assert {"install.log", "driver.log", "families.log", "synthesis.log", "training.log", "study.log"} <= logs, logs
+
+
+def test_on_a_node_with_gcl_installed_the_checks_use_that_environment(tmp_path):
+    """Without .whl/ (a GPU node with gcl installed), the script uses python3's own environment and
+    writes to bench/out/gpu unless OUT says otherwise; on a machine without CUDA it stops there in
+    one line, after finding gcl and its dependencies importable."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the script would run the real checks")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "gpu_checks.sh").write_text((ROOT / "bench" / "gpu_checks.sh").read_text())
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    proc = subprocess.run(["bash", "bench/gpu_checks.sh"], cwd=tmp_path, env={**env, "PATH": path},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith("torch.cuda.is_available() is False"), proc.stderr
+    summary = json.loads((tmp_path / "bench" / "out" / "gpu" / "summary.json").read_text())
+    assert summary["error"] == "torch.cuda.is_available() is False" and summary["mode"] == "gpu"

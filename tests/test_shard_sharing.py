@@ -351,6 +351,14 @@ def test_demo_verdict_accepts_a_portable_match_and_refuses_other_images(readme_d
     assert _matches_the_reference(portable)
     assert "MISMATCH" in other.stdout and "images differ" in other.stdout, other.stdout
     assert not _matches_the_reference(other) and "do not match the reference" in _one_line_error(other)
+    # A reference made from another copy of CIFAR-10 (the official pixels, say): exit 0, named, no match claimed.
+    copy = json.loads(json.dumps(reference))
+    copy["input"].update(fingerprint="0" * 64 + "/limit=1000", description="CIFAR-10 train, another copy")
+    (tmp_path / "copy.json").write_text(json.dumps(copy))
+    args[args.index("--reference") + 1] = str(tmp_path / "copy.json")
+    res = _run([*GCL_SYNTH, *args], cwd=REPO)
+    assert res.returncode == 0 and "NOT COMPARED: the reference was made from another copy" in res.stdout, res.stdout
+    assert "reference input: CIFAR-10 train, another copy" in res.stdout and "MATCH:" not in res.stdout
 
 
 @pytest.mark.slow

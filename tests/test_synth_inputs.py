@@ -126,3 +126,34 @@ def test_default_resolution_prefers_gcl_home_then_shared(tmp_path, monkeypatch, 
         (home_model / f).write_bytes((taef2_dir / f).read_bytes())
     assert defaults.resolve_taef2() == home_model
     assert defaults.resolve_taef2("/explicit") == Path("/explicit")
+
+
+def test_downloaded_cifar10_says_which_copy_it_is(tmp_path, monkeypatch, cifar_train_npz):
+    """The official archive becomes npz files that describe themselves, so a manifest made from them
+    (and a reference report) can say which copy of CIFAR-10 it came from; the JPEG copy in ../shared
+    is known by its fingerprint."""
+    import hashlib
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    from gcl.inputs import list_inputs
+    from gcl.synth import defaults
+
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            blob = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    (tmp_path / "c.tar.gz").write_bytes(archive.getvalue())
+    monkeypatch.setattr(defaults, "CIFAR10_MD5", hashlib.md5(archive.getvalue()).hexdigest())
+    defaults.fetch_cifar10(tmp_path / "data", f"file://{tmp_path / 'c.tar.gz'}")
+    inputs = list_inputs(tmp_path / "data" / "cifar10_train.npz")
+    assert len(inputs.items) == 10
+    assert defaults.input_description(inputs, inputs.fingerprint()).startswith("CIFAR-10 train, official pixels")
+    shared = list_inputs(cifar_train_npz)
+    assert "JPEG quality-75" in defaults.input_description(shared, shared.fingerprint() + "/limit=1000")

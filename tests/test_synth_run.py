@@ -107,7 +107,7 @@ def test_kill_and_resume_gives_the_uninterrupted_shard_set(tmp_path, cifar_test_
 def test_dask_two_workers_cover_every_input(tmp_path, cifar_test_npz, taef2_dir):
     out = tmp_path / "dask"
     args = ["run", "--no-progress", "--model", str(taef2_dir), "--input", str(cifar_test_npz), "--limit", "48",
-            "--resolution", "32", "--shard-size", "12", "--batch-size", "12", "--workers", "2", "--output", str(out)]
+            "--resolution", "32", "--shard-size", "12", "--batch-size", "12", "--processes", "2", "--output", str(out)]
     res = subprocess.run(GCL_SYNTH + args, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     m = load_manifest(manifest_of(out))

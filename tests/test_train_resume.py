@@ -72,7 +72,12 @@ def test_resume_needs_no_other_option_and_refuses_changes(tmp_path):
     assert "resuming in" in r.output and "64 images" in r.output and "gen-prob 0.25" in r.output
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished" and info["global_step"] == 8 and info["epochs_done"] == 2
-    assert info["config"] == cfg.to_dict()  # never rewritten (num_workers stays the run's 1)
+    from gcl.train.resume import portable_config
+
+    assert info["config"] == portable_config(cfg.to_dict(), out)  # never rewritten (num_workers stays the run's 1)
+    # no absolute path anywhere in run.json: the data are named relative to the run folder
+    assert str(tmp_path) not in (out / "run.json").read_text() and info["config"]["eval_train"] == os.path.relpath(
+        CIFAR_TEST, out) and info["config"]["output"] == "."
     assert info["config"]["num_workers"] == 1 and "error" not in info
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["cfg"]["backbone"] == "resnet20" and ckpt["global_step"] == 8

@@ -148,6 +148,8 @@ def test_ddp_two_gloo_ranks_see_every_sample_once(tmp_path):
         assert not set(per_rank[0]) & set(per_rank[1])
         assert sorted(per_rank[0] + per_rank[1]) == expected
     assert json.loads((out / "run.json").read_text())["global_step"] == 8
+    # no eval sets, so no validation step: Lightning's "validation_step but no val_dataloader" never shows
+    assert "validation_step" not in proc.stdout + proc.stderr
 
 
 def test_cli_says_what_it_trains_and_hides_lightning_noise(tmp_path):
@@ -168,8 +170,10 @@ def test_cli_says_what_it_trains_and_hides_lightning_noise(tmp_path):
     assert "2 steps per epoch x 2 epochs = 4 steps" in lines[1] and "warm-up 0.2 epochs" in lines[1]
     assert "has no manifest, so nothing was checked" in lines[2]
     for noise in ("Total FLOPs", "Tip:", "GPU available", "TPU available", "logger folder", "logs directory",
-                  "LeafSpec", "max_epochs=2` reached"):
+                  "LeafSpec", "max_epochs=2` reached", "validation_step"):
         assert noise not in text, noise
+    assert "Epoch 2/2" in text and "Epoch 0/" not in text  # epochs count from 1, as in compare and results.md
+    assert str(tmp_path) not in (tmp_path / "run" / "run.json").read_text()  # no absolute path in run.json
 
 
 def test_warmup_never_takes_more_than_a_tenth_of_the_epochs():

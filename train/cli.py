@@ -64,7 +64,8 @@ def _typed(options: dict) -> dict:
               help="Labelled test queries: kNN / linear accuracy logged as test_*, never used to select.")
 @click.option("--eval-every", type=click.IntRange(1), default=_value("eval_every"), help="Evaluate every N epochs.")
 @click.option("--eval-limit", type=click.IntRange(0), default=_value("eval_limit"),
-              help="Use only the first N images of each eval set (0: all).")
+              help="Use only the first N images of each eval set (0: all). Online evaluation runs every epoch, "
+                   "hence a cap here; gcl-eval's probes run once and default to all.")
 @click.option("--output", default=_value("output"), help="Run folder: run.json, metrics.csv, checkpoints/, tb/.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last.ckpt at the same step and data "
               "order, with the options stored in its run.json (an option that changes results is refused).")
@@ -73,13 +74,16 @@ def _typed(options: dict) -> dict:
               "(one read of every local shard).")
 @click.option("--seed", type=int, default=_value("seed"), help="Seed of the data order, augmentations and init.")
 @click.option("--num-workers", type=click.IntRange(-1), default=_value("num_workers"),
-              help="Loader workers per device (-1: one per core, at most 8).")
+              help="Data-loader workers per device (-1: one per core, at most 8); PyTorch's DataLoader name. "
+                   "Not gcl-synth's --processes.")
 @click.option("--shuffle-buffer", type=click.IntRange(1), default=_value("shuffle_buffer"),
               help="Samples in each worker's shuffle buffer.")
-@click.option("--devices", type=click.IntRange(1), default=_value("devices"), help="Devices (GPUs or CPU processes) per node.")
-@click.option("--num-nodes", type=click.IntRange(1), default=_value("num_nodes"), help="Machines (DDP).")
+@click.option("--devices", type=click.IntRange(1), default=_value("devices"),
+              help="Devices (GPUs or CPU processes) per node, Lightning's Trainer option as it is (gcl-synth and "
+                   "gcl-eval run in one process and take --device cpu|cuda|cuda:N instead).")
+@click.option("--num-nodes", type=click.IntRange(1), default=_value("num_nodes"), help="Machines (DDP), Lightning's name.")
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu", "cuda", "mps"]), default=_value("accelerator"),
-              help="auto: a GPU when present, else the CPU.")
+              help="auto: a GPU when present, else the CPU (Lightning's Trainer option; the other tools' --device).")
 @click.option("--precision", default=_value("precision"),
               help="auto (fp32 on CPU, bf16/fp16 mixed on GPU), 32-true, bf16-mixed, 16-mixed.")
 @click.option("--ckpt-every-steps", type=click.IntRange(0), default=_value("ckpt_every_steps"),
@@ -90,14 +94,20 @@ def _typed(options: dict) -> dict:
 @click.option("--set", "sets", multiple=True, metavar="KEY.SUB=VALUE",
               help="Set any recipe value, nested ones too (repeatable): --set method_kwargs.temperature=0.3, "
               "--set augmentations.0.min_scale=0.2; VALUE is read as YAML. Typed options above win over it.")
-def main(recipe, resume, record_keys, input_, shards, sets, **options):
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar (as gcl-synth run --no-progress).")
+@click.option("-v", "--verbose", is_flag=True, help="Log more: every skipped sample (as gcl-synth -v).")
+def main(recipe, resume, record_keys, input_, shards, sets, no_progress, verbose, **options):
     """Train a self-supervised encoder on view families; CLI options override recipe values.
 
     `gcl-train --output RUN --resume` continues RUN with the options it started with.
     """
+    import logging
+
     from gcl.errors import UserError
     from gcl.io import storage_error
 
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         overrides = {**_typed(options), "input": input_, "shards": shards}
         if resume:
@@ -108,7 +118,7 @@ def main(recipe, resume, record_keys, input_, shards, sets, **options):
             cfg = load_config(recipe, overrides, sets=sets)
         from gcl.train.run import train
 
-        info = train(cfg, resume, record_keys, log=click.echo)
+        info = train(cfg, resume, record_keys, log=click.echo, progress=not no_progress)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

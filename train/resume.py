@@ -23,6 +23,40 @@ PATH_KEYS = ("shards", "input", "eval_train", "eval_val", "eval_test", "backbone
 OPTION_NAMES = {"optimizer.name": "--optimizer", "optimizer.lr": "--lr"}
 
 
+def _local(value) -> bool:
+    return isinstance(value, str) and bool(value) and "://" not in value and not value.startswith("pipe:")
+
+
+def _map_paths(config: dict, run_dir, convert) -> dict:
+    out = dict(config)
+    for key in (*PATH_KEYS, "shards_base"):
+        value = out.get(key)
+        if isinstance(value, list):
+            out[key] = [convert(v, run_dir) if _local(v) else v for v in value]
+        elif _local(value):
+            out[key] = convert(value, run_dir)
+    return out
+
+
+def _relative(path: str, run_dir) -> str:
+    return os.path.relpath(os.path.abspath(os.path.expanduser(path)), os.path.abspath(run_dir))
+
+
+def _anchored(path: str, run_dir) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(run_dir, path))
+
+
+def portable_config(config: dict, run_dir) -> dict:
+    """The config as stored in run.json and checkpoints: local paths relative to the run folder, so
+    a run records no absolute path and still finds its data when the folder moves with it."""
+    return dict(_map_paths(config, run_dir, _relative), output=".")
+
+
+def anchored_config(stored: dict, run_dir) -> dict:
+    """run.json's config with its relative paths made usable again (relative to the run folder)."""
+    return dict(_map_paths(stored, run_dir, _anchored), output=str(run_dir))
+
+
 def read_run(output: str | os.PathLike) -> dict:
     """RUN/run.json as written by gcl-train, or a one-line ConfigError."""
     path = Path(output) / "run.json"
@@ -46,7 +80,7 @@ def is_complete(info: dict, epochs: int) -> bool:
 def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[str, ...] = ()) -> TrainConfig:
     """The stored config of the run in OUTPUT; options given again must agree with it (HARMLESS
     ones may differ and are used for this sitting)."""
-    stored = read_run(output)["config"]
+    stored = anchored_config(read_run(output)["config"], output)
     where = f"{Path(output) / 'run.json'}"
     try:
         saved = load_config(None, {}, base=stored)

@@ -21,8 +21,8 @@ from gcl.train.data import build_train_loader
 from gcl.train.epochs import EpochLoader, LoaderPosition
 from gcl.train.evalsets import load_eval_sets
 from gcl.train.methods import get_method
-from gcl.train.resume import is_complete, read_run
-from gcl.train.summary import quiet_lightning, run_summary
+from gcl.train.resume import is_complete, portable_config, read_run
+from gcl.train.summary import progress_bar, quiet_lightning, run_summary
 
 
 RUN_LOCK = ".gcl-train.lock"  # in the run folder: held by the one trainer writing there
@@ -215,9 +215,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(lines[:2])[:300] if lines else type(exc).__name__
 
 
-def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callbacks: tuple = (), log=None) -> dict:
+def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callbacks: tuple = (), log=None,
+          progress: bool = True) -> dict:
     """Run (or --resume) one training run; extra_callbacks: e.g. bench/train_speed.py's step timer;
-    log: where the run summary goes (the cli passes click.echo; None: silent)."""
+    log: where the run summary goes (the cli passes click.echo; None: silent); progress: the bar."""
     out = Path(cfg.output)
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
@@ -242,7 +243,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         eval_sets = load_eval_sets(cfg, res)
         num_classes = max(num_classes, eval_sets.num_classes)
     queries = eval_sets.queries if eval_sets else {}
-    model = get_method(cfg.method)(cfg.to_dict(), loader.steps, num_classes, world)
+    stored = portable_config(cfg.to_dict(), out)  # what run.json and the checkpoints record: no absolute path
+    model = get_method(cfg.method)(stored, loader.steps, num_classes, world)
     # after every check that can fail: a configuration error stays one line
     say(f"{'resuming' if resume else 'training'} in {out} (run.json, metrics.csv, checkpoints/)")
     say(run_summary(cfg, source, loader.steps, world, sum(p.numel() for p in model.parameters())))
@@ -255,6 +257,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         model.set_eval((eval_sets.bank.images, eval_sets.bank.labels), list(queries))
         val = [torch.utils.data.DataLoader(torch.utils.data.TensorDataset(q.images, q.labels), batch_size=512)
                for q in queries.values()]
+    else:  # no eval sets, no validation step (else Lightning warns, on every DDP rank, that it has no data)
+        model.validation_step = None
 
     rank_zero = _rank_zero()
     # one trainer per run folder: a second one (a rerun study, a second --resume) would write the
@@ -266,8 +270,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         sitting = {**code_version(), "num_workers": loader.num_workers}
         earlier = previous.get("sittings", []) if previous else []
         # a resumed run keeps the options it started with (train/resume.py refused any that change results)
-        info = {"config": previous["config"] if previous else cfg.to_dict(), "method": cfg.method,
-                "shards": cfg.shards or cfg.input, "gen_prob": cfg.gen_prob, "epochs": cfg.epochs,
+        info = {"config": previous["config"] if previous else stored, "method": cfg.method,
+                "shards": stored["shards"] or stored["input"], "gen_prob": cfg.gen_prob, "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
                 "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running",
                 "sittings": [*earlier, sitting] if isinstance(earlier, list) else [sitting],
@@ -287,7 +291,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
             callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_knn_top1",
                                              mode="max", save_top_k=1, auto_insert_metric_name=False,
                                              enable_version_counter=False))
-        callbacks += list(extra_callbacks)
+        callbacks += [*([progress_bar()] if progress else []), *extra_callbacks]
         trainer = L.Trainer(
             max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             strategy="ddp" if world > 1 else "auto", precision=_precision(cfg),
@@ -295,6 +299,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
             callbacks=callbacks, check_val_every_n_epoch=cfg.eval_every, num_sanity_val_steps=0,
             log_every_n_steps=max(1, min(50, loader.steps)), enable_checkpointing="val" in queries,
             default_root_dir=str(out), enable_model_summary=False,  # run_summary says what matters
+            enable_progress_bar=progress,
         )
         try:
             trainer.fit(model, train_dataloaders=loader, val_dataloaders=val, ckpt_path=str(last) if resume else None,

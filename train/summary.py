@@ -47,3 +47,21 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def progress_bar():
+    """Lightning's progress bar (Rich when installed, else tqdm) counting epochs from 1 of N, as
+    the run summary, run.json's epochs_done and gcl-eval compare do (Lightning shows 0 of N-1)."""
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    class RichEpochs(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            return f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+
+    class TQDMEpochs(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer, *_):
+            super().on_train_epoch_start(trainer, *_)
+            self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    return RichEpochs() if _RICH_AVAILABLE else TQDMEpochs()
