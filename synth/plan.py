@@ -76,6 +76,9 @@ class Plan:
                 "num_shards": len(self.tasks), "shard_sizes": [len(t.items) for t in self.tasks]}
 
 
+OWNER = {"command": "gcl-synth run"}  # the set's owner marker (OutputLayout.owner): merge --overwrite leaves it alone
+
+
 class PlanMismatch(UserError):
     pass
 
@@ -109,6 +112,7 @@ def check_or_write_plan(plan: Plan, overwrite: bool) -> None:
             clear_output(OutputLayout(plan.out_dir, old.get("name", plan.name)))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, plan.to_json())
+    write_json_atomic(OutputLayout(plan.out_dir, plan.name).owner, OWNER)
 
 
 def clear_output(layout: OutputLayout) -> None:
@@ -116,4 +120,5 @@ def clear_output(layout: OutputLayout) -> None:
     for p in Path(layout.folder).glob(f"{glob.escape(layout.name)}-*"):
         p.unlink()
     Path(layout.manifest).unlink(missing_ok=True)
+    Path(layout.owner).unlink(missing_ok=True)
     Path(layout.plan).unlink(missing_ok=True)

@@ -1,0 +1,64 @@
+"""Ctrl-C and SIGTERM end gcl-train at once, loader workers included, with a non-zero status.
+
+The first SIGINT or SIGTERM raises Stopped (a KeyboardInterrupt) in the main thread wherever it
+is: Lightning then shuts down as for Ctrl-C, train() records run.json as interrupted, and the cli
+prints one line and exits with 128 + the signal number (130, 143), as a shell reports a process
+ended by that signal. A second signal ends the process at once (a shutdown stuck on a dead file
+system must not need `kill -9`). Lightning's own SIGTERM handling only sets a flag that its loop
+reads after the current batch (and makes the process exit 0); this runs first and does not wait.
+
+Loader workers ask the kernel for SIGTERM when the trainer dies (Linux prctl), so a trainer
+killed outright (OOM, `kill -9`) leaves no worker behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+_received: list[int] = []
+
+
+class Stopped(KeyboardInterrupt):
+    """gcl-train was asked to stop by a signal."""
+
+
+def _on_signal(signum, _frame) -> None:
+    if _received:
+        os._exit(128 + signum)  # the second signal: the first one's shutdown did not end in time
+    _received.append(signum)
+    raise Stopped(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """Install the handlers (main thread only: signals reach Python handlers there)."""
+    _received.clear()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_signal)
+
+
+def received() -> int | None:
+    """The signal that stopped this run, None when none came."""
+    return _received[0] if _received else None
+
+
+def stopped_line(signum: int, output: str) -> str:
+    return (f"stopped by {signal.Signals(signum).name}; {output}/run.json says interrupted and the last checkpoint is "
+            f"kept: continue with gcl-train --output {output} --resume")
+
+
+def die_with_parent() -> None:
+    """In a forked loader worker: SIGTERM when the trainer that forked it dies (Linux; elsewhere the
+    DataLoader's own watchdog notices within seconds)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        return
