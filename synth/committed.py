@@ -25,11 +25,11 @@ from gcl.tarstream import ShardReadError
 log = logging.getLogger("gcl.synth")
 
 
-def kept_stats(task: ShardTask, options: SynthOptions) -> dict | None:
-    """The stats of the task's committed shard when it is this plan's; None when it must be (re)made
-    (a shard found wrong is said in one warning line and its stats removed)."""
+def kept_stats(task: ShardTask, options: SynthOptions) -> tuple[dict | None, str | None]:
+    """(the stats of the task's committed shard when it is this plan's, else None; why a committed
+    shard is not kept, else None). A shard found wrong loses its stats: uncommitted until remade."""
     if not (os.path.isfile(task.stats_path) and os.path.isfile(task.tar_path)):
-        return None
+        return None, None
     try:
         with open(task.stats_path) as fh:
             stats = json.load(fh)
@@ -37,15 +37,17 @@ def kept_stats(task: ShardTask, options: SynthOptions) -> dict | None:
     except (OSError, ValueError, RecursionError, ShardReadError) as exc:
         problem = f"unreadable ({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})"
     if problem is None:
-        return stats
-    log.warning("shard %d is made again: the committed one is not this plan's (%s)", task.index, problem)
+        return stats, None
+    log.info("shard %d is made again: the committed one is not this plan's (%s)", task.index, problem)
     os.unlink(task.stats_path)  # uncommitted until the new shard's stats are written
-    return None
+    return None, problem
 
 
 def _problem(task: ShardTask, options: SynthOptions, stats) -> str | None:
     if not isinstance(stats, dict):
         return "its stats file is not an object"
+    if os.path.islink(task.tar_path):
+        return "its tar is a symbolic link"
     size = os.path.getsize(task.tar_path)
     if stats.get("bytes") != size or stats.get("sha256") != sha256_file(task.tar_path):
         return f"its {size} bytes do not match its stats' size and sha256"
@@ -78,7 +80,7 @@ def _wrong_option(meta: dict, options: SynthOptions, item) -> str | None:
     for field, want in expected.items():
         got = meta.get(field, False if field == "residual" else None)
         if got != want or type(got) is not type(want):
-            return f"records {field} {str(got)[:60]!r}, the plan {str(want)[:60]!r}"
+            return f"records {field} {str(got)[:60]}, the plan {str(want)[:60]}"
     return None
 
 

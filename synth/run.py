@@ -180,6 +180,8 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     path = write_manifest(manifest, manifest_path, cfg.output)
     if cfg.manifest_copy:
         write_manifest(manifest, cfg.manifest_copy, cfg.output)
+    for index in sorted(i for i in results if results[i].get("remade")):
+        print(f"shard {index} is made again: the committed one was not this plan's ({results[index]['remade']})")
     print(summary_table(plan, results, failed, seconds))
     print(f"manifest: {path}")
     match = None

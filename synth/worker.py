@@ -120,7 +120,7 @@ def _load_one(item: InputItem, resolution: int):
 def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Recipe,
                   class_names: list[str] | None, progress: Callable[[int, int], None] | None = None) -> dict:
     """Write one shard and its stats (the commit marker). Returns the stats dict."""
-    kept = kept_stats(task, options)  # a committed shard, checked to be this plan's
+    kept, remade = kept_stats(task, options)  # a committed shard, checked to be this plan's
     if kept is not None:
         return dict(kept, resumed=True)
     t0 = time.perf_counter()
@@ -171,7 +171,7 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
         "pixel_sketch": sketch.to_json(),
     }
     write_json_atomic(task.stats_path, stats)  # written last: the shard's commit marker
-    return stats
+    return dict(stats, remade=remade) if remade else stats  # why a committed shard was made again (not on disk)
 
 
 def _write_batch(writer: ShardWriter, sketch: PixelSketch, good, keys, views, records, options: SynthOptions,

@@ -79,7 +79,7 @@ def test_a_signal_ends_the_trainer_and_its_workers_with_a_nonzero_status(tmp_pat
     log = tmp_path / "trainer.log"
     with log.open("w") as sink:
         trainer = subprocess.Popen([sys.executable, "-m", "gcl.train.cli", *map(str, args)], stdout=sink,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, preexec_fn=hostile.sigint_default)
     try:
         deadline = time.time() + 600  # a safety net for a loaded machine importing Lightning
         workers = []
@@ -149,9 +149,10 @@ def test_links_planted_in_a_run_folder_are_refused_and_their_targets_kept(stoppe
     (run / planted).unlink(missing_ok=True)
     (run / planted).symlink_to(victim)
     before = sorted(p.name for p in victim.iterdir()) if victim.is_dir() else victim.read_text()
-    error = hostile.one_line_error(hostile.invoke(main, ["--output", run, "--resume"]))
-    assert "is a symbolic link" in error and planted.split("/")[-1] in error, error
+    result = hostile.invoke(main, ["--output", run, "--resume"])
     assert (sorted(p.name for p in victim.iterdir()) if victim.is_dir() else victim.read_text()) == before
+    error = hostile.one_line_error(result)
+    assert "is a symbolic link" in error and planted.split("/")[-1] in error, error
 
 
 def test_without_links_the_stopped_run_resumes(stopped_run, tmp_path):

@@ -91,11 +91,20 @@ def main(recipe, resume, record_keys, input_, shards, **options):
 
     `gcl-train --output RUN --resume` continues RUN with the options it started with.
     """
+    from gcl.train import stopping
+
+    previous = stopping.stop_on_signals()
+    try:
+        _run(recipe, resume, record_keys, input_, shards, options)
+    finally:
+        stopping.restore(previous)
+
+
+def _run(recipe, resume, record_keys, input_, shards, options) -> None:
     from gcl.errors import UserError
     from gcl.io import storage_error
     from gcl.train import stopping
 
-    stopping.stop_on_signals()
     try:
         overrides = {**_typed(options), "input": input_, "shards": shards}
         if resume:

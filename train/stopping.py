@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -34,11 +35,25 @@ def _on_signal(signum, _frame) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
-def stop_on_signals() -> None:
-    """Install the handlers (main thread only: signals reach Python handlers there)."""
+def stop_on_signals() -> dict:
+    """Install the handlers (main thread only: signals reach Python handlers there). A signal the
+    parent set to be ignored stays ignored: a shell starts a background job (`cmd &` in a script,
+    nohup) with SIGINT ignored so that a Ctrl-C in the terminal does not end it, and Python then
+    installs no KeyboardInterrupt handler either. Such a trainer outlives any SIGINT by design; stop
+    it with SIGTERM (what the study runner sends). Returns the handlers it replaced."""
     _received.clear()
-    for sig in STOP_SIGNALS:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
+    for sig in previous:
         signal.signal(sig, _on_signal)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    """The handlers before stop_on_signals (gcl-train's main called in-process, e.g. by a test)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def received() -> int | None:
