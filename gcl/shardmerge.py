@@ -103,7 +103,8 @@ def _check_replaceable(layout: OutputLayout, overwrite: bool) -> None:
         raise MergeError(f"{layout.manifest} already exists; pass --overwrite to replace it or choose another --output")
     owner = _read_owner(layout.owner)
     if owner != OWNER:
-        made_by = f"made by {owner.get('command', 'another command')}" if owner else "made by another command (no owner marker)"
+        made_by = f"made by {owner.get('command', 'another command')}" if owner else \
+            "made by another command (no owner marker)"
         raise MergeError(f"{layout.folder} already holds a set named {os.path.basename(layout.name)} {made_by}; "
                          "merge --overwrite replaces only an earlier merge of that name: move it away, or choose "
                          "another --output or --name")

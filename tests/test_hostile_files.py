@@ -197,7 +197,8 @@ def test_one_trainer_per_run_folder_and_ctrl_c_says_interrupted(tmp_path):
         if first.poll() is None:
             first.kill()
     assert first.returncode == 128 + signal.SIGINT, log.read_text()[-2000:]
-    assert [ln for ln in log.read_text().splitlines() if ln.startswith("Error:")][-1].startswith("Error: stopped by SIGINT")
+    errors = [ln for ln in log.read_text().splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: stopped by SIGINT"), log.read_text()[-2000:]
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "interrupted" and info["global_step"] >= 1
     assert (run / "checkpoints" / "last.ckpt").is_file()
