@@ -16,7 +16,6 @@ as gcl-synth writes them (tmp + rename, stats last), the manifest last.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -101,22 +100,13 @@ def _check_replaceable(layout: OutputLayout, overwrite: bool) -> None:
         return
     if not overwrite and os.path.lexists(layout.manifest):
         raise MergeError(f"{layout.manifest} already exists; pass --overwrite to replace it or choose another --output")
-    owner = _read_owner(layout.owner)
+    owner = layout.made_by()
     if owner != OWNER:
         made_by = f"made by {owner.get('command', 'another command')}" if owner else \
             "made by another command (no owner marker)"
         raise MergeError(f"{layout.folder} already holds a set named {os.path.basename(layout.name)} {made_by}; "
                          "merge --overwrite replaces only an earlier merge of that name: move it away, or choose "
                          "another --output or --name")
-
-
-def _read_owner(path: str) -> dict:
-    try:
-        with open(path) as fh:
-            owner = json.load(fh)
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return owner if isinstance(owner, dict) else {}
 
 
 def _check_distinct(sources: list[_Source]) -> None:

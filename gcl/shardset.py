@@ -297,6 +297,17 @@ class OutputLayout:
         """Which command made the set (gcl.shardmerge reads it before --overwrite replaces one)."""
         return os.path.join(self.folder, f"{self.name}.owner.json")
 
+    def made_by(self) -> dict:
+        """The owner marker's record ({} when there is none or it is not a JSON object)."""
+        import json
+
+        try:
+            with open(self.owner) as fh:
+                owner = json.load(fh)
+        except (OSError, ValueError, RecursionError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
     def own_files(self) -> list[str]:
         """The files of this set present in the folder: shards, stats, unfinished writes, manifest."""
         found = glob.glob(os.path.join(glob.escape(self.folder), f"{glob.escape(self.name)}-{'[0-9]' * 6}.*"))

@@ -110,9 +110,20 @@ def check_or_write_plan(plan: Plan, overwrite: bool) -> None:
                     f"use another --output or pass --overwrite to replace them"
                 )
             clear_output(OutputLayout(plan.out_dir, old.get("name", plan.name)))
+    else:
+        _refuse_foreign_set(OutputLayout(plan.out_dir, plan.name))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, plan.to_json())
     write_json_atomic(OutputLayout(plan.out_dir, plan.name).owner, OWNER)
+
+
+def _refuse_foreign_set(layout: OutputLayout) -> None:
+    """No plan.json, yet files of this set (plan.json comes before any shard): another command
+    made them, e.g. a merge. gcl-synth run replaces only sets it planned, even with --overwrite."""
+    if (layout.own_files() or os.path.lexists(layout.owner)) and layout.made_by() != OWNER:
+        made_by = layout.made_by().get("command", "another command")
+        raise PlanMismatch(f"{layout.folder} holds a set named {layout.name} made by {made_by}; gcl-synth run replaces "
+                           "only sets it planned: move it away, or choose another --output or --name")
 
 
 def clear_output(layout: OutputLayout) -> None:

@@ -124,7 +124,7 @@ def test_a_set_twice_a_name_out_of_output_and_a_sources_folder_are_refused(sets,
     assert sorted(p.name for p in b.parent.glob("*.manifest.json")) == [b.name]  # still one manifest: verify works
 
 
-def test_overwrite_replaces_only_an_earlier_merge_of_the_same_name(sets, tmp_path):
+def test_overwrite_replaces_only_an_earlier_merge_of_the_same_name(sets, tmp_path, cifar_test_npz, taef2_dir):
     root, a, b = sets
     foreign = tmp_path / "out"
     shutil.copytree(a.parent, foreign)  # a set that gcl-synth run made, named like the merge
@@ -142,6 +142,11 @@ def test_overwrite_replaces_only_an_earlier_merge_of_the_same_name(sets, tmp_pat
     assert _merge(a, b, "--output", ours, "--name", "m").exit_code == 0
     assert json.loads((ours / "m.owner.json").read_text()) == {"command": "gcl-synth merge"}
     assert _merge(a, b, "--output", ours, "--name", "m", "--overwrite").exit_code == 0  # its own: replaced
+    args = ["run", "--no-progress", "--model", taef2_dir, *[cifar_test_npz if x is None else x for x in COMMON],
+            "--output", ours, "--name", "m", "--overwrite"]
+    res = CliRunner().invoke(main, [str(x) for x in args])  # nor does gcl-synth run replace the merge's set
+    assert res.exit_code == 1 and "made by gcl-synth merge" in res.output and "replaces only sets it planned" in res.output
+    assert json.loads((ours / "m.owner.json").read_text()) == {"command": "gcl-synth merge"}
 
 
 @pytest.mark.parametrize("planted", ["m.manifest.json", "m-000001.tar", "m.owner.json", ".gcl-synth.lock"])
