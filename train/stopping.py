@@ -62,8 +62,11 @@ def received() -> int | None:
 
 
 def stopped_line(signum: int, output: str) -> str:
-    return (f"stopped by {signal.Signals(signum).name}; {output}/run.json says interrupted and the last checkpoint is "
-            f"kept: continue with gcl-train --output {output} --resume")
+    name = signal.Signals(signum).name
+    if not os.path.isfile(os.path.join(output, "checkpoints", "last.ckpt")):
+        return f"stopped by {name} before the first checkpoint; nothing to resume in {output}"
+    return (f"stopped by {name}; {output}/run.json says interrupted and the last checkpoint is kept: continue with "
+            f"gcl-train --output {output} --resume")
 
 
 def die_with_parent() -> None:
