@@ -15,7 +15,6 @@ as gcl-synth writes them (tmp + rename, stats last), the manifest last.
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import time
@@ -24,12 +23,12 @@ from pathlib import Path
 
 from gcl.errors import UserError
 from gcl.folderlock import FolderLock
-from gcl.io import sha256_file, write_json_atomic
+from gcl.io import refuse_links, sha256_file, write_json_atomic
 from gcl.manifest import write_manifest
 from gcl.shards import (ORIG, Sample, ShardWriter, family_members, iter_samples, keys_digest, parse_family,
                         view_member)
 from gcl.shardcheck import require_valid
-from gcl.shardset import OutputLayout, ShardSet, folder_manifest, open_shard_set
+from gcl.shardset import OutputLayout, ShardSet, check_set_name, folder_manifest, open_shard_set
 from gcl.streams import open_stream
 
 # per-family metadata that describes the image, not the generator: kept once at the top level
@@ -37,6 +36,9 @@ IMAGE_META = ("source", "resolution", "label", "class_name")
 # what the merged manifest records of each source (its provenance; none of these hold local paths)
 SOURCE_FIELDS = ("name", "generator", "recipe", "views", "residual", "seed", "dtype", "device_type",
                  "plan_fingerprint", "cost")
+
+
+OWNER = {"command": "gcl-synth merge"}  # the owner marker of a merged set (OutputLayout.owner)
 
 
 class MergeError(UserError):
@@ -56,20 +58,23 @@ def merge_shard_sets(specs: list[str], output: str, name: str, overwrite: bool =
     OUTPUT/NAME-*.tar; returns the merged manifest's path."""
     if len(specs) < 2:
         raise MergeError("merging needs at least two shard sets")
+    layout = OutputLayout(output, check_set_name(name))
     sources = [_open(spec) for spec in specs]
+    _check_distinct(sources)
     _check_compatible(sources)
-    layout = OutputLayout(output, name)
     _check_not_a_source(sources, layout)
-    if os.path.exists(layout.manifest) and not overwrite:
-        raise MergeError(f"{layout.manifest} already exists; pass --overwrite to replace it or choose another --output")
     for s in sources:
         require_valid(s.shard_set)  # sha256, counts, K and labels, before anything is written
     lock = Path(layout.lock)
     with FolderLock(lock.parent, lock.name, "gcl-synth writer", "--output"):
+        _check_replaceable(layout, overwrite)  # under the lock: no other writer changes the folder meanwhile
+        refuse_links(output, [os.path.basename(p) for p in (layout.manifest, layout.owner, *layout.own_files())],
+                     hint="remove it or choose another --output")
         Path(layout.manifest).unlink(missing_ok=True)  # the set is not complete until its new manifest is written
         # this name's shards, stats and unfinished writes only (never another set's, e.g. NAME-2-...)
-        for old in glob.glob(os.path.join(glob.escape(output), f"{glob.escape(name)}-{'[0-9]' * 6}.*")):
+        for old in layout.own_files():
             os.unlink(old)
+        write_json_atomic(layout.owner, OWNER)  # before the first shard: the files that follow are the merge's
         t0 = time.perf_counter()
         shards = [_merge_shard(sources, index, layout) for index in range(len(sources[0].shard_set.urls))]
         manifest = _manifest(sources, name, shards, time.perf_counter() - t0)
@@ -85,8 +90,46 @@ def _open(spec: str) -> _Source:
     return _Source(spec, path, shard_set, shard_set.manifests[0])
 
 
+def _check_replaceable(layout: OutputLayout, overwrite: bool) -> None:
+    """A set of this name already in --output: replaced only with --overwrite, and only when a merge
+    of the same name made it (its owner marker says so). A study passes --overwrite to every merge
+    it re-makes; a set made by gcl-synth run, by hand, or by an older gcl that wrote no marker is
+    someone else's."""
+    present = layout.own_files()
+    if not present:
+        return
+    if not overwrite and os.path.lexists(layout.manifest):
+        raise MergeError(f"{layout.manifest} already exists; pass --overwrite to replace it or choose another --output")
+    owner = layout.made_by()
+    if owner != OWNER:
+        made_by = f"made by {owner.get('command', 'another command')}" if owner else \
+            "made by another command (no owner marker)"
+        raise MergeError(f"{layout.folder} already holds a set named {os.path.basename(layout.name)} {made_by}; "
+                         "merge --overwrite replaces only an earlier merge of that name: move it away, or choose "
+                         "another --output or --name")
+
+
+def _check_distinct(sources: list[_Source]) -> None:
+    """The same set twice (another spelling, a manifest copy in manifests/) would merge a set with itself."""
+    seen: dict[str, _Source] = {}
+    for s in sources:
+        for url in s.shard_set.urls:
+            real = os.path.realpath(url)
+            if real in seen and seen[real] is not s:
+                raise MergeError(f"{s.spec} and {seen[real].spec} are the same shard set ({os.path.basename(url)}); "
+                                 "merge distinct sets")
+            seen[real] = s
+
+
 def _check_not_a_source(sources: list[_Source], layout: OutputLayout) -> None:
-    """The merged set's files must not be a source's: writing them would destroy what is being read."""
+    """The merged set's files must not be a source's, nor in a source's folder: writing them would
+    destroy what is being read, or leave two manifests in one folder (which then opens as neither)."""
+    output = os.path.realpath(layout.folder)
+    for s in sources:
+        folders = {os.path.dirname(os.path.realpath(p)) for p in (s.manifest_path, *s.shard_set.urls)}
+        if output in folders:
+            raise MergeError(f"--output {layout.folder} is the folder of {s.spec}, which is being merged; "
+                             "give the merged set a folder of its own")
     targets = {os.path.realpath(layout.manifest)} | {os.path.realpath(layout.tar(i))
                                                      for i in range(len(sources[0].shard_set.urls))}
     for s in sources:

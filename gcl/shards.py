@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from gcl.errors import UserError
+from gcl.io import open_nofollow
 from gcl.inputs import MAX_ASPECT, MAX_CLASSES, MAX_PIXELS, extreme_aspect
 from gcl.tarstream import MemberProblem, ShardReadError, iter_tar_members  # noqa: F401 - the shard API
 
@@ -138,7 +139,7 @@ class ShardWriter:
     def __init__(self, final_path: str | os.PathLike):
         self.final_path = Path(final_path)
         self.tmp_path = self.final_path.with_name(f"{self.final_path.name}.tmp-{os.getpid()}")
-        self._fh = open(self.tmp_path, "wb")
+        self._fh = open_nofollow(self.tmp_path, "wb")  # a link left under this name is refused, never followed
         self._hash = _HashingWriter(self._fh)
         try:  # stream mode: the hashing writer cannot seek
             self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.USTAR_FORMAT)

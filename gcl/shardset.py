@@ -198,6 +198,8 @@ def _from_manifest(path: str, base_override: str | None, require_files: bool) ->
             claims.append(ShardClaim(int(shard["samples"]), int(shard["bytes"]), str(shard["sha256"])))
         except (KeyError, TypeError, ValueError):
             raise ShardSetError(f"{path}: shard entry {i} lacks samples / bytes / sha256") from None
+    for url, claim in zip(urls, claims):
+        _check_count(url, claim, path)
     missing = [u for u in urls if not is_remote(u) and not os.path.isfile(u)]
     if missing and require_files:
         raise ShardSetError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
@@ -205,6 +207,22 @@ def _from_manifest(path: str, base_override: str | None, require_files: bool) ->
     return ShardSet(urls, counts, int(manifest.get("views", 0)), bool(manifest.get("has_orig", True)),
                     bool(manifest.get("labelled", False)), manifest.get("class_names"), path,
                     int(manifest.get("resolution") or 0), claims, [manifest])
+
+
+# The smallest family a tar can hold: one member (a 512-byte header and at least one 512-byte
+# block; an empty member is not an image). Real families hold 3+ members and kilobytes.
+MIN_FAMILY_BYTES = 1024
+
+
+def _check_count(url: str, claim: ShardClaim, manifest_path: str) -> None:
+    """A claimed sample count must fit the shard's bytes (the file's real size when it is local, else
+    the claimed size): epoch length comes from these counts, and checking them (--verify) is optional,
+    so a manifest claiming 10^9 samples of a small tar would make a billion-step epoch."""
+    size = os.path.getsize(url) if not is_remote(url) and os.path.isfile(url) else claim.bytes
+    if claim.samples < 0 or claim.samples > max(size, 0) // MIN_FAMILY_BYTES:
+        raise ShardSetError(f"{manifest_path}: shard {os.path.basename(url)} claims {claim.samples} samples, more than "
+                            f"its {size} bytes can hold (at most {max(size, 0) // MIN_FAMILY_BYTES}); the manifest "
+                            "does not describe these shards: re-run gcl-synth or ask for its manifest")
 
 
 def _checked_base(base, manifest_path: str) -> str:
@@ -275,3 +293,33 @@ class OutputLayout:
     @property
     def lock(self) -> str:
         return os.path.join(self.folder, ".gcl-synth.lock")
+
+    @property
+    def owner(self) -> str:
+        """Which command made the set (gcl.shardmerge reads it before --overwrite replaces one)."""
+        return os.path.join(self.folder, f"{self.name}.owner.json")
+
+    def made_by(self) -> dict:
+        """The owner marker's record ({} when there is none or it is not a JSON object)."""
+        import json
+
+        try:
+            with open(self.owner) as fh:
+                owner = json.load(fh)
+        except (OSError, ValueError, RecursionError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def own_files(self) -> list[str]:
+        """The files of this set present in the folder: shards, stats, unfinished writes, manifest."""
+        found = glob.glob(os.path.join(glob.escape(self.folder), f"{glob.escape(self.name)}-{'[0-9]' * 6}.*"))
+        return sorted(found + [p for p in (self.manifest,) if os.path.lexists(p)])
+
+
+def check_set_name(name: str, option: str = "--name") -> str:
+    """A shard-set name is a file-name prefix inside --output: no folder part, nothing that climbs out."""
+    if (not name or name in (".", "..") or name.startswith((".", "-")) or any(c in name for c in "/\\\0")
+            or len(name) > 200):
+        raise ShardSetError(f"{option} {name[:60]!r}: a shard-set name is a plain file-name prefix (no '/', no "
+                            "leading '.' or '-'); it names files inside --output")
+    return name

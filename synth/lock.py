@@ -2,11 +2,12 @@
 
 Two runs on one --output would otherwise delete each other's temporary files, or (with
 --overwrite) leave a manifest that claims one seed over shards made with another. The lock is the
-core's kernel `flock` (gcl/folderlock.py) on `OUTPUT/.gcl-synth.lock`: it dies with its process,
-so a stale lock left by a killed run is simply taken over, and the message a second run prints
-names the holder. dask workers write only while the launching run holds the lock. flock is per
-machine: on a network filesystem shared by several machines, give each its own --output (the
-usual layout: one output folder per machine, merged by listing their manifests).
+core's record lock (gcl/folderlock.py) on `OUTPUT/.gcl-synth.lock`: it dies with its process (not
+inherited by forked children), so a stale lock left by a killed run is simply taken over, and the
+message a second run prints names the holder. dask workers write only while the launching run
+holds the lock. On a filesystem shared by several machines without a working lock manager, give
+each its own --output (the usual layout: one output folder per machine, merged by listing their
+manifests).
 """
 
 from __future__ import annotations

@@ -76,6 +76,9 @@ class Plan:
                 "num_shards": len(self.tasks), "shard_sizes": [len(t.items) for t in self.tasks]}
 
 
+OWNER = {"command": "gcl-synth run"}  # the set's owner marker (OutputLayout.owner): merge --overwrite leaves it alone
+
+
 class PlanMismatch(UserError):
     pass
 
@@ -128,8 +131,20 @@ def check_or_write_plan(plan: Plan, overwrite: bool) -> None:
                     f"use another --output or pass --overwrite to replace them"
                 )
             clear_output(OutputLayout(plan.out_dir, old.get("name", plan.name)))
+    else:
+        _refuse_foreign_set(OutputLayout(plan.out_dir, plan.name))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, plan.to_json())
+    write_json_atomic(OutputLayout(plan.out_dir, plan.name).owner, OWNER)
+
+
+def _refuse_foreign_set(layout: OutputLayout) -> None:
+    """No plan.json, yet files of this set (plan.json comes before any shard): another command
+    made them, e.g. a merge. gcl-synth run replaces only sets it planned, even with --overwrite."""
+    if (layout.own_files() or os.path.lexists(layout.owner)) and layout.made_by() != OWNER:
+        made_by = layout.made_by().get("command", "another command")
+        raise PlanMismatch(f"{layout.folder} holds a set named {layout.name} made by {made_by}; gcl-synth run replaces "
+                           "only sets it planned: move it away, or choose another --output or --name")
 
 
 def clear_output(layout: OutputLayout) -> None:
@@ -137,4 +152,5 @@ def clear_output(layout: OutputLayout) -> None:
     for p in Path(layout.folder).glob(f"{glob.escape(layout.name)}-*"):
         p.unlink()
     Path(layout.manifest).unlink(missing_ok=True)
+    Path(layout.owner).unlink(missing_ok=True)
     Path(layout.plan).unlink(missing_ok=True)

@@ -21,7 +21,8 @@ from gcl.errors import UserError
 from gcl.synth.recipe import parse_recipe
 from gcl.synth.distribute import Runtime, run_dask, run_local, threads_per_worker, _GENERATORS
 from gcl.synth.generators import load_generator
-from gcl.shardset import OutputLayout
+from gcl.io import refuse_links
+from gcl.shardset import OutputLayout, check_set_name
 from gcl.synth.lock import OutputLock
 from gcl.inputs import list_inputs
 from gcl.manifest import load_manifest, write_manifest
@@ -93,7 +94,7 @@ def prepare(cfg: RunConfig):
     if recipe_problem(generator, recipe):
         raise UserError(recipe_problem(generator, recipe))
     inputs = list_inputs(cfg.input)
-    name = cfg.name or default_name(cfg)
+    name = check_set_name(cfg.name or default_name(cfg), "--name" if cfg.name else "the default name")
     options = SynthOptions(generator.id, generator.weights_sha256, recipe.spec, cfg.views,
                            cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type,
                            cfg.residual)
@@ -118,8 +119,12 @@ def execute(cfg: RunConfig) -> dict:
 
 
 def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) -> dict:
-    check_or_write_plan(plan, cfg.overwrite)
     layout = OutputLayout(cfg.output, plan.name)
+    if os.path.isdir(cfg.output):  # what this run writes, or replaces with --overwrite: never through a link
+        refuse_links(cfg.output, [os.path.basename(p) for p in (layout.plan, layout.manifest, layout.owner,
+                                                                 *layout.own_files())],
+                     hint="remove it or choose another --output")
+    check_or_write_plan(plan, cfg.overwrite)
     for stale in layout.unfinished():  # left by a killed run: never committed
         Path(stale).unlink(missing_ok=True)
     _GENERATORS[rt.generator_key(rt.device)] = generator  # reuse in-process
@@ -183,6 +188,8 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     path = write_manifest(manifest, manifest_path, cfg.output)
     if cfg.manifest_copy:
         write_manifest(manifest, cfg.manifest_copy, cfg.output)
+    for index in sorted(i for i in results if results[i].get("remade")):
+        print(f"shard {index} is made again: the committed one was not this plan's ({results[index]['remade']})")
     print(summary_table(plan, results, failed, seconds))
     print(f"manifest: {path}")
     match = None

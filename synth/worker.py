@@ -7,7 +7,6 @@ thing on the critical path. Bad inputs are counted per error type and skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from gcl.synth.augment import augment_latents
+from gcl.synth.committed import kept_stats
 from gcl.synth.recipe import Recipe
 from gcl.inputs import InputItem, load_rgb, resize_center_crop
 from gcl.synth.plan import ShardTask, SynthOptions
@@ -120,9 +120,9 @@ def _load_one(item: InputItem, resolution: int):
 def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Recipe,
                   class_names: list[str] | None, progress: Callable[[int, int], None] | None = None) -> dict:
     """Write one shard and its stats (the commit marker). Returns the stats dict."""
-    if os.path.exists(task.stats_path) and os.path.exists(task.tar_path):
-        with open(task.stats_path) as fh:
-            return dict(json.load(fh), resumed=True)
+    kept, remade = kept_stats(task, options)  # a committed shard, checked to be this plan's
+    if kept is not None:
+        return dict(kept, resumed=True)
     t0 = time.perf_counter()
     errors: Counter = Counter()
     skipped: list[dict] = []
@@ -171,7 +171,7 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
         "pixel_sketch": sketch.to_json(),
     }
     write_json_atomic(task.stats_path, stats)  # written last: the shard's commit marker
-    return stats
+    return dict(stats, remade=remade) if remade else stats  # why a committed shard was made again (not on disk)
 
 
 def _write_batch(writer: ShardWriter, sketch: PixelSketch, good, keys, views, records, options: SynthOptions,

@@ -168,6 +168,15 @@ NPZ_CASES = ["object-images", "string-labels", "float-images", "uint16-images", 
 
 
 # ------------------------------------------------------------------ the commands, one helper each
+def sigint_default() -> None:
+    """Popen preexec_fn: the child takes Ctrl-C as a foreground command does. A shell starts a
+    background job (`pytest ... &` in a script) with SIGINT ignored, its children inherit that,
+    and Python then never raises KeyboardInterrupt: a SIGINT test would find the child running."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def invoke(main, args):
     return CliRunner().invoke(main, [str(a) for a in args])
 

@@ -177,7 +177,7 @@ def test_one_trainer_per_run_folder_and_ctrl_c_says_interrupted(tmp_path):
     log = tmp_path / "first.log"
     with log.open("w") as sink:
         first = subprocess.Popen([sys.executable, "-m", "gcl.train.cli", *map(str, args)], stdout=sink,
-                                 stderr=subprocess.STDOUT)
+                                 stderr=subprocess.STDOUT, preexec_fn=hostile.sigint_default)
     try:
         deadline = time.time() + 600  # a safety net, not a speed claim: a loaded 2-core machine needs minutes to import Lightning
         while not (run / "checkpoints" / "last.ckpt").exists():
@@ -196,6 +196,9 @@ def test_one_trainer_per_run_folder_and_ctrl_c_says_interrupted(tmp_path):
     finally:
         if first.poll() is None:
             first.kill()
+    assert first.returncode == 128 + signal.SIGINT, log.read_text()[-2000:]
+    errors = [ln for ln in log.read_text().splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: stopped by SIGINT"), log.read_text()[-2000:]
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "interrupted" and info["global_step"] >= 1
     assert (run / "checkpoints" / "last.ckpt").is_file()

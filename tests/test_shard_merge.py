@@ -88,7 +88,7 @@ def test_sets_of_other_images_resolution_or_order_are_refused(sets, tmp_path, ci
     # writing over a source would destroy it while it is read: refused, the source untouched
     before = {p.name: p.read_bytes() for p in a.parent.glob("*.tar")}
     res = _merge(a, b, "--output", a.parent, "--name", a.parent.name, "--overwrite")
-    assert res.exit_code == 1 and "would overwrite" in res.output
+    assert res.exit_code == 1 and "is the folder of" in res.output
     assert {p.name: p.read_bytes() for p in a.parent.glob("*.tar")} == before and a.exists()
 
 
@@ -105,6 +105,62 @@ def test_a_damaged_source_is_refused_before_anything_is_written(sets, tmp_path):
     assert shard.name in res.output and "fail the manifest's claims" in res.output
     assert "--no-verify" not in res.output  # gcl-train's flag: a merge has no way round the check
     assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
+
+
+def test_a_set_twice_a_name_out_of_output_and_a_sources_folder_are_refused(sets, tmp_path):
+    root, a, b = sets
+    other_spelling = a.parent.parent / ".." / a.parent.parent.name / a.parent.name  # the folder, spelled anew
+    copy = root / "manifests" / f"{tmp_path.name}.json"  # a manifest copy beside the set naming the same shards
+    write_manifest(load_manifest(a), copy, a.parent)
+    for twice in ([a, a], [a, other_spelling], [a, copy]):
+        res = _merge(*twice, "--output", tmp_path / "m", "--name", "m")
+        assert res.exit_code == 1 and "are the same shard set" in res.output, res.output
+    for name in ("../escaped", "/abs", "..", ".hidden"):
+        res = _merge(a, b, "--output", tmp_path / "m", "--name", name)
+        assert res.exit_code == 1 and "a shard-set name is a plain file-name prefix" in res.output, res.output
+    assert not list(tmp_path.glob("escaped*")) and not (tmp_path / "m").exists()
+    res = _merge(a, b, "--output", b.parent, "--name", "m")  # a new name, but a source's folder
+    assert res.exit_code == 1 and "is the folder of" in res.output
+    assert sorted(p.name for p in b.parent.glob("*.manifest.json")) == [b.name]  # still one manifest: verify works
+
+
+def test_overwrite_replaces_only_an_earlier_merge_of_the_same_name(sets, tmp_path, cifar_test_npz, taef2_dir):
+    root, a, b = sets
+    foreign = tmp_path / "out"
+    shutil.copytree(a.parent, foreign)  # a set that gcl-synth run made, named like the merge
+    for p in foreign.iterdir():
+        p.rename(foreign / p.name.replace(a.parent.name, "m"))
+    before = {p.name: p.read_bytes() for p in foreign.iterdir() if p.name != ".gcl-synth.lock"}
+    res = _merge(a, b, "--output", foreign, "--name", "m", "--overwrite")
+    assert res.exit_code == 1 and "made by gcl-synth run" in res.output and "only an earlier merge" in res.output
+    (foreign / "m.owner.json").unlink()  # an older set without a marker: someone else's too
+    res = _merge(a, b, "--output", foreign, "--name", "m", "--overwrite")
+    assert res.exit_code == 1 and "no owner marker" in res.output
+    kept = {p.name: p.read_bytes() for p in foreign.iterdir() if p.name != ".gcl-synth.lock"}
+    assert kept == {k: v for k, v in before.items() if k != "m.owner.json"}
+    ours = tmp_path / "ours"
+    assert _merge(a, b, "--output", ours, "--name", "m").exit_code == 0
+    assert json.loads((ours / "m.owner.json").read_text()) == {"command": "gcl-synth merge"}
+    assert _merge(a, b, "--output", ours, "--name", "m", "--overwrite").exit_code == 0  # its own: replaced
+    args = ["run", "--no-progress", "--model", taef2_dir, *[cifar_test_npz if x is None else x for x in COMMON],
+            "--output", ours, "--name", "m", "--overwrite"]
+    res = CliRunner().invoke(main, [str(x) for x in args])  # nor does gcl-synth run replace the merge's set
+    assert res.exit_code == 1 and "made by gcl-synth merge" in res.output and "replaces only sets it planned" in res.output
+    assert json.loads((ours / "m.owner.json").read_text()) == {"command": "gcl-synth merge"}
+
+
+@pytest.mark.parametrize("planted", ["m.manifest.json", "m-000001.tar", "m.owner.json", ".gcl-synth.lock"])
+def test_a_link_planted_in_the_merge_output_is_refused_and_its_target_kept(sets, tmp_path, planted):
+    root, a, b = sets
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    victim.write_text("precious\n")
+    (out / planted).symlink_to(victim)
+    if planted != "m.owner.json":
+        (out / "m.owner.json").write_text(json.dumps({"command": "gcl-synth merge"}))
+    res = _merge(a, b, "--output", out, "--name", "m", "--overwrite")
+    assert res.exit_code == 1 and "is a symbolic link" in res.output and "Traceback" not in res.output, res.output
+    assert victim.read_text() == "precious\n"
 
 
 def _reordered_copy(manifest: Path, out: Path) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from click.core import ParameterSource
 
@@ -101,10 +103,21 @@ def main(recipe, resume, record_keys, input_, shards, sets, no_progress, verbose
 
     `gcl-train --output RUN --resume` continues RUN with the options it started with.
     """
+    from gcl.train import stopping
+
+    previous = stopping.stop_on_signals()
+    try:
+        _run(recipe, resume, record_keys, input_, shards, sets, no_progress, verbose, options)
+    finally:
+        stopping.restore(previous)
+
+
+def _run(recipe, resume, record_keys, input_, shards, sets, no_progress, verbose, options) -> None:
     import logging
 
     from gcl.errors import UserError
     from gcl.io import storage_error
+    from gcl.train import stopping
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -113,7 +126,7 @@ def main(recipe, resume, record_keys, input_, shards, sets, no_progress, verbose
         if resume:
             from gcl.train.resume import resume_config
 
-            cfg = resume_config(options["output"], recipe, overrides, sets)
+            cfg = resume_config(options["output"], recipe, overrides, sets, log=click.echo)
         else:
             cfg = load_config(recipe, overrides, sets=sets)
         from gcl.train.run import train
@@ -122,15 +135,29 @@ def main(recipe, resume, record_keys, input_, shards, sets, no_progress, verbose
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
-        if not storage_error(exc):
-            raise
-        raise click.ClickException(f"{storage_error(exc)}; the last complete checkpoint is kept, free space and "
-                                   "re-run with --resume") from None
+        if stopping.received() is None and storage_error(exc):
+            raise click.ClickException(f"{storage_error(exc)}; the last complete checkpoint is kept, free space and "
+                                       "re-run with --resume") from None
+        _exit_if_stopped(options["output"])
+        raise
+    except BaseException:  # Lightning ends a Ctrl-C with sys.exit(1); a worker killed with us raises RuntimeError
+        _exit_if_stopped(options["output"])
+        raise
     if info.get("status") == "finished":
         m = info.get("final_metrics", {})
         parts = [f"{k}={m[k]:.2f}" for k in ("train_loss", "val_knn_top1", "test_knn_top1", "test_linear_top1") if k in m]
         head = "already finished, nothing to train" if info.get("already_finished") else "done"
         click.echo(f"{head}: {info['global_step']} steps, {' '.join(parts)} -> {cfg.output}")
+
+
+def _exit_if_stopped(output: str) -> None:
+    """After SIGINT / SIGTERM: one line and 128 + the signal number, whatever the shutdown raised."""
+    from gcl.train import stopping
+
+    signum = stopping.received()
+    if signum is not None:
+        click.echo(f"Error: {stopping.stopped_line(signum, output)}", err=True)
+        sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

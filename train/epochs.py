@@ -196,4 +196,12 @@ def _take(chunks: list[dict], n: int) -> tuple[dict, list[dict]]:
 
 
 def _worker_init(_):
+    import signal
+
+    from gcl.train.stopping import die_with_parent
+
     torch.set_num_threads(1)  # decoding workers must not fight the training step for cores
+    # the trainer's stop handlers came with the fork: a worker just ends (Ctrl-C as PyTorch expects)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    die_with_parent()

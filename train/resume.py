@@ -77,9 +77,10 @@ def is_complete(info: dict, epochs: int) -> bool:
     return info.get("status") == "finished" and int(info.get("epochs_done") or 0) >= epochs
 
 
-def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[str, ...] = ()) -> TrainConfig:
+def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[str, ...] = (),
+                  log=None) -> TrainConfig:
     """The stored config of the run in OUTPUT; options given again must agree with it (HARMLESS
-    ones may differ and are used for this sitting)."""
+    ones may differ and are used for this sitting). log: where a lowered worker count is said."""
     stored = anchored_config(read_run(output)["config"], output)
     where = f"{Path(output) / 'run.json'}"
     try:
@@ -103,6 +104,13 @@ def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[
                           "give --shards-base again to resume")
     for key in HARMLESS:
         setattr(saved, key, getattr(given, key))
+    cores = os.cpu_count() or 1
+    if overrides.get("num_workers") is None and saved.num_workers > cores:
+        # run.json may come from a bigger machine, or from someone else: a worker per core at most
+        # (the count never changes the data order, train/data.py)
+        (log or (lambda _line: None))(f"note: {where} asks for {saved.num_workers} loader workers; this machine has "
+                                      f"{cores} cores: using {cores} (--num-workers N to choose)")
+        saved.num_workers = cores
     saved.output = str(output)
     validate(saved)
     return saved

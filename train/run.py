@@ -14,13 +14,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from gcl.folderlock import FolderLock
-from gcl.io import write_json_atomic
+from gcl.io import open_nofollow, refuse_links, write_json_atomic
 from gcl.provenance import code_version
 from gcl.train.config import ConfigError, TrainConfig, resolution
 from gcl.train.data import build_train_loader
 from gcl.train.epochs import EpochLoader, LoaderPosition
 from gcl.train.evalsets import load_eval_sets
 from gcl.train.methods import get_method
+from gcl.train import stopping
 from gcl.train.resume import is_complete, portable_config, read_run
 from gcl.train.summary import progress_bar, quiet_lightning, run_summary
 
@@ -36,6 +37,7 @@ class SafeLastCheckpoint(Callback):
 
     def _save(self, trainer):
         tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.unlink(missing_ok=True)  # Lightning's writer follows links: never write through one left there
         try:
             # all ranks call it; rank 0 writes, then a barrier. weights_only=False: the full state
             # (optimizer, schedulers, loops) that --resume needs; saying so keeps Lightning quiet
@@ -89,6 +91,7 @@ class WeightAverage(Callback):
             pl_module.on_save_checkpoint(ckpt)  # the contract's info block (method, backbone, resolution...)
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.parent.mkdir(parents=True, exist_ok=True)  # before last.ckpt's first save made the folder
+            tmp.unlink(missing_ok=True)  # torch.save follows links: never write through one left there
             torch.save(ckpt, tmp)
             os.replace(tmp, self.path)
 
@@ -134,12 +137,13 @@ class KeyRecorder(Callback):
             lines = path.read_text().splitlines(keepends=True)
             kept = [ln for ln in lines if int(ln.split(" ", 1)[0]) <= trainer.global_step]
             if len(kept) < len(lines):
-                path.write_text("".join(kept))
+                with open_nofollow(path, "w") as fh:
+                    fh.write("".join(kept))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.folder.mkdir(parents=True, exist_ok=True)
         step = trainer.global_step  # already counts this batch
-        with open(self.folder / f"epoch{trainer.current_epoch:04d}-rank{trainer.global_rank}.txt", "a") as fh:
+        with open_nofollow(self.folder / f"epoch{trainer.current_epoch:04d}-rank{trainer.global_rank}.txt", "a") as fh:
             fh.write("".join(f"{step} {k}\n" for k in batch["key"]))
 
 
@@ -161,7 +165,7 @@ def _read_rows(path: Path) -> list[dict]:
 def _write_rows(path: Path, rows: list[dict]) -> None:
     keys = sorted({k for r in rows for k in r})
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with open_nofollow(tmp, "w") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
@@ -264,6 +268,10 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
     # one trainer per run folder: a second one (a rerun study, a second --resume) would write the
     # same last.ckpt.tmp; held until this process ends, released by the kernel if it is killed
     with FolderLock(out, RUN_LOCK, "gcl-train run", "--output") if rank_zero else contextlib.nullcontext():
+        if rank_zero:
+            # Lightning's loggers and checkpoints write hparams.yaml, metrics.csv, tb/, *.ckpt through
+            # any link they find: a run folder someone else prepared may hold none
+            refuse_links(out, hint="remove it or choose another --output")
         if resume and rank_zero:
             _stash_metrics(out, int(saved["global_step"]))
         # the code and loader workers of every sitting (a resumed run lists each): what trained is on record
@@ -307,7 +315,7 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         except BaseException as exc:
             if trainer.is_global_zero:  # run.json never says "running" for a run that stopped
                 # Ctrl-C (Lightning turns it into SystemExit) or SIGTERM; anything else is an error
-                interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, SIGTERMException))
+                interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, SIGTERMException)) or stopping.received()
                 write_json_atomic(out / "run.json", {**info, "status": "interrupted" if interrupted else "stopped",
                                                      "error": _one_line(exc), "global_step": int(trainer.global_step),
                                                      "skipped_samples": int(loader.skipped)})

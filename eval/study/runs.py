@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from gcl.eval.study.config import MergeSet, Study, StudyError, SynthOptions
-from gcl.io import write_bytes_atomic, write_json_atomic
+from gcl.io import open_nofollow, write_bytes_atomic, write_json_atomic
 from gcl.manifest import ManifestError, load_manifest
 
 SET_STATE = "study-shard-set.json"  # beside a shard set: the options it was made with
@@ -73,7 +73,7 @@ def run_logged(cmd: list[str], log: Path) -> tuple[int, float]:
     and given CHILD_GRACE_S to save before SIGKILL; killed outright, the kernel ends it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with open(log, "a") as fh:
+    with open_nofollow(log, "a") as fh:  # train.log / synth.log: never appended through a planted link
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
         child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -1,0 +1,82 @@
+"""Ctrl-C and SIGTERM end gcl-train at once, loader workers included, with a non-zero status.
+
+The first SIGINT or SIGTERM raises Stopped (a KeyboardInterrupt) in the main thread wherever it
+is: Lightning then shuts down as for Ctrl-C, train() records run.json as interrupted, and the cli
+prints one line and exits with 128 + the signal number (130, 143), as a shell reports a process
+ended by that signal. A second signal ends the process at once (a shutdown stuck on a dead file
+system must not need `kill -9`). Lightning's own SIGTERM handling only sets a flag that its loop
+reads after the current batch (and makes the process exit 0); this runs first and does not wait.
+
+Loader workers ask the kernel for SIGTERM when the trainer dies (Linux prctl), so a trainer
+killed outright (OOM, `kill -9`) leaves no worker behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+_received: list[int] = []
+
+
+class Stopped(KeyboardInterrupt):
+    """gcl-train was asked to stop by a signal."""
+
+
+def _on_signal(signum, _frame) -> None:
+    if _received:
+        os._exit(128 + signum)  # the second signal: the first one's shutdown did not end in time
+    _received.append(signum)
+    raise Stopped(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> dict:
+    """Install the handlers (main thread only: signals reach Python handlers there). A signal the
+    parent set to be ignored stays ignored: a shell starts a background job (`cmd &` in a script,
+    nohup) with SIGINT ignored so that a Ctrl-C in the terminal does not end it, and Python then
+    installs no KeyboardInterrupt handler either. Such a trainer outlives any SIGINT by design; stop
+    it with SIGTERM (what the study runner sends). Returns the handlers it replaced."""
+    _received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
+    for sig in previous:
+        signal.signal(sig, _on_signal)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    """The handlers before stop_on_signals (gcl-train's main called in-process, e.g. by a test)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def received() -> int | None:
+    """The signal that stopped this run, None when none came."""
+    return _received[0] if _received else None
+
+
+def stopped_line(signum: int, output: str) -> str:
+    name = signal.Signals(signum).name
+    if not os.path.isfile(os.path.join(output, "checkpoints", "last.ckpt")):
+        return f"stopped by {name} before the first checkpoint; nothing to resume in {output}"
+    return (f"stopped by {name}; {output}/run.json says interrupted and the last checkpoint is kept: continue with "
+            f"gcl-train --output {output} --resume")
+
+
+def die_with_parent() -> None:
+    """In a forked loader worker: SIGTERM when the trainer that forked it dies (Linux; elsewhere the
+    DataLoader's own watchdog notices within seconds)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        return
