@@ -6,7 +6,6 @@ failed shard is retried and then reported, never losing the shards already commi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -90,9 +89,10 @@ def prepare(cfg: RunConfig):
         raise UserError(recipe_problem(generator, recipe))
     inputs = list_inputs(cfg.input)
     name = cfg.name or default_name(cfg)
-    options = SynthOptions(generator.id, generator.weights_sha256, recipe.spec, cfg.views,
-                           cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type,
-                           cfg.residual)
+    options = SynthOptions(generator=generator.id, weights_sha256=generator.weights_sha256, recipe=recipe.spec,
+                           views=cfg.views, resolution=cfg.resolution, image_format=cfg.image_format,
+                           quality=cfg.quality, seed=cfg.seed, batch_size=cfg.batch_size, dtype=dtype,
+                           device_type=device.type, residual=cfg.residual)
     plan = make_plan(inputs, cfg.output, name, cfg.shard_size, options, cfg.limit)
     if not plan.tasks:
         raise UserError(f"no inputs to process in {cfg.input}")
@@ -164,7 +164,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"])
     manifest_path = Path(layout.manifest)
     if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())
+        previous = load_manifest(manifest_path)
         if manifest["throughput"]["generated_samples"] == 0:
             # a re-run that found everything committed keeps the throughput of the run that did the work
             manifest["throughput"] = previous.get("throughput", manifest["throughput"])

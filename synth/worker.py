@@ -7,7 +7,6 @@ thing on the critical path. Bad inputs are counted per error type and skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from gcl.inputs import InputItem, load_rgb, resize_center_crop
 from gcl.synth.plan import ShardTask, SynthOptions
 from gcl.synth.reference import PixelSketch
 from gcl.io import write_json_atomic
+from gcl.manifest import read_stats
 from gcl.shards import ORIG, Sample, ShardWriter, encode_image, keys_digest, sample_key, view_member
 
 log = logging.getLogger("gcl.synth")
@@ -121,8 +121,7 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
                   class_names: list[str] | None, progress: Callable[[int, int], None] | None = None) -> dict:
     """Write one shard and its stats (the commit marker). Returns the stats dict."""
     if os.path.exists(task.stats_path) and os.path.exists(task.tar_path):
-        with open(task.stats_path) as fh:
-            return dict(json.load(fh), resumed=True)
+        return dict(read_stats(task.stats_path), resumed=True)
     t0 = time.perf_counter()
     errors: Counter = Counter()
     skipped: list[dict] = []
