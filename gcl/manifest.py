@@ -38,12 +38,12 @@ MAX_MANIFEST_BYTES = 64 << 20
 def _finite(text: str) -> float:
     value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:20]} is not finite")
+        raise NonFinite(f"number {text[:20]} is not finite")
     return value
 
 
 def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
+    raise NonFinite(f"{name} is not a JSON number")
 
 
 def read_json_file(path: str | os.PathLike, what: str, error=ManifestError, max_bytes: int = MAX_MANIFEST_BYTES,
@@ -68,8 +68,29 @@ def read_json_file(path: str | os.PathLike, what: str, error=ManifestError, max_
         raise error(f"{what} {path} is nested too deeply to be a {what}") from None
     except json.JSONDecodeError as exc:
         raise error(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (ValueError, OSError) as exc:  # NaN/Infinity, not UTF-8, unreadable
+    except NonFinite:
+        raise error(f"{what} {path}: key '{_nonfinite_key(json.loads(text))}' must be a finite number, "
+                    "got NaN or Infinity") from None
+    except (ValueError, OSError) as exc:  # not UTF-8, unreadable
         raise error(f"{what} {path} cannot be read: {str(exc).splitlines()[0][:100]}") from None
+
+
+class NonFinite(ValueError):
+    """NaN or Infinity in a file that allows only finite numbers."""
+
+
+def _nonfinite_key(data) -> str:
+    """The key path of the first NaN/Infinity in parsed JSON (for the error line), e.g. 'shards[0].samples'."""
+    stack = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return path or "(top level)"
+        if isinstance(value, dict):
+            stack += [(f"{path}.{k}" if path else str(k), v) for k, v in reversed(list(value.items()))]
+        elif isinstance(value, list):
+            stack += [(f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value)))]
+    return "(unknown)"
 
 
 class ShardEntry(SharedModel):

@@ -87,6 +87,8 @@ _TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple", "i
 
 
 def _allowed(error: dict) -> str:
+    if error["type"] in ("model_type", "dict_type", "model_attributes_type", "dataclass_type"):
+        return "must be a mapping of keys"
     msg = error["msg"]
     msg = msg[0].lower() + msg[1:] if msg else msg
     return msg.replace("input should be", "must be").replace("value error, ", "")

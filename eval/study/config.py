@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from gcl.errors import UserError
+from gcl.yamlsafe import safe_load
 from gcl.shardset import OutputLayout
 
 STUDY_KEYS = {"name", "seeds", "control", "eval", "shard_sets", "train", "arms", "plot", "output", "decision", "results",
@@ -216,7 +217,7 @@ def recipe_file(spec: str) -> Path:
 
 def read_yaml(path: Path, what: str) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load(path.read_text())  # gcl.yamlsafe: no anchors/aliases, no duplicate keys
     except FileNotFoundError:
         raise StudyError(f"{what} not found: {path}") from None
     except yaml.YAMLError as exc:
