@@ -43,7 +43,7 @@ def parse(model: type[BaseModel], data, where, error: type[UserError] = UserErro
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        loc = exc.errors(include_url=False)[0]["loc"]
+        loc = min((e["loc"] for e in exc.errors(include_url=False)), key=len)
         raise error(f"{where(loc) if callable(where) else where}: {describe(exc, model)}") from None
     except RecursionError:
         raise error(f"{where(()) if callable(where) else where} is nested too deeply") from None
@@ -52,6 +52,8 @@ def parse(model: type[BaseModel], data, where, error: type[UserError] = UserErro
 def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     """The first problem of a ValidationError as 'key K: ..., got V' (and how many more there are)."""
     errors = exc.errors(include_url=False, include_context=False)
+    # the outermost problem first: a list of the wrong length before the values inside it
+    errors.sort(key=lambda e: len(e["loc"]))
     first = errors[0]
     loc = first["loc"]
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
