@@ -41,8 +41,18 @@ Steps = Annotated[int, Field(ge=0, le=10**9)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 
 
-def _as_tuple(value):
-    return tuple(value) if isinstance(value, list) else value
+def _numbers(count: int):
+    """A list of `count` values -> a tuple (YAML and JSON have no tuples); another length is one clear
+    error before the values are looked at."""
+
+    def check(value):
+        if isinstance(value, (list, tuple)):
+            if len(value) != count:
+                raise ValueError(f"must hold {count} numbers")
+            return tuple(value)
+        return value
+
+    return BeforeValidator(check)
 
 
 def _one_or_list(value):
@@ -88,8 +98,7 @@ class OptimConfig(SharedModel):
     eta_lars: Annotated[float, Field(gt=0.0, le=1.0)] = 0.02  # LARS trust coefficient, solo-learn's value
     exclude_bias_n_norm: bool = True  # no weight decay / LARS adaptation on biases and norms
     classifier_lr: Rate = 0.1  # online linear probe, its own lr and no weight decay
-    betas: Annotated[tuple[Annotated[float, Field(ge=0.0, lt=1.0)], ...], Field(min_length=2, max_length=2),
-                     BeforeValidator(_as_tuple)] = (0.9, 0.999)  # adamw only
+    betas: Annotated[tuple[Annotated[float, Field(ge=0.0, lt=1.0)], ...], _numbers(2)] = (0.9, 0.999)  # adamw only
 
 
 class SchedConfig(SharedModel):
@@ -154,10 +163,8 @@ class TrainConfig(SharedModel):
     gen_augmentations: AugConfig | None = None
     # Per-channel statistics of [0, 1] pixels (CIFAR-10's by default). A std under 0.01 multiplies
     # pixels by more than 100 (0 divides by zero: a NaN loss).
-    mean: Annotated[tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...], Field(min_length=3, max_length=3),
-                    BeforeValidator(_as_tuple)] = (0.4914, 0.4822, 0.4465)
-    std: Annotated[tuple[Annotated[float, Field(ge=0.01, le=1.0)], ...], Field(min_length=3, max_length=3),
-                   BeforeValidator(_as_tuple)] = (0.2470, 0.2435, 0.2616)
+    mean: Annotated[tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...], _numbers(3)] = (0.4914, 0.4822, 0.4465)
+    std: Annotated[tuple[Annotated[float, Field(ge=0.01, le=1.0)], ...], _numbers(3)] = (0.2470, 0.2435, 0.2616)
     epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 100
     # families per step per device, as solo-learn counts it; 65536 32-px families are ~2.4 GB per view
     batch_size: Annotated[int, Field(ge=2, le=65536)] = 256
