@@ -91,7 +91,7 @@ def test_recipe_check_refuses_unchecked_values_in_one_line(tmp_path, capsys, rec
     path.write_text(recipe + "\n")
     assert main([str(path)]) == 1
     (line,) = capsys.readouterr().out.splitlines()
-    assert line.startswith(f"error {path}: recipe {path}: key '{key}'"), line
+    assert line.startswith(f"error {path}: key '{key}'"), line
 
 
 def test_every_bundled_recipe_still_loads():

@@ -25,8 +25,9 @@ def check_recipe(path: str) -> str | None:
     """None when gcl-train would accept the recipe, else its one-line error."""
     try:
         cfg = load_config(path, {"shards": PLACEHOLDER_SHARDS})
-    except ConfigError as exc:
-        return str(exc)
+    except ConfigError as exc:  # the line names the recipe already: 'error PATH: key K: ...'
+        message = str(exc)
+        return message.removeprefix(f"recipe {path}: ")
     from gcl.train.methods import get_method  # lightning and lightly: only once a recipe got this far
 
     try:  # the method's own check of its kwargs (keys and values), as gcl-train runs it

@@ -10,6 +10,7 @@ memory or time than any real run needs (each says why); rules between keys live 
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, BeforeValidator, Field, PlainSerializer, model_validator
@@ -39,6 +40,8 @@ MAX_EPOCHS = 100_000
 # Step counts (checkpoint interval, epoch cap): 10^9 steps is centuries of training.
 Steps = Annotated[int, Field(ge=0, le=10**9)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+# A file or URL. Python callers may pass a pathlib.Path; a recipe or run.json (YAML/JSON) holds text only.
+PathText = Annotated[Text, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
 
 
 def _numbers(count: int):
@@ -56,7 +59,7 @@ def _numbers(count: int):
 
 
 def _one_or_list(value):
-    return [value] if isinstance(value, (dict, str)) else value
+    return [value] if isinstance(value, (dict, str, os.PathLike)) else value
 
 
 def _members(value):
@@ -169,9 +172,9 @@ class TrainConfig(SharedModel):
     # families per step per device, as solo-learn counts it; 65536 32-px families are ~2.4 GB per view
     batch_size: Annotated[int, Field(ge=2, le=65536)] = 256
     # data: a manifest, brace pattern(s) or tar list; 10^6 entries is an ImageNet-21k set in 14-image shards
-    shards: Annotated[list[Text], Field(max_length=10**6), BeforeValidator(_one_or_list)] = Field(default_factory=list)
-    shards_base: Text | None = None  # read manifest shards from here (folder, http(s), or a typed pipe:CMD)
-    input: Text | None = None  # plain npz / ImageFolder instead of shards (handcrafted only)
+    shards: Annotated[list[PathText], Field(max_length=10**6), BeforeValidator(_one_or_list)] = Field(default_factory=list)
+    shards_base: PathText | None = None  # read manifest shards from here (folder, http(s), or a typed pipe:CMD)
+    input: PathText | None = None  # plain npz / ImageFolder instead of shards (handcrafted only)
     verify: bool = True  # check shards against the manifest (sha256, counts, K, labels) before training
     gen_prob: Prob = 0.5  # per chosen view: probability that it is a generated one
     pairing: Literal[PAIRINGS] = "any"
@@ -186,16 +189,16 @@ class TrainConfig(SharedModel):
     # -1: one per CPU core, at most 8; each worker is a process with its own buffer: 256 is past any node
     num_workers: Annotated[int, Field(ge=-1, le=256)] = -1
     # online evaluation
-    eval_train: Text | None = None  # labelled set for the kNN bank (npz / ImageFolder / shards)
+    eval_train: PathText | None = None  # labelled set for the kNN bank (npz / ImageFolder / shards)
     # labelled queries held out of the training data: the only metric that selects best.ckpt
-    eval_val: Text | None = None
-    eval_test: Text | None = None  # labelled queries, reported (test_*) but never used to select
+    eval_val: PathText | None = None
+    eval_test: PathText | None = None  # labelled queries, reported (test_*) but never used to select
     eval_every: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 1  # epochs
     # images per eval set (0: all); CIFAR's 50k bank costs more than it tells; 10^7 is ImageNet x 8
     eval_limit: Annotated[int, Field(ge=0, le=10**7)] = 10000
     # run: Lightning takes seeds in [0, 2^32) and silently draws a random one outside
     seed: Annotated[int, Field(ge=0, lt=1 << 32)] = 0
-    output: Text = "runs/default"
+    output: PathText = "runs/default"
     devices: Annotated[int, Field(ge=1, le=1024)] = 1  # per node
     num_nodes: Annotated[int, Field(ge=1, le=4096)] = 1
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
