@@ -130,7 +130,7 @@ class Manifest(SharedModel):
     resolution: Annotated[int, Field(ge=0, le=1 << 16)] | None = None
     image_format: Literal["jpg", "png", "webp"] | None = None
     quality: Annotated[int, Field(ge=0, le=100)] | None = None
-    seed: Annotated[int, Field(ge=0, lt=1 << 64)] | None = None
+    seed: Annotated[int, Field(ge=-(1 << 63), lt=1 << 63)] | None = None  # gcl-synth's --seed: any 64-bit integer
     batch_size: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
     dtype: Text | None = None
     device_type: Text | None = None

@@ -48,7 +48,8 @@ class _SharedLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 if key_node.value in seen:
-                    raise SharedYamlError(f"line {key_node.start_mark.line + 1}: key {key_node.value[:40]!r} is given twice")
+                    line = key_node.start_mark.line + 1
+                    raise SharedYamlError(f"line {line}: key {key_node.value[:40]!r} is given twice")
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 

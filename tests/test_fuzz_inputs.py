@@ -97,7 +97,8 @@ def _fuzz(model, doc, read, models=None) -> None:
     import schemafuzz
 
     failures, counts, paths = schemafuzz.fuzz(model, doc, read, models)
-    assert not failures, f"{len(failures)} of {paths} keys x {len(schemafuzz.HOSTILE)} values:\n" + "\n".join(failures[:15])
+    head = f"{len(failures)} failures over {paths} keys x {len(schemafuzz.HOSTILE)} values:\n"
+    assert not failures, head + "\n".join(failures[:15])
     assert counts["refused"] >= paths  # each key refused something (fuzz checks it per key)
 
 
@@ -118,7 +119,8 @@ def test_fuzz_recipe_keys(tmp_path):
     recipe = tmp_path / "r.yaml"
 
     def read(path, value):
-        recipe.write_text(yaml.dump(schemafuzz_with(doc, path, value), Dumper=yaml.CSafeDumper, default_flow_style=True))
+        text = yaml.dump(schemafuzz_with(doc, path, value), Dumper=yaml.CSafeDumper, default_flow_style=True)
+        recipe.write_text(text)
         load_config(str(recipe), {})
 
     read(("epochs",), 10)  # the document itself is valid

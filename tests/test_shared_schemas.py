@@ -175,4 +175,5 @@ def test_loaders_raise_user_errors_only():
     from gcl.synth.plan import PlanMismatch
     from gcl.train.schema import ConfigError
 
-    assert all(issubclass(e, UserError) for e in (StudyResultError, ManifestError, StatsError, PlanMismatch, ConfigError))
+    errors = (StudyResultError, ManifestError, StatsError, PlanMismatch, ConfigError)
+    assert all(issubclass(e, UserError) for e in errors)

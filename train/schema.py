@@ -81,7 +81,8 @@ class AugConfig(SharedModel):
     hue: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1  # a hue shift of half the colour wheel is the most there is
     color_jitter_prob: Prob = 0.8
     gray_scale_prob: Prob = 0.2
-    gaussian_prob: Prob = 0.0  # off unless a recipe asks: solo-learn's CIFAR files differ (0.5 symmetric, 0 asymmetric/VICReg)
+    # off unless a recipe asks: solo-learn's CIFAR files differ (0.5 symmetric, 0 asymmetric/VICReg)
+    gaussian_prob: Prob = 0.0
     solarization_prob: Prob = 0.0
     equalization_prob: Prob = 0.0
     horizontal_flip_prob: Prob = 0.5
@@ -172,13 +173,15 @@ class TrainConfig(SharedModel):
     # families per step per device, as solo-learn counts it; 65536 32-px families are ~2.4 GB per view
     batch_size: Annotated[int, Field(ge=2, le=65536)] = 256
     # data: a manifest, brace pattern(s) or tar list; 10^6 entries is an ImageNet-21k set in 14-image shards
-    shards: Annotated[list[PathText], Field(max_length=10**6), BeforeValidator(_one_or_list)] = Field(default_factory=list)
+    shards: Annotated[list[PathText], Field(max_length=10**6), BeforeValidator(_one_or_list)] = \
+        Field(default_factory=list)
     shards_base: PathText | None = None  # read manifest shards from here (folder, http(s), or a typed pipe:CMD)
     input: PathText | None = None  # plain npz / ImageFolder instead of shards (handcrafted only)
     verify: bool = True  # check shards against the manifest (sha256, counts, K, labels) before training
     gen_prob: Prob = 0.5  # per chosen view: probability that it is a generated one
     pairing: Literal[PAIRINGS] = "any"
-    family_views: Annotated[int, Field(ge=0, le=64)] = 0  # >=2: M members per family for supcon; 64 views per step is plenty
+    # >=2: M members per family for supcon; 64 views of each image per step is past any method
+    family_views: Annotated[int, Field(ge=0, le=64)] = 0
     # Exact member types per family, in order (train/pairing.py): orig | gen | gen?; e.g.
     # [orig, orig, gen] (extra generated positive) vs [orig, orig, orig] (its control). Empty:
     # built from pairing and family_views.
