@@ -43,7 +43,7 @@ def parse(model: type[BaseModel], data, where, error: type[UserError] = UserErro
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        loc = min((e["loc"] for e in exc.errors(include_url=False)), key=len)
+        loc = min((e["loc"] for e in exc.errors(include_url=False)), key=lambda loc: len(key_path(loc)))
         raise error(f"{where(loc) if callable(where) else where}: {describe(exc, model)}") from None
     except RecursionError:
         raise error(f"{where(()) if callable(where) else where} is nested too deeply") from None
@@ -53,7 +53,7 @@ def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     """The first problem of a ValidationError as 'key K: ..., got V' (and how many more there are)."""
     errors = exc.errors(include_url=False, include_context=False)
     # the outermost problem first: a list of the wrong length before the values inside it
-    errors.sort(key=lambda e: len(e["loc"]))
+    errors.sort(key=lambda e: len(key_path(e["loc"])))
     first = errors[0]
     loc = first["loc"]
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
@@ -78,14 +78,19 @@ def key_path(loc) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not str(part).startswith(("function-", "union[", "tagged-union[")) and str(part) not in _TYPE_TAGS:
+        elif not _is_branch_tag(str(part)):
             out += f".{part}" if out else str(part)
     return out
 
 
-# pydantic adds the branch of a union (e.g. 'int', 'str', 'list[...]') to an error's location
+# pydantic adds the branch of a union (e.g. 'int', 'constrained-str', 'list[constrained-str]') to a location
 _TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list", "tuple", "is-instance", "json-or-python",
-              "lax-or-strict", "nullable", "default", "constrained-str", "constrained-int"}
+              "lax-or-strict", "nullable", "default"}
+
+
+def _is_branch_tag(part: str) -> bool:
+    head = part.split("[", 1)[0]
+    return head in _TYPE_TAGS or head.startswith(("constrained-", "function-", "union", "tagged-union", "lax-"))
 
 
 def _allowed(error: dict) -> str:
