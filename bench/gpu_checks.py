@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from gcl.yamlsafe import safe_load  # the loader of shared YAML (alias cap, no duplicate keys)
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 STUDY = Path("studies/cifar10-gpu/study.yaml")  # relative to the repository root, like its own paths
@@ -77,7 +79,7 @@ def log_tail(path: Path, lines: int = 8) -> str:
 
 def study_inputs(study_file: Path) -> list[str]:
     """The files and folders a study reads (paths relative to the repository root)."""
-    data = yaml.safe_load(study_file.read_text())
+    data = safe_load(study_file.read_text())
     paths = [data["eval"]["bank"], data["eval"]["test"]]
     for opts in data["shard_sets"].values():
         paths += [opts[k] for k in ("input", "model") if opts.get(k)]
@@ -90,7 +92,7 @@ def rehearse_study(tmp: Path, cifar: str) -> Path:
     sys.path.insert(0, str(BENCH))
     from family_configs import build
 
-    data = yaml.safe_load((REPO / STUDY).read_text())
+    data = safe_load((REPO / STUDY).read_text())
     data.update(seeds=[0], output=str(tmp / "out"))
     test = cifar.replace("_train", "_test")
     # without the test file, queries come from train images neither the bank (its first 64) nor

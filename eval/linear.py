@@ -55,9 +55,11 @@ def load_recipe(path: str | os.PathLike | None, **overrides) -> LinearRecipe:
     if path:
         import yaml
 
+        from gcl.yamlsafe import safe_load
+
         try:
             with open(path) as fh:
-                data = yaml.safe_load(fh) or {}
+                data = safe_load(fh.read()) or {}  # no anchors/aliases: a shared file cannot expand
         except yaml.YAMLError as exc:  # a python/* tag included: safe_load constructs no objects
             raise ValueError(f"{path} is not a plain YAML recipe: {str(exc).splitlines()[0]}") from None
         except UnicodeDecodeError:

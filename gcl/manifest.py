@@ -11,8 +11,17 @@ import json
 import os
 from pathlib import Path
 
+from typing import Annotated, Literal
+
+from pydantic import Field
+
 from gcl.errors import UserError
+from gcl.inputs import MAX_CLASSES
 from gcl.io import write_json_atomic
+from gcl.schema import MAX_TEXT, OpenModel, SharedModel, parse
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Count = Annotated[int, Field(ge=0, le=10**15)]  # samples, shard indexes: 10^15 is past any data set
 
 SCHEMA = "gcl.manifest"
 SCHEMA_VERSION = 1
@@ -29,24 +38,28 @@ MAX_MANIFEST_BYTES = 64 << 20
 def _finite(text: str) -> float:
     value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:20]} is not finite")
+        raise NonFinite(f"number {text[:20]} is not finite")
     return value
 
 
 def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
+    raise NonFinite(f"{name} is not a JSON number")
 
 
-def read_json_file(path: str | os.PathLike, what: str, error=ManifestError, max_bytes: int = MAX_MANIFEST_BYTES):
-    """Strict JSON from a file someone may have crafted: no NaN/Infinity, bounded size and depth;
-    every failure is one `error` line naming the file."""
+def read_json_file(path: str | os.PathLike, what: str, error=ManifestError, max_bytes: int = MAX_MANIFEST_BYTES,
+                   finite: bool = True):
+    """Strict JSON from a file someone may have crafted: no NaN/Infinity (unless finite=False: a
+    report of a diverged run), bounded size and depth; every failure is one `error` line naming the file."""
     path = Path(path)
     try:
         size = path.stat().st_size
         if size > max_bytes:
             raise error(f"{what} {path} is {size} bytes, over the {max_bytes >> 20} MiB cap")
         with open(path, "rb") as fh:
-            return json.loads(fh.read(max_bytes + 1), parse_float=_finite, parse_constant=_no_constant)
+            text = fh.read(max_bytes + 1)
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant) if finite else json.loads(text)
+    except error:
+        raise
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except IsADirectoryError:
@@ -55,66 +68,135 @@ def read_json_file(path: str | os.PathLike, what: str, error=ManifestError, max_
         raise error(f"{what} {path} is nested too deeply to be a {what}") from None
     except json.JSONDecodeError as exc:
         raise error(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (ValueError, OSError) as exc:  # NaN/Infinity, not UTF-8, unreadable
+    except NonFinite:
+        raise error(f"{what} {path}: key '{_nonfinite_key(json.loads(text))}' must be a finite number, "
+                    "got NaN or Infinity") from None
+    except (ValueError, OSError) as exc:  # not UTF-8, unreadable
         raise error(f"{what} {path} cannot be read: {str(exc).splitlines()[0][:100]}") from None
 
 
+class NonFinite(ValueError):
+    """NaN or Infinity in a file that allows only finite numbers."""
+
+
+def _nonfinite_key(data) -> str:
+    """The key path of the first NaN/Infinity in parsed JSON (for the error line), e.g. 'shards[0].samples'."""
+    stack = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return path or "(top level)"
+        if isinstance(value, dict):
+            stack += [(f"{path}.{k}" if path else str(k), v) for k, v in reversed(list(value.items()))]
+        elif isinstance(value, list):
+            stack += [(f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value)))]
+    return "(unknown)"
+
+
+class ShardEntry(SharedModel):
+    """One shard's claims: its file (relative to base), size, sha256 and sample count."""
+
+    url: Text
+    index: Count | None = None
+    samples: Count | None = None
+    bytes: Annotated[int, Field(ge=0, le=1 << 50)] | None = None  # a petabyte: past any single tar
+    sha256: Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")] | None = None
+    errors: dict[Text, Count] = Field(default_factory=dict)  # skipped inputs by reason
+    pixel_sketch: dict[Text, list[float]] | None = None  # synth/reference.py: bytes-free comparison
+    keys_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+class Cost(OpenModel):
+    """What the views cost to make (the study reports it next to training cost)."""
+
+    flops_per_image: Annotated[int, Field(ge=0, le=10**18)] | None = None
+    seconds: Annotated[float, Field(ge=0.0, le=1e9)] | None = None
+    images: Count | None = None
+
+
+class Manifest(SharedModel):
+    """A shard set's manifest (gcl-synth run and merge write it, gcl-synth viewstats adds view_stats).
+    Records that describe how the set was made (generator, recipe, input, totals, throughput...) are
+    kept as JSON objects: gcl shows them and compares them, never computes with their values."""
+
+    schema_: Literal["gcl.manifest"] = Field(alias="schema")
+    version: Annotated[int, Field(ge=0)] = 0
+    name: Text | None = None
+    base: Text = "."
+    created: Text | None = None
+    complete: bool | None = None
+    views: Annotated[int, Field(ge=0, le=4096)] = 0  # K generated views per family (a family is one sample)
+    has_orig: bool = True
+    resolution: Annotated[int, Field(ge=0, le=1 << 16)] | None = None
+    image_format: Literal["jpg", "png", "webp"] | None = None
+    quality: Annotated[int, Field(ge=0, le=100)] | None = None
+    seed: Annotated[int, Field(ge=-(1 << 63), lt=1 << 63)] | None = None  # gcl-synth's --seed: any 64-bit integer
+    batch_size: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
+    dtype: Text | None = None
+    device_type: Text | None = None
+    cpu_capability: Text | None = None  # the CPU's vector instructions (AVX2, AVX512): they change float bytes
+    residual: bool | None = None
+    labelled: bool = False
+    class_names: Annotated[list[Text], Field(max_length=MAX_CLASSES)] | None = None
+    plan_fingerprint: Text | None = None
+    shards: Annotated[list[ShardEntry], Field(max_length=10**7)] = Field(default_factory=list)
+    pending: list[Count] = Field(default_factory=list)
+    failed: dict[Text, Annotated[str, Field(max_length=MAX_TEXT)]] = Field(default_factory=dict)
+    cost: Cost | None = None
+    generator: dict | None = None
+    recipe: dict | None = None
+    input: dict | None = None
+    totals: dict | None = None
+    throughput: dict | None = None
+    merged_from: list[dict] | None = None
+    view_stats: dict | None = None
+
+
 def load_manifest(path: str | os.PathLike) -> dict:
-    """A manifest whose fields have the types gcl relies on (one ManifestError line otherwise)."""
+    """A manifest checked against the Manifest schema (one ManifestError line otherwise), as the dict
+    it was read as: every key known, every value of the type and range gcl relies on."""
     path = Path(path)
     data = read_json_file(path, "manifest")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ManifestError(f"{path} is not a gcl manifest (missing schema '{SCHEMA}')")
     version = data.get("version", 0)
-    if not _is_int(version):
-        raise ManifestError(f"{path}: 'version' must be an integer, got {_show(version)}")
-    if version > SCHEMA_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise ManifestError(f"{path} has manifest version {version}; this gcl reads <= {SCHEMA_VERSION}")
-    problem = _field_problem(data)
-    if problem:
-        raise ManifestError(f"{path}: {problem}")
+    parse(Manifest, data, f"manifest {path}", ManifestError)
     return data
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class StatsError(UserError):
+    """A shard's stats.json (its commit marker) that cannot be read or does not follow the schema."""
 
 
-def _show(value) -> str:
-    return repr(value)[:40]
+class SkippedInput(SharedModel):
+    source: Text
+    error: Text
 
 
-# field -> (check, what it must be); only fields gcl reads are checked, others are kept as they are
-_FIELDS = {
-    "views": (lambda v: _is_int(v) and 0 <= v <= 4096, "an integer number of views"),
-    "resolution": (lambda v: v is None or (_is_int(v) and 0 <= v <= 1 << 16), "an image side in pixels"),
-    "labelled": (lambda v: isinstance(v, bool), "true or false"),
-    "has_orig": (lambda v: isinstance(v, bool), "true or false"),
-    "base": (lambda v: isinstance(v, str), "a folder or URL"),
-    "name": (lambda v: isinstance(v, str), "text"),
-    "class_names": (lambda v: v is None or (isinstance(v, list) and all(isinstance(c, str) for c in v)),
-                    "a list of names"),
-    "shards": (lambda v: isinstance(v, list), "a list of shard entries"),
-}
-_SHARD_FIELDS = {
-    "url": (lambda v: isinstance(v, str), "a file name"),
-    "samples": (lambda v: _is_int(v) and v >= 0, "a count"),
-    "bytes": (lambda v: _is_int(v) and v >= 0, "a size in bytes"),
-    "sha256": (lambda v: isinstance(v, str) and len(v) in (0, 64), "a sha256 hex digest"),
-}
+class ShardStats(SharedModel):
+    """NAME-NNNNNN.stats.json, written last next to each tar: the shard is committed, and these are its
+    claims (gcl-synth run and merge write it; a resumed run and `gcl-synth status` read it back)."""
+
+    shard: Annotated[str, Field(pattern=r"^[^/\\]+\.tar$", max_length=255)]  # a file name next to it, no folder
+    index: Count
+    samples: Count
+    inputs: Count | None = None
+    bytes: Annotated[int, Field(ge=0, le=1 << 50)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    keys_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    errors: dict[Text, Count] = Field(default_factory=dict)
+    skipped: Annotated[list[SkippedInput], Field(max_length=10_000)] = Field(default_factory=list)
+    seconds: Annotated[float, Field(ge=0.0, le=1e9)] | None = None
+    pixel_sketch: dict[Text, list[float]] | None = None
 
 
-def _field_problem(data: dict) -> str:
-    for key, (ok, what) in _FIELDS.items():
-        if key in data and not ok(data[key]):
-            return f"'{key}' must be {what}, got {_show(data[key])}"
-    for i, shard in enumerate(data.get("shards") or []):
-        if not isinstance(shard, dict):
-            return f"shard entry {i} must be an object, got {_show(shard)}"
-        for key, (ok, what) in _SHARD_FIELDS.items():
-            if key in shard and not ok(shard[key]):
-                return f"shard entry {i}: '{key}' must be {what}, got {_show(shard[key])}"
-    return ""
+def read_stats(path: str | os.PathLike) -> dict:
+    """A shard's stats.json checked against ShardStats (one StatsError line otherwise)."""
+    data = read_json_file(path, "shard stats", StatsError, max_bytes=16 << 20)
+    parse(ShardStats, data, f"shard stats {path}", StatsError)
+    return data
 
 
 def write_manifest(manifest: dict, path: str | os.PathLike, shards_dir: str | os.PathLike) -> Path:

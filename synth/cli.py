@@ -160,7 +160,7 @@ def status(output):
         output = os.path.dirname(output) or "."
     try:
         click.echo(status_text(shard_status(output)))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, UserError) as exc:  # a missing, corrupt or crafted plan, stats or manifest
         _fail(exc)
 
 

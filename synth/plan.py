@@ -9,32 +9,58 @@ import glob
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
 
 from gcl.errors import UserError
 from gcl.inputs import InputItem, InputSet
 from gcl.io import write_json_atomic
+from gcl.manifest import Count, Text, read_json_file
+from gcl.schema import SharedModel, parse
+from gcl.shards import IMAGE_FORMATS
 from gcl.shardset import OutputLayout
 
 
+class SynthOptions(SharedModel):
+    """Every option that changes output bytes (and nothing else: workers, retries do not); also the
+    'options' of plan.json, so a plan read back has the same types and ranges as one made here."""
 
-@dataclass(frozen=True)
-class SynthOptions:
-    """Every option that changes output bytes (and nothing else: workers, retries do not)."""
+    model_config = ConfigDict(frozen=True)
 
-    generator: str  # family:arch (see Generator.id); the weights are named by their sha256, not their folder
-    weights_sha256: str
-    recipe: str  # the parsed recipe's spec string
-    views: int
-    resolution: int
-    image_format: str
-    quality: int
-    seed: int
-    batch_size: int  # batch composition decides mix partners and float summation order
-    dtype: str
-    device_type: str  # "cpu" / "cuda": bytes are reproducible on the same kind of device
+    generator: Text  # family:arch (see Generator.id); the weights are named by their sha256, not their folder
+    weights_sha256: Text
+    recipe: Text  # the parsed recipe's spec string
+    views: Annotated[int, Field(ge=0, le=64)]  # gcl-synth's --views range
+    resolution: Annotated[int, Field(ge=8, le=4096)]  # gcl-synth's --resolution range
+    image_format: Literal[IMAGE_FORMATS]
+    quality: Annotated[int, Field(ge=1, le=100)]
+    seed: Annotated[int, Field(ge=-(1 << 63), lt=1 << 63)]  # hashed with each key: any 64-bit integer
+    # batch composition decides mix partners and float summation order; 65536 images per model call is past any GPU
+    batch_size: Annotated[int, Field(ge=1, le=65536)]
+    dtype: Literal["float32", "float16", "bfloat16"]
+    device_type: Text  # "cpu" / "cuda": bytes are reproducible on the same kind of device
     residual: bool = False  # views are x + G(view) - G(reconstruction) (see worker.generate_views)
+
+
+class PlanFile(SharedModel):
+    """OUTPUT/plan.json: the plan a gcl-synth output folder was made with (Plan.to_json)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/\\]+$")]  # shard file prefix, no folder
+    fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    options: SynthOptions
+    input_fingerprint: Text
+    num_inputs: Count
+    num_shards: Annotated[int, Field(ge=0, le=10**7)]
+    shard_sizes: Annotated[list[Count], Field(max_length=10**7)]
+
+
+def read_plan(path: str | Path) -> PlanFile:
+    """plan.json checked against PlanFile, or one PlanMismatch line naming the file."""
+    data = read_json_file(path, "plan", PlanMismatch)
+    return parse(PlanFile, data, f"plan {path}", PlanMismatch)
 
 
 @dataclass
@@ -66,12 +92,12 @@ class Plan:
 
     @property
     def fingerprint(self) -> str:
-        blob = json.dumps({"options": asdict(self.options), "inputs": self.input_fingerprint,
+        blob = json.dumps({"options": self.options.model_dump(), "inputs": self.input_fingerprint,
                            "shards": [len(t.items) for t in self.tasks], "name": self.name}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def to_json(self) -> dict:
-        return {"name": self.name, "fingerprint": self.fingerprint, "options": asdict(self.options),
+        return {"name": self.name, "fingerprint": self.fingerprint, "options": self.options.model_dump(),
                 "input_fingerprint": self.input_fingerprint, "num_inputs": self.num_inputs,
                 "num_shards": len(self.tasks), "shard_sizes": [len(t.items) for t in self.tasks]}
 
@@ -80,7 +106,7 @@ OWNER = {"command": "gcl-synth run"}  # the set's owner marker (OutputLayout.own
 
 
 class PlanMismatch(UserError):
-    pass
+    """plan.json that does not match this run, or cannot be read."""
 
 
 def make_plan(inputs: InputSet, out_dir: str, name: str, shard_size: int, options: SynthOptions,
@@ -120,17 +146,17 @@ def check_or_write_plan(plan: Plan, overwrite: bool) -> None:
     out = Path(plan.out_dir)
     path = Path(OutputLayout(plan.out_dir, plan.name).plan)
     if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("fingerprint") != plan.fingerprint:
+        old = read_plan(path)
+        if old.fingerprint != plan.fingerprint:
             if not overwrite:
-                changed = [k for k, v in plan.to_json()["options"].items() if old.get("options", {}).get(k) != v]
-                if old.get("input_fingerprint") != plan.input_fingerprint:
+                changed = [k for k, v in plan.to_json()["options"].items() if getattr(old.options, k) != v]
+                if old.input_fingerprint != plan.input_fingerprint:
                     changed.append("inputs")
                 raise PlanMismatch(
                     f"{out} holds shards of another plan (changed: {', '.join(changed) or 'shard layout'}); "
                     f"use another --output or pass --overwrite to replace them"
                 )
-            clear_output(OutputLayout(plan.out_dir, old.get("name", plan.name)))
+            clear_output(OutputLayout(plan.out_dir, old.name))
     else:
         _refuse_foreign_set(OutputLayout(plan.out_dir, plan.name))
     out.mkdir(parents=True, exist_ok=True)

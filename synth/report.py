@@ -3,11 +3,12 @@ table, and `gcl-synth status` (done / pending / failed shards of an output folde
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
+from gcl.manifest import load_manifest, read_stats
 from gcl.shardset import OutputLayout
+from gcl.synth.plan import read_plan
 
 
 class Progress:
@@ -54,8 +55,8 @@ def shard_status(out_dir: str) -> dict:
     plan_path = Path(OutputLayout(out_dir, "").plan)
     if not plan_path.exists():
         raise FileNotFoundError(f"{out} has no plan.json: not a gcl-synth output folder")
-    plan = json.loads(plan_path.read_text())
-    name, n = plan["name"], plan["num_shards"]
+    plan = read_plan(plan_path)
+    name, n = plan.name, plan.num_shards
     layout = OutputLayout(out_dir, name)
     done, pending, partial = [], [], []
     samples = 0
@@ -63,13 +64,13 @@ def shard_status(out_dir: str) -> dict:
         st = Path(layout.stats(i))
         if st.exists():
             done.append(i)
-            samples += json.loads(st.read_text())["samples"]
+            samples += read_stats(st)["samples"]
         else:
             pending.append(i)
             if layout.unfinished(i):
                 partial.append(i)
     manifest = Path(layout.manifest)
-    failed = json.loads(manifest.read_text()).get("failed", {}) if manifest.exists() else {}
+    failed = load_manifest(manifest).get("failed", {}) if manifest.exists() else {}
     return {"name": name, "shards": n, "done": done, "pending": pending, "partial": partial,
             "failed": {int(k): v for k, v in failed.items() if int(k) in pending}, "samples": samples}
 

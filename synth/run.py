@@ -6,7 +6,6 @@ failed shard is retried and then reported, never losing the shards already commi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
@@ -95,9 +94,11 @@ def prepare(cfg: RunConfig):
         raise UserError(recipe_problem(generator, recipe))
     inputs = list_inputs(cfg.input)
     name = check_set_name(cfg.name or default_name(cfg), "--name" if cfg.name else "the default name")
-    options = SynthOptions(generator.id, generator.weights_sha256, recipe.spec, cfg.views,
-                           cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type,
-                           cfg.residual)
+    name = cfg.name or default_name(cfg)
+    options = SynthOptions(generator=generator.id, weights_sha256=generator.weights_sha256, recipe=recipe.spec,
+                           views=cfg.views, resolution=cfg.resolution, image_format=cfg.image_format,
+                           quality=cfg.quality, seed=cfg.seed, batch_size=cfg.batch_size, dtype=dtype,
+                           device_type=device.type, residual=cfg.residual)
     plan = make_plan(inputs, cfg.output, name, cfg.shard_size, options, cfg.limit, cfg.per_class)
     if not plan.tasks:
         raise UserError(f"no inputs to process in {cfg.input}")
@@ -178,7 +179,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"], cpu_seconds() - cpu0)
     manifest_path = Path(layout.manifest)
     if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())
+        previous = load_manifest(manifest_path)
         if manifest["throughput"]["generated_samples"] == 0:
             # a re-run that found everything committed keeps the throughput of the run that did the work
             manifest["throughput"] = previous.get("throughput", manifest["throughput"])

@@ -24,6 +24,7 @@ from gcl.inputs import InputItem, load_rgb, resize_center_crop
 from gcl.synth.plan import ShardTask, SynthOptions
 from gcl.synth.reference import PixelSketch
 from gcl.io import write_json_atomic
+from gcl.manifest import read_stats
 from gcl.shards import ORIG, Sample, ShardWriter, encode_image, keys_digest, sample_key, view_member
 
 log = logging.getLogger("gcl.synth")

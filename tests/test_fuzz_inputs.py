@@ -84,3 +84,132 @@ def test_a_clean_set_passes_every_command(tmp_path):
         out.mkdir()
         result = command(data, out)
         assert result.exit_code == 0, (name, result.output[-2000:])
+
+
+# -- every key of every shared file's schema, with wrong types, NaN/inf, negatives, huge values and
+# deep nesting (tests/schemafuzz.py): one UserError line naming the key, or accepted; never a traceback
+
+REPO = Path(__file__).resolve().parent.parent
+SHA = "0" * 64
+
+
+def _fuzz(model, doc, read, models=None) -> None:
+    import schemafuzz
+
+    failures, counts, paths = schemafuzz.fuzz(model, doc, read, models)
+    head = f"{len(failures)} failures over {paths} keys x {len(schemafuzz.HOSTILE)} values:\n"
+    assert not failures, head + "\n".join(failures[:15])
+    assert counts["refused"] >= paths  # each key refused something (fuzz checks it per key)
+
+
+def _write_json(path: Path, doc) -> Path:
+    path.write_text(json.dumps(doc))  # NaN and Infinity as JSON's non-standard words: the readers refuse them
+    return path
+
+
+def test_fuzz_recipe_keys(tmp_path):
+    import yaml
+
+    from gcl.train.config import load_config
+    from gcl.train.schema import TrainConfig
+
+    # small (each case writes and reads it), yet holding every nested block: their keys come from the schema
+    doc = {"shards": ["x.manifest.json"], "augmentations": [{"crop_size": 32}], "gen_augmentations": {"crop_size": 32},
+           "optimizer": {"name": "lars"}, "scheduler": {"name": "warmup_cosine"}, "method_kwargs": {"temperature": 0.2}}
+    recipe = tmp_path / "r.yaml"
+
+    def read(path, value):
+        text = yaml.dump(schemafuzz_with(doc, path, value), Dumper=yaml.CSafeDumper, default_flow_style=True)
+        recipe.write_text(text)
+        load_config(str(recipe), {})
+
+    read(("epochs",), 10)  # the document itself is valid
+    _fuzz(TrainConfig, doc, read)
+
+
+def test_fuzz_run_json_keys(tmp_path):
+    from gcl.train.resume import RunFile, resume_config
+    from gcl.train.schema import TrainConfig
+
+    config = TrainConfig(shards=["m.manifest.json"]).to_dict()
+    config.update(gen_augmentations={"crop_size": 32})
+    doc = {"config": config, "status": "finished", "method": "simclr", "shards": ["m.manifest.json"], "gen_prob": 0.5,
+           "epochs": 100, "epochs_done": 100, "batch_size": 256, "world_size": 1, "steps_per_epoch": 4,
+           "global_step": 400, "num_views_in_shards": 2, "train_samples": 1024, "skipped_samples": 0,
+           "sittings": [{"version": "0.1.0", "commit": SHA[:40], "dirty": False, "num_workers": 2}],
+           "eval_sizes": {"bank": 100}, "error": "", "final_metrics": {"train_loss": 1.5}}
+
+    def read(path, value):
+        _write_json(tmp_path / "run.json", schemafuzz_with(doc, path, value))
+        resume_config(str(tmp_path), None, {})
+
+    read(("epochs",), 100)
+    _fuzz(RunFile, doc, read, {("config",): TrainConfig})
+
+
+def test_fuzz_manifest_keys(tmp_path):
+    from gcl.manifest import Manifest, load_manifest
+
+    doc = json.loads((REPO / "manifests" / "cifar10-taef2-demo.json").read_text())
+    doc.update(has_orig=True, merged_from=[{"name": "a"}], view_stats={"views": 2})
+    doc["shards"][0]["keys_sha256"] = SHA
+
+    def read(path, value):
+        load_manifest(_write_json(tmp_path / "m.manifest.json", schemafuzz_with(doc, path, value)))
+
+    read(("views",), 2)
+    _fuzz(Manifest, doc, read)
+
+
+def test_fuzz_stats_keys(tmp_path):
+    from gcl.manifest import ShardStats, read_stats
+
+    doc = {"shard": "s-000000.tar", "index": 0, "samples": 10, "inputs": 10, "bytes": 4096, "sha256": SHA,
+           "errors": {"unreadable": 0}, "skipped": [{"source": "a.png", "error": "unreadable"}], "seconds": 1.5,
+           "keys_sha256": SHA, "pixel_sketch": {"orig": [1.0, 2.0]}}
+
+    def read(path, value):
+        read_stats(_write_json(tmp_path / "s-000000.stats.json", schemafuzz_with(doc, path, value)))
+
+    read(("samples",), 10)
+    _fuzz(ShardStats, doc, read)
+
+
+def test_fuzz_plan_keys(tmp_path):
+    from gcl.synth.plan import PlanFile, read_plan
+
+    options = {"generator": "taesd:taef2", "weights_sha256": SHA, "recipe": "noise(strength=0.5)", "views": 2,
+               "resolution": 32, "image_format": "jpg", "quality": 95, "seed": 0, "batch_size": 32,
+               "dtype": "float32", "device_type": "cpu", "residual": False}
+    doc = {"name": "set", "fingerprint": SHA, "options": options, "input_fingerprint": SHA, "num_inputs": 10,
+           "num_shards": 1, "shard_sizes": [10]}
+
+    def read(path, value):
+        read_plan(_write_json(tmp_path / "plan.json", schemafuzz_with(doc, path, value)))
+
+    read(("num_inputs",), 10)
+    _fuzz(PlanFile, doc, read)
+
+
+def test_fuzz_study_result_keys(tmp_path):
+    from gcl.errors import UserError
+    from gcl.eval.study.result_schema import ResultRecord, read_result
+
+    doc = json.loads(next(REPO.glob("studies/*/runs/*.json")).read_text())
+    doc.setdefault("synth", {"seconds": 1.0, "flops_per_image": 10, "images": 10, "source": "cost"})
+    doc["scores"] = {"last": {"test": {"knn_top1": 50.0}, "val": {"knn_top1": 50.0}, "fit": {"knn_top1": 60.0}}}
+
+    def read(path, value):  # the report leaves a file out with a note: for the fuzz, a refusal
+        record, notes = read_result(_write_json(tmp_path / "a-s0.json", schemafuzz_with(doc, path, value)),
+                                    doc["arm"], doc["seed"])
+        if record is None or notes:
+            raise UserError(notes[0])
+
+    read(("seed",), doc["seed"])
+    _fuzz(ResultRecord, doc, read)
+
+
+def schemafuzz_with(doc, path, value):
+    import schemafuzz
+
+    return schemafuzz.with_value(doc, path, value)

@@ -149,7 +149,7 @@ def test_one_augmentation_per_view_position_pairs_with_gen_augmentations():
     """augmentations: [full, full, weak] gives view position 2 the weak entry. With members
     orig,orig,gen, gen_augmentations = weak draws exactly the same numbers for that position,
     so a study's all-original control with a weak third entry is paired view for view."""
-    from gcl.train.config import ConfigError, TrainConfig, _build
+    from gcl.train.config import ConfigError, parse_recipe
 
     x = _images(64)
     full, weak = AugConfig(**OFF), AugConfig(**{**OFF, "gray_scale_prob": 1.0})
@@ -163,7 +163,7 @@ def test_one_augmentation_per_view_position_pairs_with_gen_augmentations():
     a = augment_views([x, x, x], generated, [full_jitter], weak_jitter, _gen(5))
     b = augment_views([x, x, x], None, [full_jitter, full_jitter, weak_jitter], None, _gen(5))
     assert all(torch.equal(u, v) for u, v in zip(a, b))
-    cfg = _build(TrainConfig, {"augmentations": [{"crop_size": 32}] * 2 + [{"crop_size": 32, "gray_scale_prob": 0.0}]}, "t")
+    cfg = parse_recipe({"augmentations": [{"crop_size": 32}] * 2 + [{"crop_size": 32, "gray_scale_prob": 0.0}]}, "t")
     assert len(cfg.augmentations) == 3 and cfg.augmentations[2].gray_scale_prob == 0.0
-    with pytest.raises(ConfigError, match="non-empty list"):
-        _build(TrainConfig, {"augmentations": []}, "t")
+    with pytest.raises(ConfigError, match="augmentations.*at least 1 item"):
+        parse_recipe({"augmentations": []}, "t")

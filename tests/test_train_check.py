@@ -26,7 +26,7 @@ def test_check_accepts_bundled_recipes_and_names_each_problem(tmp_path, capsys):
     good = str(RECIPES_DIR / "cifar10" / "simclr.yaml")
     assert main([good, _recipe(tmp_path, "e", {"epochs": 0})]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"ok {good}" and out[1].startswith("error ") and "--epochs must be >= 1" in out[1]
+    assert out[0] == f"ok {good}" and out[1].startswith("error ") and "key 'epochs': must be greater than or equal to 1, got 0" in out[1]
 
 
 def test_flops_per_family_scale_with_views_and_leave_the_model_untouched(tmp_path, capsys):

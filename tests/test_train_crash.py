@@ -164,16 +164,21 @@ def test_without_links_the_stopped_run_resumes(stopped_run, tmp_path):
 
 
 def test_run_json_cannot_ask_for_more_loader_workers_than_cores(stopped_run, tmp_path):
+    from gcl.train.config import ConfigError
     from gcl.train.resume import resume_config
 
     run = _copy(stopped_run, tmp_path)
     info = json.loads((run / "run.json").read_text())
-    info["config"]["num_workers"] = 100_000
+    info["config"]["num_workers"] = 100_000  # past the schema's bound: one line, nothing started
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="key 'num_workers': must be less than or equal to 256"):
+        resume_config(str(run), None, {"num_workers": None})
+    info["config"]["num_workers"] = os.cpu_count() + 200  # within the bound, past this machine's cores
     (run / "run.json").write_text(json.dumps(info))
     said = []
     cfg = resume_config(str(run), None, {"num_workers": None}, log=said.append)
     assert cfg.num_workers == os.cpu_count()
-    assert len(said) == 1 and "100000 loader workers" in said[0]
+    assert len(said) == 1 and f"{os.cpu_count() + 200} loader workers" in said[0]
     assert resume_config(str(run), None, {"num_workers": 1}, log=said.append).num_workers == 1  # typed: used
 
 

@@ -39,7 +39,7 @@ def test_members_choose_exact_types_and_distinct_generated_views(tmp_path):
 
 @pytest.mark.parametrize("opts,message", [
     ({"members": "orig,gen,gen", "method": "simclr"}, "need the multi-positive loss"),
-    ({"members": "orig,fake"}, "unknown member type(s) fake"),
+    ({"members": "orig,fake"}, "key 'members\\[1\\]': must be 'orig', 'gen' or 'gen\\?', got 'fake'"),
     ({"members": "orig"}, "at least 2"),
     ({"members": "orig,gen", "pairing": "orig+gen"}, "drop --pairing"),
     ({"members": "orig,orig,gen", "method": "supcon", "family_views": 4}, "disagrees"),

@@ -201,12 +201,12 @@ def test_recipe_check_and_gcl_train_refuse_a_bad_weight_before_reading_data(tmp_
     recipe.write_text(yaml.safe_dump({**base, "method_kwargs": {"gen_positive_weight": 0.5}}))
     assert check_recipe(str(recipe)) is None
     recipe.write_text(yaml.safe_dump({**base, "method_kwargs": {"gen_positive_weight": -1}}))
-    assert "gen_positive_weight must be a number >= 0" in check_recipe(str(recipe))
+    assert "key 'method_kwargs.gen_positive_weight': must be greater than or equal to 0" in check_recipe(str(recipe))
     exe = Path(sys.executable).with_name("gcl-train")
     proc = subprocess.run([str(exe), "--recipe", str(recipe), "--shards", str(tmp_path / "missing.json"),
                            "--output", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "gen_positive_weight must be a number >= 0" in proc.stderr  # before the missing shards are noticed
+    assert "key 'method_kwargs.gen_positive_weight': must be greater" in proc.stderr  # before the missing shards are noticed
 
 
 def test_weighted_training_step_uses_the_batch_flags_and_learns():

@@ -26,10 +26,10 @@ def check_recipe(path: str) -> str | None:
     """None when gcl-train would accept the recipe, else its one-line error."""
     try:
         cfg = load_config(path, {"shards": PLACEHOLDER_SHARDS})
-    except UserError as exc:  # ConfigError, and the backbone check's BackboneError (timm names, stems)
+    except ConfigError as exc:  # the line names the recipe already: 'error PATH: key K: ...'
+        return str(exc).removeprefix(f"recipe {path}: ")
+    except UserError as exc:  # the backbone check's BackboneError (timm names, stems)
         return str(exc)
-    except TypeError as exc:  # a value of the wrong shape (e.g. a list where a mapping belongs)
-        return f"bad value in {path}: {exc}"
     from gcl.train.methods import get_method  # lightning and lightly: only once a recipe got this far
 
     try:  # the method's own check of its kwargs (keys and values), as gcl-train runs it

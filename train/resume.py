@@ -9,11 +9,16 @@ differ. run.json keeps the options the run started with.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import Field
+
+from gcl.manifest import read_json_file
+from gcl.schema import OpenModel, SharedModel, parse
 from gcl.train.config import ConfigError, TrainConfig, load_config, validate
+from gcl.train.schema import MAX_EPOCHS, Text
 
 # Options that change how a run is carried out, never what it computes.
 HARMLESS = ("num_workers", "verify", "shards_base", "ckpt_every_steps", "output")
@@ -54,27 +59,65 @@ def portable_config(config: dict, run_dir) -> dict:
 
 def anchored_config(stored: dict, run_dir) -> dict:
     """run.json's config with its relative paths made usable again (relative to the run folder)."""
-    return dict(_map_paths(stored, run_dir, _anchored), output=str(run_dir))
+    anchored = _map_paths(stored, run_dir, _anchored)
+    if isinstance(stored.get("output", "."), str):  # anything else is left for the schema to refuse in one line
+        anchored["output"] = str(run_dir)
+    return anchored
+
+
+Count = Annotated[int, Field(ge=0, le=10**15)]  # steps, samples: 10^15 is past any run
+
+
+class Sitting(OpenModel):
+    """One sitting of a run (gcl.provenance.code_version and the loader workers it used)."""
+
+    version: Text | None = None
+    commit: Text | None = None
+    dirty: bool | None = None
+    num_workers: Annotated[int, Field(ge=0, le=256)] | None = None
+
+
+class RunFile(SharedModel):
+    """RUN/run.json as gcl-train writes it (train/run.py). `config` holds the run's options; it is
+    parsed by the recipe schema (parse_recipe) when the run is resumed."""
+
+    config: dict
+    status: Literal["running", "interrupted", "stopped", "finished"] | None = None
+    method: Text | None = None
+    shards: list[Text] | Text | None = None
+    gen_prob: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] | None = None
+    epochs_done: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=65536)] | None = None
+    world_size: Annotated[int, Field(ge=1, le=1 << 22)] | None = None
+    steps_per_epoch: Count | None = None
+    global_step: Count | None = None
+    num_views_in_shards: Annotated[int, Field(ge=0, le=4096)] | None = None
+    train_samples: Count | None = None
+    skipped_samples: Count | None = None
+    sittings: Annotated[list[Sitting], Field(max_length=10**5)] = Field(default_factory=list)
+    eval_sizes: dict[Text, Count] = Field(default_factory=dict)
+    error: Annotated[str, Field(max_length=4096)] | None = None
+    # a diverged run reports a NaN loss: kept as it is, never computed with
+    final_metrics: dict[Text, Annotated[float, Field(allow_inf_nan=True)]] = Field(default_factory=dict)
 
 
 def read_run(output: str | os.PathLike) -> dict:
-    """RUN/run.json as written by gcl-train, or a one-line ConfigError."""
+    """RUN/run.json as written by gcl-train (checked against RunFile), or a one-line ConfigError."""
     path = Path(output) / "run.json"
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--resume: {path} not found; {output} holds no gcl-train run to resume") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--resume: cannot read {path} ({str(exc).splitlines()[0]})") from None
+    if not path.exists():
+        raise ConfigError(f"--resume: {path} not found; {output} holds no gcl-train run to resume")
+    info = read_json_file(path, "--resume: run file", ConfigError, max_bytes=16 << 20, finite=False)
     if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
         raise ConfigError(f"--resume: {path} records no options ('config'); start a new run in another --output")
+    parse(RunFile, info, f"--resume: {path}", ConfigError)
     return info
 
 
 def is_complete(info: dict, epochs: int) -> bool:
     """The run finished and trained at least `epochs` epochs (the cli refuses a changed --epochs; a
     caller of train() may extend a finished run)."""
-    return info.get("status") == "finished" and int(info.get("epochs_done") or 0) >= epochs
+    return info.get("status") == "finished" and (info.get("epochs_done") or 0) >= epochs
 
 
 def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[str, ...] = (),
@@ -84,13 +127,10 @@ def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[
     stored = anchored_config(read_run(output)["config"], output)
     where = f"{Path(output) / 'run.json'}"
     try:
-        saved = load_config(None, {}, base=stored)
-    except (ConfigError, TypeError) as exc:  # written by another version of gcl-train
+        saved = load_config(None, {}, base=stored, base_source="config")
+    except ConfigError as exc:  # written by another version of gcl-train, or edited
         raise ConfigError(f"--resume: the options in {where} do not fit this gcl-train ({exc})") from None
-    try:
-        given = load_config(recipe, overrides, base=stored, sets=sets)
-    except TypeError as exc:
-        raise ConfigError(f"--resume: the options given do not fit the run in {where} ({exc})") from None
+    given = load_config(recipe, overrides, base=stored, base_source=f"{where} config", sets=sets)
     changed = differences(saved.to_dict(), given.to_dict())
     if changed:
         listed = ", ".join(f"{option_name(key)} {_show(new)} (the run's: {_show(old)})" for key, old, new in changed[:4])

@@ -21,6 +21,7 @@ from gcl.train.data import build_train_loader
 from gcl.train.epochs import EpochLoader, LoaderPosition
 from gcl.train.evalsets import load_eval_sets
 from gcl.train.methods import get_method
+from gcl.backbones import load_backbone_weights
 from gcl.train import stopping
 from gcl.train.resume import is_complete, portable_config, read_run
 from gcl.train.summary import progress_bar, quiet_lightning, run_summary
@@ -249,6 +250,8 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
     queries = eval_sets.queries if eval_sets else {}
     stored = portable_config(cfg.to_dict(), out)  # what run.json and the checkpoints record: no absolute path
     model = get_method(cfg.method)(stored, loader.steps, num_classes, world)
+    if cfg.backbone_weights and not resume:  # a pretrained start, from the path as given (stored: relative to
+        load_backbone_weights(model.backbone, cfg.backbone_weights)  # the run folder); resuming loads the checkpoint
     # after every check that can fail: a configuration error stays one line
     say(f"{'resuming' if resume else 'training'} in {out} (run.json, metrics.csv, checkpoints/)")
     say(run_summary(cfg, source, loader.steps, world, sum(p.numel() for p in model.parameters())))

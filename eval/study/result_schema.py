@@ -37,6 +37,7 @@ class SplitScores(_Open):
 class CheckpointScores(_Open):
     test: SplitScores | None = None
     val: SplitScores | None = None
+    fit: SplitScores | None = None  # the pretraining images as queries (eval: fit_queries)
 
 
 class CodeSitting(_Open):

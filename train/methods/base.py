@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gcl.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_predict
-from gcl.backbones import build_backbone, load_backbone_weights
+from gcl.backbones import build_backbone
 from gcl.checkpoint import CKPT_INFO_KEY
 from gcl.train.augment import augment_seed, augment_views
 from gcl.train.config import WARMUP_MAX_FRACTION, AugConfig, ConfigError
@@ -35,8 +35,6 @@ class BaseMethod(L.LightningModule):
         self.kw = {**self.default_kwargs, **cfg["method_kwargs"]}
         self.resolution = cfg["augmentations"][0]["crop_size"]
         self.backbone, self.feat_dim = build_backbone(cfg["backbone"], cfg["cifar_stem"], self.resolution)
-        if cfg.get("backbone_weights"):  # a pretrained start; a resumed run's checkpoint then replaces it
-            load_backbone_weights(self.backbone, cfg["backbone_weights"])
         # NHWC: oneDNN's CPU convolutions run ~1.8x faster on it (ResNet-20, 2 cores), and GPUs'
         # tensor-core kernels prefer it too; normalize() hands inputs over in the same layout.
         self.backbone.to(memory_format=torch.channels_last)
