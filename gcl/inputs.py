@@ -42,17 +42,21 @@ class InputItem:
     path: str  # absolute file path, or the npz path for archive items
     index: int = -1  # row in the npz archive, -1 for files
     label: int | None = None
+    member: str | None = None  # the image member's name inside the tar at `path` (WebDataset inputs)
 
 
 @dataclass
 class InputSet:
     items: list[InputItem]
     class_names: list[str] | None
-    kind: str  # "imagefolder" | "flat" | "npz"
-    root: str
+    kind: str  # "imagefolder" | "flat" | "npz" | "img2dataset" (its files layout) | "webdataset"
+    root: str  # for display: a local path, or a URL without credentials
+    listing_digest: str | None = None  # WebDataset inputs: the hash of their listing (gcl.webinputs)
 
     def fingerprint(self) -> str:
         """Hash of the input list (names, sizes, labels); npz inputs hash the image bytes."""
+        if self.listing_digest is not None:
+            return self.listing_digest
         h = hashlib.sha256()
         h.update(self.kind.encode())
         if self.kind == "npz":
@@ -70,15 +74,28 @@ class InputError(UserError):
     """The input cannot be used at all (a configuration error, raised before any work)."""
 
 
-def list_inputs(path: str | os.PathLike) -> InputSet:
+def list_inputs(path: str | os.PathLike, label_key: str | None = None) -> InputSet:
+    """List an input: npz, image folder, img2dataset's files layout, or WebDataset tars (a
+    pattern, list or folder of .tar, local or any fsspec URL). label_key names the json field that
+    holds the label (WebDataset and img2dataset inputs; else labels come from `cls`, or none)."""
+    from gcl.webinputs import is_webdataset_spec, list_webdataset
+
+    if is_webdataset_spec(str(path)):
+        return list_webdataset(str(path), label_key)
     path = Path(path)
     if not path.exists():
         raise InputError(f"input not found: {path}")
     if path.is_file():
         if path.suffix.lower() != ".npz":
             raise InputError(f"input file {path} is not an .npz archive; pass a folder or an .npz with 'images'")
-        return _list_npz(path)
-    return _list_folder(path)
+        inputs = _list_npz(path)
+    elif is_img2dataset_files(path):
+        return _list_img2dataset(path, label_key)
+    else:
+        inputs = _list_folder(path)
+    if label_key is not None:
+        raise InputError(f"--label-key applies to WebDataset and img2dataset inputs, not to {inputs.kind} {path}")
+    return inputs
 
 
 def _list_npz(path: Path) -> InputSet:
@@ -146,6 +163,40 @@ def _list_folder(root: Path) -> InputSet:
     return InputSet(items, subdirs if labelled else None, "imagefolder" if labelled else "flat", str(root.resolve()))
 
 
+def is_img2dataset_files(root: Path) -> bool:
+    """img2dataset's files layout: numbered folders (00000/, 00001/, ...) whose images each have a
+    .json sidecar. Those folders are shards of one set, never classes."""
+    subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if not subdirs or not all(d.name.isdigit() for d in subdirs):
+        return False
+    first = next((p for p in sorted(subdirs[0].iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS), None)
+    return first is not None and first.with_suffix(".json").is_file()
+
+
+def _list_img2dataset(root: Path, label_key: str | None) -> InputSet:
+    """Unlabelled, unless label_key names a field of each image's .json sidecar."""
+    import json
+    from dataclasses import replace
+
+    flat = _list_folder(root)
+    flat.items = [replace(it, label=None) for it in flat.items]  # numbered folders are not classes
+    if label_key is None:
+        return InputSet(flat.items, None, "img2dataset", flat.root)
+    from gcl.webinputs import _index_labels
+
+    items = []
+    for it in flat.items:
+        try:
+            value = json.loads(Path(it.path).with_suffix(".json").read_text()).get(label_key)
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise InputError(f"{it.source}: its .json has no {label_key!r} label (an integer or a text)")
+        items.append(replace(it, label=value))
+    items, names = _index_labels(items)
+    return InputSet(items, names, "img2dataset", flat.root)
+
+
 class NpzCache:
     """Keeps one npz's images in memory per process (CIFAR-scale archives are ~60 MB)."""
 
@@ -168,21 +219,38 @@ def load_rgb(item: InputItem) -> tuple[np.ndarray | None, str | None]:
         elif arr.shape[-1] == 4:
             arr = arr[..., :3]
         return np.ascontiguousarray(arr.astype(np.uint8, copy=False)), None
+    if item.member is not None:
+        raise ValueError("a tar member is read with its tar (gcl.webinputs.iter_member_bytes), then load_image_bytes")
     return load_image_file(item.path)
 
 
 def load_image_file(path: str) -> tuple[np.ndarray | None, str | None]:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         if os.path.getsize(path) == 0:
             return None, "empty"
     except OSError:
         return None, "unreadable"
+    return _decode_image(path)
+
+
+def load_image_bytes(data: bytes | None) -> tuple[np.ndarray | None, str | None]:
+    """load_image_file for bytes read from a tar member (None: the member was missing)."""
+    import io
+
+    if data is None:
+        return None, "missing"
+    if not data:
+        return None, "empty"
+    return _decode_image(io.BytesIO(data))
+
+
+def _decode_image(source) -> tuple[np.ndarray | None, str | None]:
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if img.width * img.height > MAX_PIXELS:
                     return None, "decompression_bomb"
                 if extreme_aspect(img.width, img.height):

@@ -43,7 +43,13 @@ def main(verbose: bool) -> None:
 @click.option("--pixel-range", default="auto", show_default=True, type=click.Choice(["auto", "0-1", "-1-1"]),
               help="Pixel range the VQ-GAN (vqgan, maskgit) was trained on. auto: from the model's layout "
                    "(aMUSEd's model_index.json -> 0-1; any other VQModel -> -1-1, the taming/LDM convention).")
-@click.option("--input", "input_", default=None, help="ImageFolder, flat folder, or .npz with 'images' (default: CIFAR-10 train).")
+@click.option("--input", "input_", default=None,
+              help="ImageFolder, flat folder, .npz with 'images', img2dataset output, or WebDataset tars: a pattern "
+                   "('part-{000000..000009}.tar'), a list, or a folder of .tar, local or a URL (s3://, gs://, hf://, "
+                   "http(s)://) (default: CIFAR-10 train).")
+@click.option("--label-key", default=None,
+              help="WebDataset / img2dataset inputs: take each label from this field of the sample's json "
+                   "(default: the cls member; none: unlabelled).")
 @click.option("--output", default="out/synth", show_default=True, help="Folder for shards, stats and the manifest.")
 @click.option("--name", default=None, help="Shard name prefix (default: <input>_<generator>_k<views>_r<resolution>).")
 @click.option("--views", default=2, show_default=True, type=click.IntRange(0, 64), help="Generated views per image (K).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import time
 from collections import Counter
@@ -66,6 +67,7 @@ class RunConfig:
     residual: bool = False  # views are x + G(view) - G(reconstruction)
     pixel_range: str = "auto"  # VQ-GAN pixel range: auto (from the model's layout), "0-1" or "-1-1"
     per_class: int | None = None  # the first N images of each class (after limit): a class-balanced subset
+    label_key: str | None = None  # WebDataset / img2dataset inputs: the json field holding the label
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -91,7 +93,7 @@ def prepare(cfg: RunConfig):
         raise UserError(f"--resolution {cfg.resolution} must be a multiple of the generator's downsampling ({generator.downsample})")
     if recipe_problem(generator, recipe):
         raise UserError(recipe_problem(generator, recipe))
-    inputs = list_inputs(cfg.input)
+    inputs = list_inputs(cfg.input, cfg.label_key)
     name = cfg.name or default_name(cfg)
     options = SynthOptions(generator.id, generator.weights_sha256, recipe.spec, cfg.views,
                            cfg.resolution, cfg.image_format, cfg.quality, cfg.seed, cfg.batch_size, dtype, device.type,
@@ -106,7 +108,11 @@ def prepare(cfg: RunConfig):
 
 
 def default_name(cfg: RunConfig) -> str:
-    stem = Path(cfg.input.rstrip("/")).stem.replace(".", "_").replace("-", "_") or "input"
+    """From the input's name: a file's stem, a folder's name, or the folder of a tar pattern or list."""
+    first = cfg.input.replace(",", " ").split()[0].rstrip("/") if cfg.input.strip() else "input"
+    if first.endswith(".tar") or "{" in first:
+        first = first.rsplit("/", 1)[0] if "/" in first else "input"
+    stem = re.sub(r"\W", "_", Path(first).stem.replace(".", "_").replace("-", "_")) or "input"
     return f"{stem}_{cfg.generator}_k{cfg.views}_r{cfg.resolution}"
 
 
