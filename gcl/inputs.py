@@ -210,15 +210,54 @@ class NpzCache:
         return cls._arrays[path]
 
 
+class NpzRows:
+    """Rows of an npz's 'images' read from the archive one at a time, never the whole array:
+    sequential reads cost one row of memory (a compressed member is decompressed as it goes)."""
+
+    _open: dict[str, "NpzRows"] = {}
+
+    def __init__(self, path: str):
+        import zipfile
+
+        self._zip = zipfile.ZipFile(path)
+        self._fh = self._zip.open("images.npy")
+        version = np.lib.format.read_magic(self._fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(self._fh)
+        if fortran or dtype != np.uint8 or len(shape) != 4:
+            raise InputError(f"{path}: 'images' must be a C-ordered (N,H,W,C) uint8 array")
+        self.shape, self._start = shape, self._fh.tell()
+        self._row_bytes = int(np.prod(shape[1:]))
+
+    @classmethod
+    def row(cls, path: str, index: int) -> np.ndarray:
+        if path not in cls._open:
+            if len(cls._open) >= 4:  # a few archives open at a time (train/test of a probe)
+                cls._open.pop(next(iter(cls._open)))._zip.close()
+            cls._open[path] = cls(path)
+        reader = cls._open[path]
+        reader._fh.seek(reader._start + index * reader._row_bytes)
+        data = reader._fh.read(reader._row_bytes)
+        return np.frombuffer(data, dtype=np.uint8).reshape(reader.shape[1:])
+
+
+def npz_row(path: str, index: int) -> np.ndarray:
+    """One npz image as (H, W, 3) uint8 RGB, read from the file (see NpzRows)."""
+    return _npz_rgb(NpzRows.row(path, index))
+
+
+def _npz_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    return np.ascontiguousarray(arr.astype(np.uint8, copy=False))
+
+
 def load_rgb(item: InputItem) -> tuple[np.ndarray | None, str | None]:
     """Load one input as an (H, W, 3) uint8 RGB array; returns (array, None) or (None, error type)."""
     if item.index >= 0:
-        arr = NpzCache.images(item.path)[item.index]
-        if arr.shape[-1] == 1:
-            arr = np.repeat(arr, 3, axis=-1)
-        elif arr.shape[-1] == 4:
-            arr = arr[..., :3]
-        return np.ascontiguousarray(arr.astype(np.uint8, copy=False)), None
+        return _npz_rgb(NpzCache.images(item.path)[item.index]), None
     if item.member is not None:
         raise ValueError("a tar member is read with its tar (gcl.webinputs.iter_member_bytes), then load_image_bytes")
     return load_image_file(item.path)
