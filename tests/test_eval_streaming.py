@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gcl.eval.features import random_encoder
+from gcl.eval.features import raw_pixel_encoder
 from gcl.eval.linear import LinearRecipe, linear_accuracy
 from gcl.eval.probe import run_probe
 from gcl.inputs import NpzCache
@@ -50,7 +50,7 @@ def test_streamed_probes_match_the_whole_set_in_memory(tmp_path, cifar_test_npz)
     train, test, images, labels = _sets(tmp_path, cifar_test_npz)
     with np.load(cifar_test_npz) as z:
         names = z["class_names"]
-    encoder = random_encoder("resnet18", resolution=32)
+    encoder = raw_pixel_encoder(32)
     knn_before, lin_before = _whole_set_scores(encoder, images, labels, names)
     common = dict(cache_dir=tmp_path / "cache", batch_size=7, log=lambda _m: None)  # 7: batches cut unevenly
     knn = run_probe("knn", encoder, str(train), str(test), **common)

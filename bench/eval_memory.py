@@ -1,0 +1,97 @@
+"""Benchmark (not a test): peak resident memory of `gcl-eval knn` as the bank grows.
+
+    nice .venv/bin/python bench/eval_memory.py [--sizes 5000 20000] [--old-ref REV]
+
+Writes banks of N CIFAR-10 train images upscaled to 64 px (an uncompressed .npz) and a 500-image
+test set, then runs `gcl-eval knn` on each in a fresh process (a random-init resnet18_w0.25 with
+the ImageNet stem: a 128-d feature matrix, cheap enough for a CPU) and prints the process's peak
+RSS. With --old-ref, the same command also runs from that git revision's code (extracted with
+`git archive`, imported ahead of the installed gcl), to compare with an earlier loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR = REPO.parent / "shared" / "data" / "cifar10_train.npz"
+
+
+def write_bank(path: Path, images: np.ndarray, labels: np.ndarray, names: np.ndarray) -> Path:
+    upscaled = images.repeat(2, axis=1).repeat(2, axis=2)  # 32 -> 64 px (nearest): bytes like a 64 px set
+    np.savez(path, images=upscaled, labels=labels, class_names=names)
+    return path
+
+
+def old_code(ref: str, into: Path) -> Path:
+    """The revision's gcl laid out as an importable package (gcl/ with eval/, synth/, train/ inside)."""
+    src = into / "src"
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    pkg = into / "pkg" / "gcl"
+    shutil.copytree(src / "gcl", pkg)
+    for app in ("eval", "synth", "train"):
+        shutil.copytree(src / app, pkg / app)
+    return into / "pkg"
+
+
+def peak_rss_mib(bank: Path, test: Path, cache: Path, pythonpath: Path | None) -> float:
+    """Peak RSS of one `gcl-eval knn` process (wait4 reports that child's own maximum)."""
+    args = [sys.executable, "-c", "from gcl.eval.cli import main; main()", "knn", "--random-init",
+            "--backbone", "resnet18_w0.25", "--imagenet-stem", "--resolution", "64", "--eval-train", str(bank),
+            "--eval-test", str(test), "--no-baselines", "--cache-dir", str(cache), "--device", "cpu",
+            "--output", str(cache / "result.json")]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.stdout.read().decode()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"gcl-eval knn failed:\n{output}")
+    top1 = next((line for line in output.splitlines() if "top-1" in line or "top1" in line), "")
+    print(f"    {top1.strip()}")
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
+    ap.add_argument("--old-ref", default=None, help="git revision whose loader to measure beside this one")
+    args = ap.parse_args()
+    with np.load(CIFAR) as z:
+        images, labels, names = z["images"], z["labels"], z["class_names"]
+    with tempfile.TemporaryDirectory(prefix="gcl-eval-mem-") as tmp:
+        tmp = Path(tmp)
+        test = write_bank(tmp / "test.npz", images[-500:], labels[-500:], names)
+        codes = {"streaming (this code)": None}
+        if args.old_ref:
+            codes[f"whole set in memory ({args.old_ref})"] = old_code(args.old_ref, tmp / "old")
+        rows = []
+        for n in args.sizes:
+            bank = write_bank(tmp / f"bank{n}.npz", images[:n], labels[:n], names)
+            for label, path in codes.items():
+                cache = tmp / f"cache-{n}-{len(rows)}"
+                cache.mkdir()
+                print(f"{label}: bank of {n} images at 64 px ...", flush=True)
+                rows.append((label, n, peak_rss_mib(bank, test, cache, path)))
+            bank.unlink()
+        print(f"\n{'loader':<40} {'bank':>7} {'peak RSS MiB':>13}")
+        for label, n, rss in rows:
+            print(f"{label:<40} {n:>7} {rss:>13.0f}")
+        for label in codes:
+            mine = [rss for lab, _n, rss in rows if lab == label]
+            print(f"{label}: grows {mine[-1] - mine[0]:+.0f} MiB from {args.sizes[0]} to {args.sizes[-1]} images")
+
+
+if __name__ == "__main__":
+    main()
