@@ -78,7 +78,7 @@ def list_inputs(path: str | os.PathLike, label_key: str | None = None) -> InputS
     """List an input: npz, image folder, img2dataset's files layout, or WebDataset tars (a
     pattern, list or folder of .tar, local or any fsspec URL). label_key names the json field that
     holds the label (WebDataset and img2dataset inputs; else labels come from `cls`, or none)."""
-    from gcl.webinputs import is_webdataset_spec, list_webdataset
+    from gcl.webinputs import is_img2dataset_files, is_webdataset_spec, list_img2dataset, list_webdataset
 
     if is_webdataset_spec(str(path)):
         return list_webdataset(str(path), label_key)
@@ -90,7 +90,7 @@ def list_inputs(path: str | os.PathLike, label_key: str | None = None) -> InputS
             raise InputError(f"input file {path} is not an .npz archive; pass a folder or an .npz with 'images'")
         inputs = _list_npz(path)
     elif is_img2dataset_files(path):
-        return _list_img2dataset(path, label_key)
+        return list_img2dataset(path, _list_folder(path), label_key)
     else:
         inputs = _list_folder(path)
     if label_key is not None:
@@ -161,40 +161,6 @@ def _list_folder(root: Path) -> InputSet:
         label = class_to_idx[rel.split("/", 1)[0]] if labelled else None
         items.append(InputItem(rel, str(p.resolve()), -1, label))
     return InputSet(items, subdirs if labelled else None, "imagefolder" if labelled else "flat", str(root.resolve()))
-
-
-def is_img2dataset_files(root: Path) -> bool:
-    """img2dataset's files layout: numbered folders (00000/, 00001/, ...) whose images each have a
-    .json sidecar. Those folders are shards of one set, never classes."""
-    subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    if not subdirs or not all(d.name.isdigit() for d in subdirs):
-        return False
-    first = next((p for p in sorted(subdirs[0].iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS), None)
-    return first is not None and first.with_suffix(".json").is_file()
-
-
-def _list_img2dataset(root: Path, label_key: str | None) -> InputSet:
-    """Unlabelled, unless label_key names a field of each image's .json sidecar."""
-    import json
-    from dataclasses import replace
-
-    flat = _list_folder(root)
-    flat.items = [replace(it, label=None) for it in flat.items]  # numbered folders are not classes
-    if label_key is None:
-        return InputSet(flat.items, None, "img2dataset", flat.root)
-    from gcl.webinputs import _index_labels
-
-    items = []
-    for it in flat.items:
-        try:
-            value = json.loads(Path(it.path).with_suffix(".json").read_text()).get(label_key)
-        except (OSError, ValueError, AttributeError):
-            value = None
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise InputError(f"{it.source}: its .json has no {label_key!r} label (an integer or a text)")
-        items.append(replace(it, label=value))
-    items, names = _index_labels(items)
-    return InputSet(items, names, "img2dataset", flat.root)
 
 
 class NpzCache:

@@ -1,4 +1,4 @@
-"""WebDataset inputs for gcl-synth: tar shards on a local disk or any fsspec URL (s3://, gs://,
+"""Inputs made by dataset tools: img2dataset's files layout, and WebDataset inputs for gcl-synth: tar shards on a local disk or any fsspec URL (s3://, gs://,
 hf://, http(s)://), as a brace pattern, a comma/space list, or a folder of `.tar` files.
 
 Listing reads each tar once through `tarfile` (names, sizes, and the small label members);
@@ -15,9 +15,10 @@ import hashlib
 import json
 import re
 import tarfile
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from gcl.inputs import InputError
+from gcl.inputs import IMAGE_EXTENSIONS, MAX_CLASSES, InputError, InputItem, InputSet
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 # fsspec filesystems that live in an optional extra of gcl (pip install 'gcl[EXTRA]')
@@ -92,8 +93,6 @@ def is_webdataset_spec(spec: str) -> bool:
 
 
 def _has_images(folder: Path) -> bool:
-    from gcl.inputs import IMAGE_EXTENSIONS
-
     return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*") if p.is_file())
 
 
@@ -134,12 +133,39 @@ def _relative_names(urls: list[str]) -> list[str]:
     return [PurePosixPath(*p.parts[common:]).with_suffix("").as_posix() for p in paths]
 
 
+def is_img2dataset_files(root: Path) -> bool:
+    """img2dataset's files layout: numbered folders (00000/, 00001/, ...) whose images each have a
+    .json sidecar. Those folders are shards of one set, never classes."""
+    subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if not subdirs or not all(d.name.isdigit() for d in subdirs):
+        return False
+    first = next((p for p in sorted(subdirs[0].iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS), None)
+    return first is not None and first.with_suffix(".json").is_file()
+
+
+def list_img2dataset(root: Path, flat, label_key: str | None):
+    """img2dataset's files layout from its folder listing (`flat`): unlabelled, unless label_key
+    names a field of each image's .json sidecar."""
+    flat.items = [replace(it, label=None) for it in flat.items]  # numbered folders are not classes
+    if label_key is None:
+        return InputSet(flat.items, None, "img2dataset", flat.root)
+    items = []
+    for it in flat.items:
+        try:
+            value = json.loads(Path(it.path).with_suffix(".json").read_text()).get(label_key)
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise InputError(f"{it.source}: its .json has no {label_key!r} label (an integer or a text)")
+        items.append(replace(it, label=value))
+    items, names = _index_labels(items)
+    return InputSet(items, names, "img2dataset", flat.root)
+
+
 def list_webdataset(spec: str, label_key: str | None = None):
     """An InputSet (kind "webdataset") of every sample with an image member; labels from `cls`, or
     from the json member's field `label_key`. The fingerprint covers each tar's name, size and
     etag and each image member's name and size, never the URL's host, credentials or signature."""
-    from gcl.inputs import InputItem, InputSet
-
     urls = expand_urls(spec)
     items, digest = [], hashlib.sha256(b"webdataset")
     for url, name in zip(urls, _relative_names(urls)):
@@ -203,10 +229,6 @@ def _parse_label(data: bytes, label_key: str | None):
 
 def _index_labels(items: list):
     """Integer labels stay (class names "0".."max"); text labels become indices of their sorted names."""
-    from dataclasses import replace
-
-    from gcl.inputs import MAX_CLASSES
-
     labels = [it.label for it in items]
     if labels[0] is None:
         return items, None

@@ -206,3 +206,25 @@ def test_pipe_inputs_and_missing_extras_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(fsspec.core, "url_to_fs", no_gcsfs)
     with pytest.raises(InputError, match=r"gs:// inputs need an extra package: pip install 'gcl\[gcs\]'"):
         list_inputs("gs://bucket/part-000000.tar")
+
+
+def test_a_server_that_never_answers_is_one_line_within_the_timeout(monkeypatch):
+    """A server that accepts and then says nothing: listing stops at the read timeout, in one line."""
+    import socket
+    import time
+
+    import gcl.webinputs as webinputs
+
+    monkeypatch.setattr(webinputs, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(webinputs, "READ_TIMEOUT_S", 1)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    thread = threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(8)], daemon=True)
+    thread.start()
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=r"cannot read http://127\.0\.0\.1:\d+/part-000000\.tar"):
+        list_inputs(f"http://127.0.0.1:{listener.getsockname()[1]}/part-000000.tar")
+    assert time.monotonic() - t0 < 20
+    listener.close()
