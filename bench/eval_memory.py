@@ -5,7 +5,8 @@
 Writes banks of N CIFAR-10 train images upscaled to 64 px (an uncompressed .npz) and a 500-image
 test set, then runs `gcl-eval knn` on each in a fresh process (a random-init resnet18_w0.25 with
 the ImageNet stem: a 128-d feature matrix, cheap enough for a CPU) and prints the process's peak
-RSS. With --old-ref, the same command also runs from that git revision's code (extracted with
+RSS (with --loader-only: of the loading phase alone, in a process that imports only the loader
+and torch). With --old-ref, the same command also runs from that git revision's code (extracted with
 `git archive`, imported ahead of the installed gcl), to compare with an earlier loader.
 """
 
@@ -44,29 +45,50 @@ def old_code(ref: str, into: Path) -> Path:
     return into / "pkg"
 
 
+# The loading phase alone, without the CLI's imports (whose own peak, ~640 MiB, hides a
+# smaller loader): read the bank at 64 px and fingerprint it, as the feature cache does first.
+LOADER_ONLY = {
+    "streaming": "from gcl.labelled import LabelledSource; from gcl.eval.features import _scan; "
+                 "_scan(LabelledSource({bank!r}, 64).batches, 256)",
+    "whole": "from gcl.labelled import load_labelled; from gcl.eval.features import data_fingerprint; "
+             "d = load_labelled({bank!r}, 64); data_fingerprint(d.images, d.labels)",
+}
+
+
+def loader_rss_mib(bank: Path, pythonpath: Path | None) -> float:
+    code = LOADER_ONLY["whole" if pythonpath is not None else "streaming"].format(bank=str(bank))
+    return _child_peak([sys.executable, "-c", code], pythonpath)[1]
+
+
+def _child_peak(args: list[str], pythonpath: Path | None) -> tuple[str, float]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.stdout.read().decode()
+    _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own peak
+    if status != 0:
+        raise SystemExit(f"{args[2][:60]} failed:\n{output}")
+    return output, usage.ru_maxrss / 1024  # KiB on Linux
+
+
 def peak_rss_mib(bank: Path, test: Path, cache: Path, pythonpath: Path | None) -> float:
     """Peak RSS of one `gcl-eval knn` process (wait4 reports that child's own maximum)."""
     args = [sys.executable, "-c", "from gcl.eval.cli import main; main()", "knn", "--random-init",
             "--backbone", "resnet18_w0.25", "--imagenet-stem", "--resolution", "64", "--eval-train", str(bank),
             "--eval-test", str(test), "--no-baselines", "--cache-dir", str(cache), "--device", "cpu",
             "--output", str(cache / "result.json")]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = proc.stdout.read().decode()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"gcl-eval knn failed:\n{output}")
+    output, peak = _child_peak(args, pythonpath)
     top1 = next((line for line in output.splitlines() if "top-1" in line or "top1" in line), "")
     print(f"    {top1.strip()}")
-    return usage.ru_maxrss / 1024  # KiB on Linux
+    return peak
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
     ap.add_argument("--old-ref", default=None, help="git revision whose loader to measure beside this one")
+    ap.add_argument("--loader-only", action="store_true", help="measure only the loading phase (no model, seconds)")
     args = ap.parse_args()
     with np.load(CIFAR) as z:
         images, labels, names = z["images"], z["labels"], z["class_names"]
@@ -83,7 +105,8 @@ def main() -> None:
                 cache = tmp / f"cache-{n}-{len(rows)}"
                 cache.mkdir()
                 print(f"{label}: bank of {n} images at 64 px ...", flush=True)
-                rows.append((label, n, peak_rss_mib(bank, test, cache, path)))
+                rss = loader_rss_mib(bank, path) if args.loader_only else peak_rss_mib(bank, test, cache, path)
+                rows.append((label, n, rss))
             bank.unlink()
         print(f"\n{'loader':<40} {'bank':>7} {'peak RSS MiB':>13}")
         for label, n, rss in rows:

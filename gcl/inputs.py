@@ -106,16 +106,18 @@ def _list_npz(path: Path) -> InputSet:
             files = list(z.files)
             if "images" not in files:
                 raise InputError(f"{path} has no 'images' array (found: {', '.join(files)})")
-            images = z["images"]
+            with z.zip.open("images.npy") as fh:  # the header only: the images stay on disk until read
+                shape, dtype, _fortran = _npy_header(fh)
+            if dtype.hasobject:
+                raise ValueError("'images' is an object array (pickled); gcl reads plain uint8 arrays only")
             labels = z["labels"] if "labels" in files else None
             names = z["class_names"] if "class_names" in files else None
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - object (pickled) arrays, a damaged zip: the archive is unusable
         raise InputError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    shape = images.shape
-    if images.dtype != np.uint8:
-        raise InputError(f"{path}: 'images' are {images.dtype}, gcl reads uint8 (0-255); convert them first, "
+    if dtype != np.uint8:
+        raise InputError(f"{path}: 'images' are {dtype}, gcl reads uint8 (0-255); convert them first, "
                          "e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1]")
     if len(shape) != 4 or shape[-1] not in (1, 3, 4) or min(shape) < 1:
         raise InputError(f"{path}: 'images' must be (N,H,W,3) uint8, got shape {shape}")
@@ -176,6 +178,14 @@ class NpzCache:
         return cls._arrays[path]
 
 
+def _npy_header(fh) -> tuple[tuple, np.dtype, bool]:
+    """(shape, dtype, fortran_order) of the .npy stream at fh, read from its header."""
+    version = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(fh)
+    return shape, dtype, fortran
+
+
 class NpzRows:
     """Rows of an npz's 'images' read from the archive one at a time, never the whole array:
     sequential reads cost one row of memory (a compressed member is decompressed as it goes)."""
@@ -187,11 +197,11 @@ class NpzRows:
 
         self._zip = zipfile.ZipFile(path)
         self._fh = self._zip.open("images.npy")
-        version = np.lib.format.read_magic(self._fh)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(self._fh)
-        if fortran or dtype != np.uint8 or len(shape) != 4:
-            raise InputError(f"{path}: 'images' must be a C-ordered (N,H,W,C) uint8 array")
+        shape, dtype, fortran = _npy_header(self._fh)
+        if dtype != np.uint8 or len(shape) != 4:
+            raise InputError(f"{path}: 'images' must be an (N,H,W,C) uint8 array")
+        # rows of a Fortran-ordered array are not contiguous in the file: such an archive is loaded whole
+        self._whole = NpzCache.images(path) if fortran else None
         self.shape, self._start = shape, self._fh.tell()
         self._row_bytes = int(np.prod(shape[1:]))
 
@@ -202,6 +212,8 @@ class NpzRows:
                 cls._open.pop(next(iter(cls._open)))._zip.close()
             cls._open[path] = cls(path)
         reader = cls._open[path]
+        if reader._whole is not None:
+            return reader._whole[index]
         reader._fh.seek(reader._start + index * reader._row_bytes)
         data = reader._fh.read(reader._row_bytes)
         return np.frombuffer(data, dtype=np.uint8).reshape(reader.shape[1:])

@@ -64,7 +64,11 @@ def finalize(output: str, manifest_copy: str | None = None) -> Path:
         raise NotFinished(f"{output} has no node record of this plan ({name}.node-R-of-N.json); "
                           "run gcl-synth run --node-rank R --num-nodes N on each node first")
     stats = [read_json_file(layout.stats(i), "shard stats", UserError) for i in range(num_shards)]
-    manifest = merged_manifest(parts, stats)
+    try:
+        manifest = merged_manifest(parts, stats)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{output} holds a node record or stats file that gcl-synth did not write "
+                        f"({type(exc).__name__}: {exc}); re-run the nodes") from None
     path = write_manifest(manifest, layout.manifest, output)
     if manifest_copy:
         write_manifest(manifest, manifest_copy, output)
