@@ -64,12 +64,23 @@ def _child_peak(args: list[str], pythonpath: Path | None) -> tuple[str, float]:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # run outside the repository: `python -c` puts the working folder first on sys.path, and the
+    # repository's own gcl/ would then shadow the revision under test
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir())
     output = proc.stdout.read().decode()
     _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own peak
     if status != 0:
         raise SystemExit(f"{args[2][:60]} failed:\n{output}")
     return output, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def check_code_under_test(pythonpath: Path | None) -> None:
+    """The child imports gcl from the revision under test (and this code from this checkout)."""
+    output, _ = _child_peak([sys.executable, "-c", "import gcl.labelled, gcl.eval.cli; "
+                             "print(gcl.labelled.__file__); print(gcl.eval.cli.__file__)"], pythonpath)
+    want = str(pythonpath) if pythonpath is not None else str(REPO)
+    if not all(line.startswith(want) for line in output.split()):
+        raise SystemExit(f"the child imports gcl from {output.split()}, not from {want}")
 
 
 def peak_rss_mib(bank: Path, test: Path, cache: Path, pythonpath: Path | None) -> float:
@@ -98,6 +109,8 @@ def main() -> None:
         codes = {"streaming (this code)": None}
         if args.old_ref:
             codes[f"whole set in memory ({args.old_ref})"] = old_code(args.old_ref, tmp / "old")
+        for path in codes.values():
+            check_code_under_test(path)
         rows = []
         for n in args.sizes:
             bank = write_bank(tmp / f"bank{n}.npz", images[:n], labels[:n], names)
