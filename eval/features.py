@@ -12,7 +12,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -161,29 +161,72 @@ def _backbone_forward(net: torch.nn.Module, prep: Callable[[np.ndarray], torch.T
     return forward
 
 
+class DataFingerprint:
+    """sha256 of a labelled set fed in batches: image bytes and labels hashed as they stream by,
+    then combined with the set's shape, so a set never has to be in memory to be identified."""
+
+    def __init__(self):
+        self._images, self._labels = hashlib.sha256(), hashlib.sha256()
+        self.count, self.image_shape = 0, None
+
+    def add(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self._images.update(memoryview(np.ascontiguousarray(images)).cast("B"))
+        self._labels.update(np.asarray(labels, dtype=np.int64).tobytes())
+        self.count += len(images)
+        self.image_shape = tuple(images.shape[1:])
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256(str((self.count, *(self.image_shape or ()))).encode())
+        h.update(self._images.digest())
+        h.update(self._labels.digest())
+        return h.hexdigest()
+
+
 def data_fingerprint(images: np.ndarray, labels: np.ndarray, full: bool = False) -> str:
-    h = hashlib.sha256()
-    h.update(str(images.shape).encode())
-    h.update(np.ascontiguousarray(images).tobytes())
-    h.update(np.asarray(labels, dtype=np.int64).tobytes())
-    return h.hexdigest() if full else h.hexdigest()[:16]
+    fp = DataFingerprint()
+    fp.add(images, labels)
+    return fp.hexdigest() if full else fp.hexdigest()[:16]
 
 
-def extract(encoder: Encoder, images: np.ndarray, batch_size: int = DEFAULT_BATCH,
-            progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """(N, D) float32 features, computed in batches."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        out.append(encoder.forward(images[start:start + batch_size]).cpu())
+Batches = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # batch size -> (images, labels) batches
+
+
+def array_batches(images: np.ndarray, labels: np.ndarray) -> Batches:
+    return lambda bs: ((images[i:i + bs], np.asarray(labels[i:i + bs])) for i in range(0, len(images), bs))
+
+
+def extract(encoder: Encoder, batches: Batches, batch_size: int = DEFAULT_BATCH, total: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """(N, D) float32 features and the (N,) labels of one pass over the batches. With `total` the
+    feature matrix is allocated once (no list of parts to concatenate: half the peak memory)."""
+    feats, parts, labels, done = None, [], [], 0
+    for images, batch_labels in batches(batch_size):
+        out = encoder.forward(images).float().cpu()
+        if total is not None:
+            feats = torch.empty((total, out.shape[1]), dtype=torch.float32) if feats is None else feats
+            feats[done:done + len(out)] = out
+        else:
+            parts.append(out)
+        labels.append(np.asarray(batch_labels, dtype=np.int64))
+        done += len(out)
         if progress:
-            progress(min(start + batch_size, len(images)), len(images))
-    return torch.cat(out)
+            progress(done, total or done)
+    return (feats if total is not None else torch.cat(parts)), np.concatenate(labels)
 
 
 def cached_features(encoder: Encoder, images: np.ndarray, labels: np.ndarray, cache_dir: str | os.PathLike | None,
                     batch_size: int = DEFAULT_BATCH, progress=None, log=None) -> tuple[torch.Tensor, bool]:
+    """cached_batch_features for arrays in memory. Returns (features, hit)."""
+    feats, _labels, hit = cached_batch_features(encoder, array_batches(images, labels), cache_dir, batch_size,
+                                                progress, log)
+    return feats, hit
+
+
+def cached_batch_features(encoder: Encoder, batches: Batches, cache_dir: str | os.PathLike | None,
+                          batch_size: int = DEFAULT_BATCH, progress=None, log=None) -> tuple[torch.Tensor, np.ndarray, bool]:
     """Features from the cache file if it is this encoder's on this data, else extracted (and
-    cached when cache_dir is set). Returns (features, hit).
+    cached when cache_dir is set). Returns (features, labels, hit). With a cache the data is read
+    twice (fingerprint, then features on a miss), never held whole: memory is the feature matrix.
 
     A cache may come with a run folder someone sent, so a file is used only when its metadata
     names the encoder's full key (the checkpoint's sha256) and the data's full fingerprint, its
@@ -192,27 +235,49 @@ def cached_features(encoder: Encoder, images: np.ndarray, labels: np.ndarray, ca
     logged, ignored and replaced.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    path, fingerprint = None, data_fingerprint(images, labels, full=True)
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"{encoder.id}-{fingerprint[:16]}.safetensors"
-        if path.is_file():
-            try:
-                feats = _checked_cache(path, encoder, images, labels, fingerprint)
-                return feats, True
-            except (CacheMismatch, SafetensorError, OSError, KeyError, ValueError) as exc:
-                if log:
-                    log(f"ignoring feature cache {path.name}: {exc}")
-    feats = extract(encoder, images, batch_size, progress)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        save_file({"features": feats.contiguous(), "labels": torch.from_numpy(np.asarray(labels, dtype=np.int64))},
-                  str(tmp), metadata={"encoder": encoder.describe, "encoder_key": encoder.key, "data": fingerprint,
-                                      "n": str(len(images)), "width": str(feats.shape[1])})
-        os.replace(tmp, path)
-    return feats, False
+    if cache_dir is None:
+        feats, labels = extract(encoder, batches, batch_size, None, progress)
+        return feats, labels, False
+    fingerprint, labels, spot = _scan(batches, batch_size)
+    path = Path(cache_dir) / f"{encoder.id}-{fingerprint[:16]}.safetensors"
+    if path.is_file():
+        try:
+            return _checked_cache(path, encoder, labels, fingerprint, spot), labels, True
+        except (CacheMismatch, SafetensorError, OSError, KeyError, ValueError) as exc:
+            if log:
+                log(f"ignoring feature cache {path.name}: {exc}")
+    feats, extracted_labels = extract(encoder, batches, batch_size, len(labels), progress)
+    if not np.array_equal(extracted_labels, labels):
+        raise UserError("the data changed between two reads of it (labels differ); evaluate a set that is not being written")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    save_file({"features": feats.contiguous(), "labels": torch.from_numpy(labels)},
+              str(tmp), metadata={"encoder": encoder.describe, "encoder_key": encoder.key, "data": fingerprint,
+                                  "n": str(len(labels)), "width": str(feats.shape[1])})
+    os.replace(tmp, path)
+    return feats, labels, False
+
+
+def _scan(batches: Batches, batch_size: int) -> tuple[str, np.ndarray, dict[int, np.ndarray]]:
+    """One pass: the data's fingerprint, its labels, and SPOT_CHECK_ROWS rows drawn uniformly at
+    random (reservoir sampling) with their images, for checking a cache without a second pass."""
+    fp, labels, spot = DataFingerprint(), [], {}
+    rng = random.SystemRandom()
+    for images, batch_labels in batches(batch_size):
+        for j in range(len(images)):
+            row = fp.count + j
+            if row < SPOT_CHECK_ROWS:
+                spot[row] = images[j].copy()
+            else:
+                victim = rng.randrange(row + 1)
+                if victim < SPOT_CHECK_ROWS:
+                    spot.pop(sorted(spot)[victim])
+                    spot[row] = images[j].copy()
+        fp.add(images, batch_labels)
+        labels.append(np.asarray(batch_labels, dtype=np.int64))
+    return fp.hexdigest(), np.concatenate(labels), spot
 
 
 # Rows recomputed to check a cache: forged features must then be right on rows chosen at load
@@ -227,7 +292,7 @@ class CacheMismatch(ValueError):
     """A feature cache file that is not this encoder's features of this data."""
 
 
-def _checked_cache(path: Path, encoder: Encoder, images: np.ndarray, labels: np.ndarray, fingerprint: str):
+def _checked_cache(path: Path, encoder: Encoder, labels: np.ndarray, fingerprint: str, spot: dict[int, np.ndarray]):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -239,12 +304,12 @@ def _checked_cache(path: Path, encoder: Encoder, images: np.ndarray, labels: np.
         raise CacheMismatch("made on other data")
     tensors = load_file(str(path))
     feats, cached_labels = tensors["features"], tensors["labels"]
-    if feats.dtype != torch.float32 or feats.ndim != 2 or feats.shape[0] != len(images):
-        raise CacheMismatch(f"holds {tuple(feats.shape)} {feats.dtype} features for {len(images)} images")
+    if feats.dtype != torch.float32 or feats.ndim != 2 or feats.shape[0] != len(labels):
+        raise CacheMismatch(f"holds {tuple(feats.shape)} {feats.dtype} features for {len(labels)} images")
     if not torch.equal(cached_labels, torch.from_numpy(np.asarray(labels, dtype=np.int64))):
         raise CacheMismatch("its labels differ from the data's")
-    rows = sorted(random.SystemRandom().sample(range(len(images)), min(SPOT_CHECK_ROWS, len(images))))
-    fresh = encoder.forward(images[rows]).float().cpu()
+    rows = sorted(spot)
+    fresh = encoder.forward(np.stack([spot[r] for r in rows])).float().cpu()
     if fresh.shape[1] != feats.shape[1]:
         raise CacheMismatch(f"holds {feats.shape[1]}-d features; the encoder gives {fresh.shape[1]}-d")
     distance = (feats[rows] - fresh).norm(dim=1) / fresh.norm(dim=1).clamp_min(1e-6)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from gcl.errors import UserError
-from gcl.labelled import LabelledSet, load_labelled
-from gcl.eval.features import Encoder, cached_features
+from gcl.labelled import LabelledSource
+from gcl.eval.features import Encoder, cached_batch_features
 from gcl.knn import knn_accuracy
 from gcl.eval.linear import LinearRecipe, linear_accuracy
 
@@ -18,8 +18,10 @@ class ProbeError(UserError):
     """Data that cannot be probed (class mismatch, unlabelled input); one-line message."""
 
 
-def check_classes(train: LabelledSet, test: LabelledSet) -> int:
-    """Number of classes; raises ProbeError when train and test disagree on the class set."""
+def check_classes(train, test) -> int:
+    """Number of classes; raises ProbeError when train and test disagree on the class set.
+    train/test: anything with class_names, labels and source (a LabelledSet, or a LabelledSource
+    after a pass)."""
     if train.class_names is not None and test.class_names is not None:
         if list(train.class_names) != list(test.class_names):
             only_train = sorted(set(train.class_names) - set(test.class_names))
@@ -35,14 +37,18 @@ def check_classes(train: LabelledSet, test: LabelledSet) -> int:
     return int(max(train.labels.max(), test.labels.max())) + 1
 
 
-def load_pair(train_path: str, test_path: str, resolution: int | None, limit_train: int | None,
-              limit_test: int | None) -> tuple[LabelledSet, LabelledSet, int]:
-    train = load_labelled(train_path, resolution=resolution, limit=limit_train)
-    test = load_labelled(test_path, resolution=resolution, limit=limit_test)
-    if train.images.shape[1:] != test.images.shape[1:]:
-        raise ProbeError(f"train images are {train.images.shape[1]}x{train.images.shape[2]} but test images are "
-                         f"{test.images.shape[1]}x{test.images.shape[2]}; pass --resolution")
-    return train, test, check_classes(train, test)
+def check_shapes(train: LabelledSource, test: LabelledSource) -> None:
+    if train.shape != test.shape:
+        raise ProbeError(f"train images are {train.shape[1]}x{train.shape[0]} but test images are "
+                         f"{test.shape[1]}x{test.shape[0]}; pass --resolution")
+
+
+def source_features(encoder: Encoder, source: LabelledSource, cache_dir, batch_size: int, progress=None, log=None):
+    """(features, hit) of a labelled source, streamed in batches; afterwards source.labels and
+    source.shape describe the images read (the cache's labels are the data's own: checked)."""
+    feats, labels, hit = cached_batch_features(encoder, source.batches, cache_dir, batch_size, progress, log)
+    source.labels = labels
+    return feats, hit
 
 
 def _progress(name, log):
@@ -62,18 +68,19 @@ def run_probe(probe: str, encoder: Encoder, train_path: str, test_path: str, *, 
               log=print, progress: bool = True) -> dict:
     """Run one probe and return its result record (not yet saved)."""
     t0 = time.time()
-    train, test, num_classes = load_pair(train_path, test_path, encoder.resolution, limit_train, limit_test)
-    log(f"train: {len(train.labels)} images from {train.source}; test: {len(test.labels)} from {test.source}; "
-        f"{num_classes} classes; encoder: {encoder.describe}")
-    for name, ds in (("train", train), ("test", test)):
-        if ds.skipped:
-            log(f"{name}: skipped {ds.skipped} unreadable samples of {ds.source}")
+    train = LabelledSource(train_path, encoder.resolution, limit_train)
+    test = LabelledSource(test_path, encoder.resolution, limit_test)
+    log(f"train: {train.source}; test: {test.source}; encoder: {encoder.describe}")
     feats = {}
     for name, ds in (("train", train), ("test", test)):
-        report = _progress(name, log) if progress else None
-        f, hit = cached_features(encoder, ds.images, ds.labels, cache_dir, batch_size, report, log)
-        log(f"{name} features {tuple(f.shape)} ({'cache' if hit else 'extracted'})")
+        f, hit = source_features(encoder, ds, cache_dir, batch_size, _progress(name, log) if progress else None, log)
+        log(f"{name} features {tuple(f.shape)} from {len(ds.labels)} images ({'cache' if hit else 'extracted'})")
+        if ds.skipped:
+            log(f"{name}: skipped {ds.skipped} unreadable samples of {ds.source}")
         feats[name] = f
+    check_shapes(train, test)
+    num_classes = check_classes(train, test)
+    log(f"{num_classes} classes")
     ytr, yte = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
     if probe == "knn":
         acc = knn_accuracy(feats["train"], ytr, feats["test"], yte, num_classes, k=k, temperature=temperature)

@@ -42,17 +42,21 @@ class InputItem:
     path: str  # absolute file path, or the npz path for archive items
     index: int = -1  # row in the npz archive, -1 for files
     label: int | None = None
+    member: str | None = None  # the image member's name inside the tar at `path` (WebDataset inputs)
 
 
 @dataclass
 class InputSet:
     items: list[InputItem]
     class_names: list[str] | None
-    kind: str  # "imagefolder" | "flat" | "npz"
-    root: str
+    kind: str  # "imagefolder" | "flat" | "npz" | "img2dataset" (its files layout) | "webdataset"
+    root: str  # for display: a local path, or a URL without credentials
+    listing_digest: str | None = None  # WebDataset inputs: the hash of their listing (gcl.webinputs)
 
     def fingerprint(self) -> str:
         """Hash of the input list (names, sizes, labels); npz inputs hash the image bytes."""
+        if self.listing_digest is not None:
+            return self.listing_digest
         h = hashlib.sha256()
         h.update(self.kind.encode())
         if self.kind == "npz":
@@ -70,15 +74,28 @@ class InputError(UserError):
     """The input cannot be used at all (a configuration error, raised before any work)."""
 
 
-def list_inputs(path: str | os.PathLike) -> InputSet:
+def list_inputs(path: str | os.PathLike, label_key: str | None = None) -> InputSet:
+    """List an input: npz, image folder, img2dataset's files layout, or WebDataset tars (a
+    pattern, list or folder of .tar, local or any fsspec URL). label_key names the json field that
+    holds the label (WebDataset and img2dataset inputs; else labels come from `cls`, or none)."""
+    from gcl.webinputs import is_img2dataset_files, is_webdataset_spec, list_img2dataset, list_webdataset
+
+    if is_webdataset_spec(str(path)):
+        return list_webdataset(str(path), label_key)
     path = Path(path)
     if not path.exists():
         raise InputError(f"input not found: {path}")
     if path.is_file():
         if path.suffix.lower() != ".npz":
             raise InputError(f"input file {path} is not an .npz archive; pass a folder or an .npz with 'images'")
-        return _list_npz(path)
-    return _list_folder(path)
+        inputs = _list_npz(path)
+    elif is_img2dataset_files(path):
+        return list_img2dataset(path, _list_folder(path), label_key)
+    else:
+        inputs = _list_folder(path)
+    if label_key is not None:
+        raise InputError(f"--label-key applies to WebDataset and img2dataset inputs, not to {inputs.kind} {path}")
+    return inputs
 
 
 def _list_npz(path: Path) -> InputSet:
@@ -89,16 +106,18 @@ def _list_npz(path: Path) -> InputSet:
             files = list(z.files)
             if "images" not in files:
                 raise InputError(f"{path} has no 'images' array (found: {', '.join(files)})")
-            images = z["images"]
+            with z.zip.open("images.npy") as fh:  # the header only: the images stay on disk until read
+                shape, dtype, _fortran = _npy_header(fh)
+            if dtype.hasobject:
+                raise ValueError("'images' is an object array (pickled); gcl reads plain uint8 arrays only")
             labels = z["labels"] if "labels" in files else None
             names = z["class_names"] if "class_names" in files else None
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - object (pickled) arrays, a damaged zip: the archive is unusable
         raise InputError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    shape = images.shape
-    if images.dtype != np.uint8:
-        raise InputError(f"{path}: 'images' are {images.dtype}, gcl reads uint8 (0-255); convert them first, "
+    if dtype != np.uint8:
+        raise InputError(f"{path}: 'images' are {dtype}, gcl reads uint8 (0-255); convert them first, "
                          "e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1]")
     if len(shape) != 4 or shape[-1] not in (1, 3, 4) or min(shape) < 1:
         raise InputError(f"{path}: 'images' must be (N,H,W,3) uint8, got shape {shape}")
@@ -159,30 +178,96 @@ class NpzCache:
         return cls._arrays[path]
 
 
+def _npy_header(fh) -> tuple[tuple, np.dtype, bool]:
+    """(shape, dtype, fortran_order) of the .npy stream at fh, read from its header."""
+    version = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(fh)
+    return shape, dtype, fortran
+
+
+class NpzRows:
+    """Rows of an npz's 'images' read from the archive one at a time, never the whole array:
+    sequential reads cost one row of memory (a compressed member is decompressed as it goes)."""
+
+    _open: dict[str, "NpzRows"] = {}
+
+    def __init__(self, path: str):
+        import zipfile
+
+        self._zip = zipfile.ZipFile(path)
+        self._fh = self._zip.open("images.npy")
+        shape, dtype, fortran = _npy_header(self._fh)
+        if dtype != np.uint8 or len(shape) != 4:
+            raise InputError(f"{path}: 'images' must be an (N,H,W,C) uint8 array")
+        # rows of a Fortran-ordered array are not contiguous in the file: such an archive is loaded whole
+        self._whole = NpzCache.images(path) if fortran else None
+        self.shape, self._start = shape, self._fh.tell()
+        self._row_bytes = int(np.prod(shape[1:]))
+
+    @classmethod
+    def row(cls, path: str, index: int) -> np.ndarray:
+        if path not in cls._open:
+            if len(cls._open) >= 4:  # a few archives open at a time (train/test of a probe)
+                cls._open.pop(next(iter(cls._open)))._zip.close()
+            cls._open[path] = cls(path)
+        reader = cls._open[path]
+        if reader._whole is not None:
+            return reader._whole[index]
+        reader._fh.seek(reader._start + index * reader._row_bytes)
+        data = reader._fh.read(reader._row_bytes)
+        return np.frombuffer(data, dtype=np.uint8).reshape(reader.shape[1:])
+
+
+def npz_row(path: str, index: int) -> np.ndarray:
+    """One npz image as (H, W, 3) uint8 RGB, read from the file (see NpzRows)."""
+    return _npz_rgb(NpzRows.row(path, index))
+
+
+def _npz_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    return np.ascontiguousarray(arr.astype(np.uint8, copy=False))
+
+
 def load_rgb(item: InputItem) -> tuple[np.ndarray | None, str | None]:
     """Load one input as an (H, W, 3) uint8 RGB array; returns (array, None) or (None, error type)."""
     if item.index >= 0:
-        arr = NpzCache.images(item.path)[item.index]
-        if arr.shape[-1] == 1:
-            arr = np.repeat(arr, 3, axis=-1)
-        elif arr.shape[-1] == 4:
-            arr = arr[..., :3]
-        return np.ascontiguousarray(arr.astype(np.uint8, copy=False)), None
+        return _npz_rgb(NpzCache.images(item.path)[item.index]), None
+    if item.member is not None:
+        raise ValueError("a tar member is read with its tar (gcl.webinputs.iter_member_bytes), then load_image_bytes")
     return load_image_file(item.path)
 
 
 def load_image_file(path: str) -> tuple[np.ndarray | None, str | None]:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         if os.path.getsize(path) == 0:
             return None, "empty"
     except OSError:
         return None, "unreadable"
+    return _decode_image(path)
+
+
+def load_image_bytes(data: bytes | None) -> tuple[np.ndarray | None, str | None]:
+    """load_image_file for bytes read from a tar member (None: the member was missing)."""
+    import io
+
+    if data is None:
+        return None, "missing"
+    if not data:
+        return None, "empty"
+    return _decode_image(io.BytesIO(data))
+
+
+def _decode_image(source) -> tuple[np.ndarray | None, str | None]:
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if img.width * img.height > MAX_PIXELS:
                     return None, "decompression_bomb"
                 if extreme_aspect(img.width, img.height):

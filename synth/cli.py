@@ -24,6 +24,12 @@ def _fail(exc: Exception) -> None:
 GENERATOR_ALIASES = {"taef2": "taesd"}
 
 
+# Options that act on the whole output, which no single node of several owns.
+NODE_CONFLICTS = {"overwrite": "clear the output once before starting the nodes",
+                  "manifest_copy": "pass it to `gcl-synth finalize`",
+                  "reference": "compare the finalized set on one machine"}
+
+
 def canonical_generator(_ctx, _param, value):
     return GENERATOR_ALIASES.get(value, value) if value else value
 
@@ -43,7 +49,13 @@ def main(verbose: bool) -> None:
 @click.option("--pixel-range", default="auto", show_default=True, type=click.Choice(["auto", "0-1", "-1-1"]),
               help="Pixel range the VQ-GAN (vqgan, maskgit) was trained on. auto: from the model's layout "
                    "(aMUSEd's model_index.json -> 0-1; any other VQModel -> -1-1, the taming/LDM convention).")
-@click.option("--input", "input_", default=None, help="ImageFolder, flat folder, or .npz with 'images' (default: CIFAR-10 train).")
+@click.option("--input", "input_", default=None,
+              help="ImageFolder, flat folder, .npz with 'images', img2dataset output, or WebDataset tars: a pattern "
+                   "('part-{000000..000009}.tar'), a list, or a folder of .tar, local or a URL (s3://, gs://, hf://, "
+                   "http(s)://) (default: CIFAR-10 train).")
+@click.option("--label-key", default=None,
+              help="WebDataset / img2dataset inputs: take each label from this field of the sample's json "
+                   "(default: the cls member; none: unlabelled).")
 @click.option("--output", default="out/synth", show_default=True, help="Folder for shards, stats and the manifest.")
 @click.option("--name", default=None, help="Shard name prefix (default: <input>_<generator>_k<views>_r<resolution>).")
 @click.option("--views", default=2, show_default=True, type=click.IntRange(0, 64), help="Generated views per image (K).")
@@ -73,6 +85,11 @@ def main(verbose: bool) -> None:
 @click.option("--reference", default=None, type=click.Path(exists=True, dir_okay=False),
               help="A published manifest (e.g. manifests/NAME.json): report whether these shards match it "
                    "(same bytes on the same device kind, else pixel sketches within a tolerance); exit 1 if not.")
+@click.option("--node-rank", default=0, show_default=True, type=click.IntRange(0),
+              help="Several machines, one --output: this machine writes the shards whose index % --num-nodes is "
+                   "this rank (e.g. $SLURM_PROCID); then `gcl-synth finalize OUTPUT` writes the manifest.")
+@click.option("--num-nodes", default=1, show_default=True, type=click.IntRange(1),
+              help="How many machines share the --output (e.g. $SLURM_NTASKS).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def run(input_, no_progress, old_workers, **options):
     """Synthesize view families for every input image into WebDataset shards."""
@@ -80,6 +97,13 @@ def run(input_, no_progress, old_workers, **options):
         options["workers"] = old_workers
     from gcl.synth.defaults import check_default_model, resolve_cifar10
 
+    if options["node_rank"] >= options["num_nodes"]:
+        raise click.UsageError(f"--node-rank {options['node_rank']} must be below --num-nodes {options['num_nodes']}")
+    if options["num_nodes"] > 1:
+        for flag in ("overwrite", "manifest_copy", "reference"):
+            if options[flag]:
+                name = "--manifest" if flag == "manifest_copy" else f"--{flag}"
+                raise click.UsageError(f"{name} does not go with --num-nodes: " + NODE_CONFLICTS[flag])
     try:
         # before torch and diffusers load: an unreachable hub model fails in ~1 s, not after the imports
         check_default_model(options["generator"], options["model"])
@@ -119,6 +143,21 @@ def merge(sources, output, name, overwrite):
         if not storage_error(exc):
             raise
         raise click.ClickException(f"{storage_error(exc)}; free space or choose another --output") from None
+    click.echo(f"manifest: {path}")
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("--manifest", "manifest_copy", default=None, help="Also record the manifest here (e.g. manifests/NAME.json).")
+def finalize(output, manifest_copy):
+    """Write the manifest of an OUTPUT that several nodes filled (gcl-synth run --node-rank R --num-nodes N),
+    once every shard of the plan is committed; refuses, naming how many are missing, before that."""
+    from gcl.synth.nodes import finalize as finalize_output
+
+    try:
+        path = finalize_output(output, manifest_copy)
+    except UserError as exc:
+        _fail(exc)
     click.echo(f"manifest: {path}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import time
 from collections import Counter
@@ -67,6 +68,9 @@ class RunConfig:
     residual: bool = False  # views are x + G(view) - G(reconstruction)
     pixel_range: str = "auto"  # VQ-GAN pixel range: auto (from the model's layout), "0-1" or "-1-1"
     per_class: int | None = None  # the first N images of each class (after limit): a class-balanced subset
+    label_key: str | None = None  # WebDataset / img2dataset inputs: the json field holding the label
+    node_rank: int = 0  # several machines, one output: this node writes the shards with index % num_nodes == rank
+    num_nodes: int = 1
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -92,7 +96,7 @@ def prepare(cfg: RunConfig):
         raise UserError(f"--resolution {cfg.resolution} must be a multiple of the generator's downsampling ({generator.downsample})")
     if recipe_problem(generator, recipe):
         raise UserError(recipe_problem(generator, recipe))
-    inputs = list_inputs(cfg.input)
+    inputs = list_inputs(cfg.input, cfg.label_key)
     name = check_set_name(cfg.name or default_name(cfg), "--name" if cfg.name else "the default name")
     name = cfg.name or default_name(cfg)
     options = SynthOptions(generator=generator.id, weights_sha256=generator.weights_sha256, recipe=recipe.spec,
@@ -109,34 +113,47 @@ def prepare(cfg: RunConfig):
 
 
 def default_name(cfg: RunConfig) -> str:
-    stem = Path(cfg.input.rstrip("/")).stem.replace(".", "_").replace("-", "_") or "input"
+    """From the input's name: a file's stem, a folder's name, or the folder of a tar pattern or list."""
+    first = cfg.input.replace(",", " ").split()[0].rstrip("/") if cfg.input.strip() else "input"
+    if first.endswith(".tar") or "{" in first:
+        first = first.rsplit("/", 1)[0] if "/" in first else "input"
+    stem = re.sub(r"\W", "_", Path(first).stem.replace(".", "_").replace("-", "_")) or "input"
     return f"{stem}_{cfg.generator}_k{cfg.views}_r{cfg.resolution}"
 
 
 def execute(cfg: RunConfig) -> dict:
     plan, rt, generator, inputs = prepare(cfg)
+    if cfg.num_nodes > 1:  # each node writes only its own shards, under a lock of its own rank
+        from gcl.synth.nodes import node_lock
+
+        with node_lock(cfg.output, cfg.node_rank, cfg.num_nodes):
+            return _execute_locked(cfg, plan, rt, generator, inputs)
     with OutputLock(cfg.output):  # one writer per folder, from the plan check to the manifest
         return _execute_locked(cfg, plan, rt, generator, inputs)
 
 
 def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) -> dict:
+    from gcl.synth.nodes import node_tasks
+
     layout = OutputLayout(cfg.output, plan.name)
     if os.path.isdir(cfg.output):  # what this run writes, or replaces with --overwrite: never through a link
         refuse_links(cfg.output, [os.path.basename(p) for p in (layout.plan, layout.manifest, layout.owner,
                                                                  *layout.own_files())],
                      hint="remove it or choose another --output")
     check_or_write_plan(plan, cfg.overwrite)
-    for stale in layout.unfinished():  # left by a killed run: never committed
-        Path(stale).unlink(missing_ok=True)
+    tasks = node_tasks(plan.tasks, cfg.node_rank, cfg.num_nodes)
+    for task in tasks:  # left by a killed run of this node: never committed
+        for stale in layout.unfinished(task.index):
+            Path(stale).unlink(missing_ok=True)
     _GENERATORS[rt.generator_key(rt.device)] = generator  # reuse in-process
     results: dict[int, dict] = {}
     failed: dict[int, str] = {}
     totals = Counter()
-    left = [t for t in plan.tasks if not (Path(t.stats_path).exists() and Path(t.tar_path).exists())]
+    left = [t for t in tasks if not (Path(t.stats_path).exists() and Path(t.tar_path).exists())]
     if not left:  # a re-run after a complete one: no bar (its rate would be the speed of reading stats files)
-        print(f"nothing left: all {len(plan.tasks)} shards already committed in {cfg.output}")
-    elif len(left) < len(plan.tasks):
-        print(f"resuming: {len(plan.tasks) - len(left)} of {len(plan.tasks)} shards already committed")
+        print(f"nothing left: all {len(tasks)} shards already committed in {cfg.output}")
+    elif len(left) < len(tasks):
+        print(f"resuming: {len(tasks) - len(left)} of {len(tasks)} shards already committed")
     progress = Progress(sum(len(t.items) for t in left), enabled=cfg.progress and bool(left))
     t0, cpu0 = time.perf_counter(), cpu_seconds()
 
@@ -165,18 +182,20 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
 
     try:
         if cfg.workers > 1 or cfg.scheduler:
-            run_dask(plan.tasks, rt, cfg.retries, on_done, cfg.workers, cfg.scheduler, too_many_errors)
+            run_dask(tasks, rt, cfg.retries, on_done, cfg.workers, cfg.scheduler, too_many_errors)
             if too_many_errors():
                 raise aborted()
         else:
             torch.set_num_threads(rt.torch_threads)
-            run_local(plan.tasks, rt, cfg.retries, guarded_on_done, progress=progress.update)
+            run_local(tasks, rt, cfg.retries, guarded_on_done, progress=progress.update)
     finally:
         progress.close()
     seconds = time.perf_counter() - t0
     manifest = build_manifest(plan, inputs, results, failed, seconds, generator)
     manifest["residual"] = plan.options.residual
     manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"], cpu_seconds() - cpu0)
+    if cfg.num_nodes > 1:
+        return _node_done(cfg, plan, manifest, results, failed, seconds)
     manifest_path = Path(layout.manifest)
     if manifest_path.exists():
         previous = load_manifest(manifest_path)
@@ -201,6 +220,18 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     return {"manifest": str(path), "failed": failed, "results": results, "reference_match": match}
 
 
+def _node_done(cfg: RunConfig, plan: Plan, manifest: dict, results: dict, failed: dict, seconds: float) -> dict:
+    """A node of several writes its part record, not the manifest (gcl-synth finalize does that)."""
+    from gcl.synth.nodes import describe_part, write_part
+
+    mine = [t.index for t in plan.tasks if t.index % cfg.num_nodes == cfg.node_rank]
+    manifest["pending"] = [i for i in mine if i not in results]
+    path = write_part(cfg.output, manifest, cfg.node_rank, cfg.num_nodes)
+    print(summary_table(plan, results, failed, seconds))
+    print(describe_part(path))
+    return {"manifest": None, "failed": failed, "results": results, "reference_match": None}
+
+
 def cpu_seconds() -> float:
     """CPU time of this process (all its threads) and of its finished children (local dask workers)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -219,14 +250,18 @@ def synthesis_cost(generator, plan: Plan, throughput: dict, cpu: float) -> dict:
             "cpu_seconds": round(cpu, 1), "load_avg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
 
+def shard_entry(index: int, stats: dict) -> dict:
+    """One shard's line in the manifest, from its stats file."""
+    return {"url": stats["shard"], "index": index, "samples": stats["samples"], "bytes": stats["bytes"],
+            "sha256": stats["sha256"], "errors": stats["errors"], "pixel_sketch": stats.get("pixel_sketch")}
+
+
 def build_manifest(plan: Plan, inputs, results: dict, failed: dict, seconds: float, generator) -> dict:
     shards = []
     errors = Counter()
     for idx in sorted(results):
-        st = results[idx]
-        shards.append({"url": st["shard"], "index": idx, "samples": st["samples"], "bytes": st["bytes"],
-                       "sha256": st["sha256"], "errors": st["errors"], "pixel_sketch": st.get("pixel_sketch")})
-        errors.update(st["errors"])
+        shards.append(shard_entry(idx, results[idx]))
+        errors.update(results[idx]["errors"])
     generated = sum(s["samples"] for s in shards) - sum(results[i]["samples"] for i in results if results[i].get("resumed"))
     return {
         "name": plan.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

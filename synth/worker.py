@@ -20,11 +20,12 @@ import torch
 from gcl.synth.augment import augment_latents
 from gcl.synth.committed import kept_stats
 from gcl.synth.recipe import Recipe
-from gcl.inputs import InputItem, load_rgb, resize_center_crop
+from gcl.inputs import InputItem, load_image_bytes, load_rgb, resize_center_crop
 from gcl.synth.plan import ShardTask, SynthOptions
 from gcl.synth.reference import PixelSketch
 from gcl.io import write_json_atomic
 from gcl.manifest import read_stats
+from gcl.webinputs import iter_member_bytes
 from gcl.shards import ORIG, Sample, ShardWriter, encode_image, keys_digest, sample_key, view_member
 
 log = logging.getLogger("gcl.synth")
@@ -108,8 +109,8 @@ def recipe_problem(generator, recipe: Recipe) -> str | None:
     return None
 
 
-def _load_one(item: InputItem, resolution: int):
-    arr, err = load_rgb(item)
+def _load_one(item: InputItem, resolution: int, data: bytes | None = None):
+    arr, err = load_rgb(item) if item.member is None else load_image_bytes(data)
     if err is not None:
         return item, None, err
     try:
@@ -131,16 +132,21 @@ def process_shard(task: ShardTask, options: SynthOptions, generator, recipe: Rec
     sketch = PixelSketch()
     bs = options.batch_size
     batches = [task.items[i : i + bs] for i in range(0, len(task.items), bs)]
+    members = iter_member_bytes([it for it in task.items if it.member is not None])  # tars: each streamed once
+
+    def submit(batch):
+        data = [next(members)[1] if it.member is not None else None for it in batch]
+        return loader.map(_load_one, batch, [options.resolution] * len(batch), data)
+
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gcl-load") as loader, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcl-write") as encoder_pool:
-            pending_loads = [loader.map(_load_one, b, [options.resolution] * len(b)) for b in batches[:PREFETCH_BATCHES]]
+            pending_loads = [submit(b) for b in batches[:PREFETCH_BATCHES]]
             pending_write = None
             for bi in range(len(batches)):
                 loaded = list(pending_loads.pop(0))
                 if bi + PREFETCH_BATCHES < len(batches):
-                    nb = batches[bi + PREFETCH_BATCHES]
-                    pending_loads.append(loader.map(_load_one, nb, [options.resolution] * len(nb)))
+                    pending_loads.append(submit(batches[bi + PREFETCH_BATCHES]))
                 good = []
                 for item, arr, err in loaded:
                     if err is None:

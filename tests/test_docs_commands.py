@@ -57,6 +57,16 @@ EXERCISED = {
         "tests/test_synth_published_layouts.py::test_pixel_range_option_is_recorded",),
     'gcl-synth verify out/c10/cifar10_train_taesd_k2_r64.manifest.json': (
         "tests/test_synth_run.py::test_verify_names_flipped_byte_and_missing_shard",),
+    "gcl-synth run --input 's3://my-bucket/laion/part-{000000..000009}.tar' --output out/laion --resolution 256 "
+    "--label-key label": (
+        "tests/test_synth_webdataset_inputs.py::test_s3_webdataset_input_to_a_local_output",
+        "tests/test_synth_webdataset_inputs.py::test_img2dataset_tar_layout_end_to_end_with_a_bad_member"),
+    'gcl-synth run --input ../shared/data/cifar10_train.npz --output out/c10 --node-rank 0 --num-nodes 2': (
+        "tests/test_synth_nodes.py::test_two_nodes_fill_one_output_and_finalize",),
+    'gcl-synth run --input ../shared/data/cifar10_train.npz --output out/c10 --node-rank 1 --num-nodes 2': (
+        "tests/test_synth_nodes.py::test_two_nodes_fill_one_output_and_finalize",),
+    'gcl-synth finalize out/c10': (
+        "tests/test_synth_nodes.py::test_two_nodes_fill_one_output_and_finalize",),
     'gcl-synth status out/c10': (
         "tests/test_synth_run.py::test_kill_and_resume_gives_the_uninterrupted_shard_set",),
     'gcl-synth run --generator esrgan --input ../shared/data/cifar10_train.npz --limit 500 --views 2 '

@@ -32,7 +32,8 @@ RUNNER_TRAIN_KEYS = frozenset({"output", "seed", "shards", "input", "shards_base
 # Set by the runner for every shard set (it owns the folder and the name). `scheduler` picks the
 # dask scheduler gcl-synth connects to (and dask speaks pickle): where work runs is the command
 # line's choice (gcl-eval study --scheduler), never a shared study file's.
-RUNNER_SYNTH_KEYS = frozenset({"output", "name", "manifest", "overwrite", "no_progress", "scheduler"})
+RUNNER_SYNTH_KEYS = frozenset({"output", "name", "manifest", "overwrite", "no_progress", "scheduler",
+                               "node_rank", "num_nodes"})  # where work runs is the command line's choice
 GENERATORS = ("taesd", "taef2", "vqgan", "esrgan", "diffusion", "maskgit", "mae")  # gcl-synth --generator
 MAX_COUNT = 10**9  # images, shards, limits: far above any data set gcl reads
 
@@ -153,6 +154,7 @@ class SynthOptions(Section):
     input: PathText | None = None
     limit: Count | None = None  # the first N inputs (sorted)
     per_class: Count | None = None  # the first N images of each class
+    label_key: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None  # WebDataset json field
     views: int = Field(2, ge=0, le=64)
     resolution: int = Field(64, ge=8, le=4096)
     recipe: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None

@@ -6,7 +6,7 @@ best.ckpt, which an online evaluation may have picked. Splits: `test` (bank -> t
 when the study names them, `val` (val_bank -> val_queries: train images held out of pretraining)
 and `fit` (val_bank -> the pretraining images themselves, read from a shard set's originals).
 A data spec may take a slice of a file, `FILE[A:B]` (images A..B-1 in file order). Each file is
-loaded once per resolution and its features are extracted once per checkpoint (cached in the run
+opened once per resolution and its features are extracted once per checkpoint (cached in the run
 folder): the slices of a file are slices of its features, so the validation split costs no
 extraction when it comes from the bank's file.
 """
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from gcl.eval.features import cached_features, checkpoint_encoder
+from gcl.eval.features import checkpoint_encoder
 from gcl.eval.linear import LinearRecipe, linear_accuracy
-from gcl.eval.probe import check_classes
+from gcl.eval.probe import check_classes, source_features
 from gcl.eval.study.datafiles import DataSpec
 from gcl.eval.study.schema import EvalSpec
 from gcl.knn import knn_accuracy
-from gcl.labelled import LabelledSet, load_labelled
+from gcl.labelled import LabelledSource
 
 def eval_device(spec: EvalSpec) -> str:
     if spec.device == "auto":
@@ -32,7 +32,7 @@ def eval_device(spec: EvalSpec) -> str:
 
 
 class EvalData:
-    """The study's labelled files, loaded at most once per (file, resolution)."""
+    """The study's labelled files, opened at most once per (file, resolution) and read in batches."""
 
     def __init__(self, spec: EvalSpec, fit_manifest: Path | None = None):
         self.spec, self._files = spec, {}
@@ -56,10 +56,10 @@ class EvalData:
         stops = [ds.stop for pair in self.splits().values() for ds in pair if ds.path == path]
         return None if any(stop is None for stop in stops) else max(stops)
 
-    def file(self, path: str, resolution: int | None) -> LabelledSet:
+    def file(self, path: str, resolution: int | None) -> LabelledSource:
         key = (path, resolution)
         if key not in self._files:
-            self._files[key] = load_labelled(path, resolution=resolution, limit=self.rows_needed(path))
+            self._files[key] = LabelledSource(path, resolution, self.rows_needed(path))
         return self._files[key]
 
 
@@ -76,8 +76,7 @@ def score_checkpoint(ckpt: Path, data: EvalData, cache_dir: Path, log=print) -> 
         for ds in (bank_spec, query_spec):
             whole = data.file(ds.path, encoder.resolution)
             if ds.path not in feats:
-                feats[ds.path], hit = cached_features(encoder, whole.images, whole.labels, cache_dir, spec.batch_size,
-                                                           log=log)
+                feats[ds.path], hit = source_features(encoder, whole, cache_dir, spec.batch_size, log=log)
                 log(f"  {Path(ds.path).name} features {tuple(feats[ds.path].shape)} ({'cache' if hit else 'extracted'})")
             idx = torch.tensor(list(ds.indices(len(whole.labels))), dtype=torch.long)
             labels = torch.from_numpy(whole.labels)[idx]
