@@ -149,6 +149,7 @@ class Manifest(SharedModel):
     totals: dict | None = None
     throughput: dict | None = None
     merged_from: list[dict] | None = None
+    nodes: Annotated[int, Field(ge=1, le=1 << 20)] | None = None  # machines that filled the set (gcl-synth finalize)
     view_stats: dict | None = None
 
 

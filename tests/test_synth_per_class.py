@@ -17,7 +17,8 @@ def _inputs(labels):
 
 
 def _plan(inputs, **kw):
-    options = SynthOptions("taesd:taef2", "0" * 64, "noise", 1, 64, "jpg", 95, 0, 8, "float32", "cpu")
+    options = SynthOptions(generator="taesd:taef2", weights_sha256="0" * 64, recipe="noise", views=1, resolution=64,
+                           image_format="jpg", quality=95, seed=0, batch_size=8, dtype="float32", device_type="cpu")
     return make_plan(inputs, "out", "set", 4, options, **kw)
 
 
