@@ -40,6 +40,18 @@ fail() {  # a one-line reason in summary.json, the logs beside it
 { nvidia-smi || echo "no nvidia-smi"; } > "$LOGS/nvidia-smi.txt" 2>&1
 "$PY" -c "import torch" 2>/dev/null || fail "python3 has no torch (a rehearsal: activate an environment with torch first)"
 WHEELS=(.whl/*.whl)
+if [ $REHEARSE = 1 ] && [ -e "${WHEELS[0]}" ]; then
+  # a rehearsal runs another Python than the GPU node's CPython 3.12: a wheel built for 3.12 alone
+  # (pydantic-core) cannot install here, and this interpreter has its own copy of that package
+  mapfile -t WHEELS < <("$PY" - "${WHEELS[@]}" <<'PYEOF'
+import sys
+from packaging.tags import sys_tags
+from packaging.utils import parse_wheel_filename
+here = set(sys_tags())
+print("\n".join(w for w in sys.argv[1:] if set(parse_wheel_filename(w.rsplit("/", 1)[-1])[3]) & here))
+PYEOF
+)
+fi
 if [ -e "${WHEELS[0]}" ]; then
   # a node without network: the fetched wheels, then gcl itself, into one --target folder; nothing from an index.
   # gcl is built from a copy of its sources: no build/ left in the tree, none reused from an earlier build
