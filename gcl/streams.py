@@ -32,6 +32,10 @@ class StreamError(OSError):
     """A location that cannot be opened or stops answering (one line naming it)."""
 
 
+class NeedsExtra(StreamError):
+    """A URL scheme whose fsspec package is not installed, found while opening (names the extra)."""
+
+
 class MissingExtraError(UserError):
     """A URL scheme whose fsspec package is not installed (the line names the extra)."""
 
@@ -45,7 +49,7 @@ def require_readers(locations) -> None:
             seen.add(scheme)
             try:
                 filesystem(loc)
-            except StreamError as exc:
+            except StreamError as exc:  # a missing package, or a scheme fsspec does not know
                 raise MissingExtraError(str(exc)) from None
 
 
@@ -68,22 +72,36 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, (FileNotFoundError, PermissionError)) or (isinstance(status, int) and status < 500)
 
 
-def filesystem(location: str):
-    """(fsspec filesystem, path) for a URL; http(s) with gcl's timeouts."""
+def storage_options(scheme: str, connect_s: float, read_s: float, retries: int) -> dict:
+    """Bounded waits and a few retries for the stores gcl knows; credentials and endpoints come from
+    each store's own environment (AWS_* variables and profiles for s3fs, ...), never from gcl."""
+    if scheme in ("s3", "s3a"):
+        return {"config_kwargs": {"connect_timeout": connect_s, "read_timeout": read_s,
+                                  "retries": {"max_attempts": retries, "mode": "standard"}}}
+    if scheme in ("http", "https"):
+        import aiohttp
+
+        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=connect_s,
+                                                                   sock_read=read_s)}}
+    return {}
+
+
+def filesystem(location: str, connect_s: float | None = None, read_s: float | None = None,
+               retries: int = READ_RETRIES):
+    """(fsspec filesystem, path) for a URL or local path, with gcl's bounded waits (HTTP_TIMEOUT_S
+    unless given); a scheme whose package is missing names the extra to install (NeedsExtra)."""
     import fsspec
 
-    scheme = location.split("://", 1)[0]
+    scheme = location.split("://", 1)[0].lower() if "://" in location else "file"
+    options = storage_options(scheme, connect_s or HTTP_TIMEOUT_S, read_s or HTTP_TIMEOUT_S, retries)
     try:
-        if location.startswith(HTTP_SCHEMES):
-            import aiohttp
-
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT_S, sock_read=HTTP_TIMEOUT_S)
-            return fsspec.filesystem("http", client_kwargs={"timeout": timeout}), location
-        return fsspec.core.url_to_fs(location)
+        if scheme in ("http", "https"):
+            return fsspec.filesystem("http", **options), location
+        return fsspec.core.url_to_fs(location, **options)
     except ImportError:
         extra = EXTRAS.get(scheme)
         hint = f"pip install 'gcl[{extra}]'" if extra else f"install the fsspec package for {scheme}://"
-        raise StreamError(f"{location}: {scheme}:// URLs need an extra package: {hint}") from None
+        raise NeedsExtra(f"{location}: {scheme}:// URLs need an extra package: {hint}") from None
     except ValueError as exc:  # fsspec: "Protocol not known"
         raise StreamError(f"{location}: unsupported scheme ({str(exc)[:80]})") from None
 

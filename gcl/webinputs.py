@@ -21,8 +21,6 @@ from pathlib import Path, PurePosixPath
 from gcl.inputs import IMAGE_EXTENSIONS, MAX_CLASSES, InputError, InputItem, InputSet
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
-# fsspec filesystems that live in an optional extra of gcl (pip install 'gcl[EXTRA]')
-SCHEME_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
 RETRIES = 3
@@ -47,32 +45,19 @@ def public_name(url: str) -> str:
     return f"{scheme}://{host.rsplit('@', 1)[-1]}/{path}"
 
 
-def storage_options(protocol: str) -> dict:
-    """Bounded timeouts and retries for the stores gcl knows; credentials come from each store's
-    own environment (AWS_* variables and profiles for s3fs, and so on), never from gcl."""
-    if protocol in ("s3", "s3a"):
-        return {"config_kwargs": {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
-                                  "retries": {"max_attempts": RETRIES, "mode": "standard"}}}
-    if protocol in ("http", "https"):
-        import aiohttp
-
-        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
-                                                                   sock_read=READ_TIMEOUT_S)}}
-    return {}
-
-
 def url_fs(url: str):
-    """(filesystem, path) for a URL or local path; a scheme whose extra is missing says which one."""
-    import fsspec
+    """(filesystem, path) for a URL or local path, opened by the core's one fsspec opener
+    (gcl.streams: bounded waits and retries, the extra a scheme needs)."""
+    from gcl.streams import EXTRAS, NeedsExtra, StreamError, filesystem
 
     protocol = protocol_of(url)
     try:
-        return fsspec.core.url_to_fs(url, **storage_options(protocol))
-    except ImportError:
-        extra = SCHEME_EXTRAS.get(protocol)
+        return filesystem(url, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, RETRIES)
+    except NeedsExtra:
+        extra = EXTRAS.get(protocol)
         hint = f"pip install 'gcl[{extra}]'" if extra else "install the fsspec filesystem for it"
         raise WebInputError(f"{protocol}:// inputs need an extra package: {hint}") from None
-    except ValueError as exc:
+    except StreamError as exc:
         raise WebInputError(f"cannot open {public_name(url)}: {first_line(exc)}") from None
 
 

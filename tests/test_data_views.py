@@ -184,7 +184,7 @@ def test_remote_reads_retry_and_a_missing_extra_is_one_line(tmp_path, monkeypatc
             streams.open_stream(url + "missing.tar")  # not retried: a missing object stays missing
     finally:
         server.shutdown()
-    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if the s3 extra were not installed
+    _without_s3fs(monkeypatch)
     with pytest.raises(streams.StreamError, match=r"s3://b/x.tar: .*pip install 'gcl\[s3\]'"):
         streams.open_stream("s3://b/x.tar")
 
@@ -200,7 +200,7 @@ def test_store_bases_in_manifests_and_a_missing_extra_before_training(tmp_path, 
         build_train_loader(_cfg(shards=[str(chained)]), world=1)
     in_s3 = tmp_path / "s3.manifest.json"
     in_s3.write_text(json.dumps(dict(data, base="s3://bucket/c10")))
-    monkeypatch.setitem(sys.modules, "s3fs", None)
+    _without_s3fs(monkeypatch)
     with pytest.raises(DataError, match=r"s3://bucket/c10/fix-000000.tar: .*pip install 'gcl\[s3\]'"):
         build_train_loader(_cfg(shards=[str(in_s3)], batch_size=4), world=1)
 
@@ -235,3 +235,11 @@ def test_a_read_cut_mid_stream_is_resumed_by_a_retry(tmp_path, monkeypatch):
     finally:
         server.shutdown()
     assert got == body and cuts["left"] == 0
+
+
+def _without_s3fs(monkeypatch):
+    """As if the s3 extra were not installed, whatever ran before: fsspec caches a filesystem class
+    once any test has opened s3:// (the moto tests), so the cache entry goes too."""
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, "s3", raising=False)
+
