@@ -129,9 +129,9 @@ def synthesize(out_dir: str, **options) -> str:
     message as from gcl-synth itself.
     """
     argv = [sys.executable, "-m", "gcl.synth.cli", "run", "--output", out_dir, "--name", "preview", "--no-progress"]
-    for key, value in options.items():
+    for key, value in options.items():  # keys: this module's own keyword arguments, never a file's
         if value is not None:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
+            argv.append(f"--{key.replace('_', '-')}={value}")  # one argument: a value is never read as a flag
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     if proc.returncode != 0:

@@ -75,18 +75,26 @@ class PairedTest:
         return self.lower is not None and self.lower > 0
 
 
+def _spread(deltas: list[float]) -> tuple[float, int, float | None]:
+    """(mean, degrees of freedom, standard error of the mean); the error is None below two values
+    or when they do not vary (a t statistic of infinity: no test)."""
+    mean, std = mean_std(deltas)
+    if std is None or std == 0:
+        return mean, len(deltas) - 1, None
+    return mean, len(deltas) - 1, std / math.sqrt(len(deltas))
+
+
 def paired_test(deltas: list[float], alpha: float = 0.05) -> PairedTest | None:
     """None without deltas; no bound and no p below two seeds, or when the deltas do not vary at
     all (a t statistic of infinity: identical deltas on every seed mean the runs are not the
     independent draws the test assumes, e.g. two arms that are the same run, so no verdict)."""
     if not deltas:
         return None
-    mean, std = mean_std(deltas)
-    if std is None or std == 0:
+    mean, df, se = _spread(deltas)
+    if se is None:
         return PairedTest(len(deltas), mean, None, None, None)
     from scipy.stats import t
 
-    df, se = len(deltas) - 1, std / math.sqrt(len(deltas))
     half = float(t.ppf(1 - alpha, df)) * se
     return PairedTest(len(deltas), mean, mean - half, t_interval(deltas, 0.95), float(t.sf(mean / se, df)))
 
@@ -112,12 +120,11 @@ def equivalence_test(deltas: list[float], margin: float, alpha: float = 0.05) ->
     """None without deltas; no interval and no p below two seeds or with deltas that do not vary."""
     if not deltas:
         return None
-    mean, std = mean_std(deltas)
-    if std is None or std == 0:
+    mean, df, se = _spread(deltas)
+    if se is None:
         return EquivalenceTest(len(deltas), mean, margin, None, None)
     from scipy.stats import t
 
-    df, se = len(deltas) - 1, std / math.sqrt(len(deltas))
     p_above_lower = float(t.sf((mean + margin) / se, df))  # H0: mean <= -margin
     p_below_upper = float(t.cdf((mean - margin) / se, df))  # H0: mean >= +margin
     return EquivalenceTest(len(deltas), mean, margin, t_interval(deltas, 1 - 2 * alpha),
