@@ -72,6 +72,11 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, (FileNotFoundError, PermissionError)) or (isinstance(status, int) and status < 500)
 
 
+def scheme_of(location: str) -> str:
+    """The URL scheme in lower case ("file" for a local path)."""
+    return location.split("://", 1)[0].lower() if "://" in location else "file"
+
+
 def storage_options(scheme: str, connect_s: float, read_s: float, retries: int) -> dict:
     """Bounded waits and a few retries for the stores gcl knows; credentials and endpoints come from
     each store's own environment (AWS_* variables and profiles for s3fs, ...), never from gcl."""
@@ -92,7 +97,7 @@ def filesystem(location: str, connect_s: float | None = None, read_s: float | No
     unless given); a scheme whose package is missing names the extra to install (NeedsExtra)."""
     import fsspec
 
-    scheme = location.split("://", 1)[0].lower() if "://" in location else "file"
+    scheme = scheme_of(location)
     options = storage_options(scheme, connect_s or HTTP_TIMEOUT_S, read_s or HTTP_TIMEOUT_S, retries)
     try:
         if scheme in ("http", "https"):

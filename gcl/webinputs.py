@@ -31,10 +31,6 @@ class WebInputError(InputError):
     """A WebDataset input that cannot be listed or opened (one line naming the URL and the cause)."""
 
 
-def protocol_of(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else "file"
-
-
 def public_name(url: str) -> str:
     """The URL without user info, query or fragment: what may appear in a manifest or a log."""
     if "://" not in url:
@@ -48,9 +44,9 @@ def public_name(url: str) -> str:
 def url_fs(url: str):
     """(filesystem, path) for a URL or local path, opened by the core's one fsspec opener
     (gcl.streams: bounded waits and retries, the extra a scheme needs)."""
-    from gcl.streams import EXTRAS, NeedsExtra, StreamError, filesystem
+    from gcl.streams import EXTRAS, NeedsExtra, StreamError, filesystem, scheme_of
 
-    protocol = protocol_of(url)
+    protocol = scheme_of(url)
     try:
         return filesystem(url, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, RETRIES)
     except NeedsExtra:
