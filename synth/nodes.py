@@ -89,7 +89,7 @@ def merged_manifest(parts: list[dict], stats: list[dict]) -> dict:
     seconds = max(p["throughput"]["seconds"] for p in parts)  # the nodes ran side by side
     costs = [p.get("cost", {}) for p in parts]
     cost = dict(costs[0], seconds=seconds, images=sum(c.get("images", 0) for c in costs),
-                cpu_seconds=round(sum(c.get("cpu_seconds", 0) for c in costs), 1),
+                cpu_seconds=round(sum(c.get("cpu_seconds", 0) for c in costs), 3),
                 cpus=sum(c.get("cpus") or 0 for c in costs) or None)
     return dict(base, complete=True, shards=shards, pending=[], failed={}, cost=cost,
                 nodes=len(parts),

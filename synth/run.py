@@ -247,7 +247,7 @@ def synthesis_cost(generator, plan: Plan, throughput: dict, cpu: float) -> dict:
     opts = plan.options
     flops = count_flops(generator, parse_recipe(opts.recipe), opts.views, opts.resolution, opts.seed, opts.residual)
     return {"flops_per_image": flops, "seconds": throughput["seconds"], "images": throughput["generated_samples"],
-            "cpu_seconds": round(cpu, 1), "load_avg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+            "cpu_seconds": round(cpu, 3), "load_avg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
 
 def shard_entry(index: int, stats: dict) -> dict:
