@@ -56,7 +56,7 @@ def main(verbose: bool) -> None:
 @click.option("--label-key", default=None,
               help="WebDataset / img2dataset inputs: take each label from this field of the sample's json "
                    "(default: the cls member; none: unlabelled).")
-@click.option("--output", default="out/synth", show_default=True, help="Folder for shards, stats and the manifest.")
+@click.option("--output", default="out/synth", show_default=True, help="Folder for shards, stats and the manifest, or an s3:// / gs:// URL (credentials from the store's environment).")
 @click.option("--name", default=None, help="Shard name prefix (default: <input>_<generator>_k<views>_r<resolution>).")
 @click.option("--views", default=2, show_default=True, type=click.IntRange(0, 64), help="Generated views per image (K).")
 @click.option("--resolution", default=64, show_default=True, type=click.IntRange(8, 4096), help="Synthesis size (multiple of the generator's downsampling).")
@@ -147,7 +147,7 @@ def merge(sources, output, name, overwrite):
 
 
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.argument("output")
 @click.option("--manifest", "manifest_copy", default=None, help="Also record the manifest here (e.g. manifests/NAME.json).")
 def finalize(output, manifest_copy):
     """Write the manifest of an OUTPUT that several nodes filled (gcl-synth run --node-rank R --num-nodes N),

@@ -33,6 +33,8 @@ class Runtime:
     class_names: tuple[str, ...] | None
     torch_threads: int
     pixel_range: str = "auto"  # VQ-GAN pixel range option (see generators.vqgan)
+    output_url: str | None = None  # an object-store --output: shards are published there (synth.remote_output)
+    committed: frozenset[int] = frozenset()  # shards committed at output_url when the run started
 
     def generator_key(self, device: str) -> tuple:
         return (self.family, self.model, device, self.dtype, self.pixel_range)
@@ -64,8 +66,19 @@ def run_task(task: ShardTask, rt: Runtime, progress=None) -> dict:
         torch.set_num_threads(rt.torch_threads)
     from gcl.synth.worker import process_shard
 
-    return process_shard(task, rt.options, get_generator(rt), parse_recipe(rt.options.recipe),
-                         list(rt.class_names) if rt.class_names else None, progress)
+    remote = None
+    if rt.output_url:
+        from gcl.synth.remote_output import RemoteFolder, fetch_shard
+
+        remote = RemoteFolder(rt.output_url)
+        fetch_shard(remote, task.tar_path, task.stats_path, task.index in rt.committed)
+    stats = process_shard(task, rt.options, get_generator(rt), parse_recipe(rt.options.recipe),
+                          list(rt.class_names) if rt.class_names else None, progress)
+    if remote is not None:
+        from gcl.synth.remote_output import publish_shard
+
+        publish_shard(remote, task.tar_path, task.stats_path, stats, task.index in rt.committed)
+    return stats
 
 
 def run_local(tasks: Iterable[ShardTask], rt: Runtime, retries: int, on_done: Callable, progress=None) -> None:

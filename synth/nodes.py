@@ -46,33 +46,70 @@ def write_part(output: str, manifest: dict, rank: int, num_nodes: int) -> Path:
     return path
 
 
-def finalize(output: str, manifest_copy: str | None = None) -> Path:
+def finalize(output: str, manifest_copy: str | None = None) -> Path | str:
     """Write OUTPUT's manifest from plan.json, every shard's stats file and the nodes' part records."""
+    from gcl.synth.remote_output import is_url
+
+    if is_url(output):
+        return _finalize_url(output, manifest_copy)
+    if not os.path.isdir(output):
+        raise UserError(f"{output} is not a folder")
+    manifest, path = _finalize_in(output, output, None)
+    if manifest_copy:
+        write_manifest(manifest, manifest_copy, output)
+    return path
+
+
+def _finalize_url(url: str, manifest_copy: str | None) -> str:
+    """An object-store output: its records (never its tars) come into a staging folder, the
+    manifest is written there and published last."""
+    from gcl.synth.remote_output import RemoteFolder, committed_indices, pull_records, staging_folder
+    from gcl.synth.run import write_manifest_copy
+
+    remote = RemoteFolder(url)
+    staging = staging_folder(remote.url, "finalize")
+    with FolderLock(staging, ".gcl-synth.finalize.lock", "gcl-synth finalize", "OUTPUT"):
+        names = pull_records(remote, staging)
+        manifest, path = _finalize_in(staging, remote.url, names)
+        remote.publish(str(path))
+    if manifest_copy:
+        write_manifest_copy(manifest, manifest_copy, staging, remote)
+    return f"{remote.url}/{path.name}"
+
+
+def _finalize_in(output: str, shown: str, remote_names: set[str] | None) -> tuple[dict, Path]:
+    """(manifest, its path) for the records in folder `output` (named `shown` in messages); a shard
+    is committed when its stats and tar are in the folder, or at the URL whose listing is given."""
+    from gcl.synth.remote_output import committed_indices
+
     layout = OutputLayout(output, "")
+    if not os.path.exists(layout.plan):
+        raise UserError(f"{shown} holds no plan.json: no gcl-synth run has started there")
     plan = read_json_file(layout.plan, "plan", UserError)
     name, num_shards = plan.get("name"), plan.get("num_shards")
     if not isinstance(name, str) or not isinstance(num_shards, int):
         raise UserError(f"{layout.plan} is not a gcl-synth plan")
     layout = OutputLayout(output, name)
-    missing = [i for i in range(num_shards) if not (os.path.exists(layout.stats(i)) and os.path.exists(layout.tar(i)))]
+    if remote_names is None:
+        done = {i for i in range(num_shards) if os.path.exists(layout.stats(i)) and os.path.exists(layout.tar(i))}
+    else:
+        done = committed_indices(remote_names, name)
+    missing = [i for i in range(num_shards) if i not in done]
     if missing:
         raise NotFinished(f"{len(missing)} of {num_shards} shards of {name} are not committed yet "
                           f"(first: {missing[0]}); finalize once every node has finished")
     parts = [read_json_file(p, "node record", UserError) for p in sorted(Path(output).glob(f"{name}.node-*-of-*.json"))]
     parts = [p for p in parts if p.get("plan_fingerprint") == plan.get("fingerprint")]
     if not parts:
-        raise NotFinished(f"{output} has no node record of this plan ({name}.node-R-of-N.json); "
+        raise NotFinished(f"{shown} has no node record of this plan ({name}.node-R-of-N.json); "
                           "run gcl-synth run --node-rank R --num-nodes N on each node first")
     stats = [read_json_file(layout.stats(i), "shard stats", UserError) for i in range(num_shards)]
     try:
         manifest = merged_manifest(parts, stats)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UserError(f"{output} holds a node record or stats file that gcl-synth did not write "
+        raise UserError(f"{shown} holds a node record or stats file that gcl-synth did not write "
                         f"({type(exc).__name__}: {exc}); re-run the nodes") from None
-    path = write_manifest(manifest, layout.manifest, output)
-    if manifest_copy:
-        write_manifest(manifest, manifest_copy, output)
-    return path
+    return manifest, write_manifest(manifest, layout.manifest, output)
 
 
 def merged_manifest(parts: list[dict], stats: list[dict]) -> dict:
@@ -99,7 +136,7 @@ def merged_manifest(parts: list[dict], stats: list[dict]) -> dict:
                             "images_per_s": round(generated / seconds, 3) if seconds > 0 else 0.0})
 
 
-def describe_part(path: Path) -> str:
+def describe_part(path: Path, output: str | None = None) -> str:
     data = json.loads(path.read_text())
     return (f"node {data['node_rank']}/{data['num_nodes']}: {len(data['shards'])} shard(s) committed here; "
-            f"once every node is done: gcl-synth finalize {Path(path).parent}")
+            f"once every node is done: gcl-synth finalize {output or Path(path).parent}")

@@ -11,6 +11,7 @@ import os
 import re
 import resource
 import time
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from gcl.errors import UserError
 from gcl.synth.recipe import parse_recipe
 from gcl.synth.distribute import Runtime, run_dask, run_local, threads_per_worker, _GENERATORS
 from gcl.synth.generators import load_generator
-from gcl.io import refuse_links
+from gcl.io import refuse_links, write_json_atomic
 from gcl.shardset import OutputLayout, check_set_name
 from gcl.synth.lock import OutputLock
 from gcl.inputs import list_inputs
@@ -30,6 +31,7 @@ from gcl.synth.plan import Plan, SynthOptions, check_or_write_plan, make_plan
 from gcl.synth.defaults import input_description
 from gcl.synth.reference import compare_to_reference
 from gcl.synth.report import Progress, summary_table
+from gcl.synth.remote_output import is_url
 
 log = logging.getLogger("gcl.synth")
 MIN_INPUTS_FOR_ERROR_RATE = 50  # judge --max-error-rate only once this many inputs were seen
@@ -122,25 +124,42 @@ def default_name(cfg: RunConfig) -> str:
 
 
 def execute(cfg: RunConfig) -> dict:
+    remote = None
+    if is_url(cfg.output):  # an object store: the run writes a local staging folder and publishes it
+        from gcl.synth.remote_output import RemoteFolder, staging_folder
+
+        remote = RemoteFolder(cfg.output)
+        remote.check_writable()  # a missing bucket or a refused credential: one line before any work
+        role = f"node-{cfg.node_rank}-of-{cfg.num_nodes}" if cfg.num_nodes > 1 else "run"
+        cfg = dataclasses.replace(cfg, output=staging_folder(remote.url, role))
     plan, rt, generator, inputs = prepare(cfg)
     if cfg.num_nodes > 1:  # each node writes only its own shards, under a lock of its own rank
         from gcl.synth.nodes import node_lock
 
         with node_lock(cfg.output, cfg.node_rank, cfg.num_nodes):
-            return _execute_locked(cfg, plan, rt, generator, inputs)
+            return _execute_locked(cfg, plan, rt, generator, inputs, remote)
     with OutputLock(cfg.output):  # one writer per folder, from the plan check to the manifest
-        return _execute_locked(cfg, plan, rt, generator, inputs)
+        return _execute_locked(cfg, plan, rt, generator, inputs, remote)
 
 
-def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) -> dict:
+def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs, remote=None) -> dict:
     from gcl.synth.nodes import node_tasks
 
     layout = OutputLayout(cfg.output, plan.name)
+    if remote is not None:
+        from gcl.synth.remote_output import committed_indices, publish_plan, pull_records
+
+        names = pull_records(remote, cfg.output)
+        old_plan = Path(layout.plan).read_bytes() if os.path.exists(layout.plan) else None
     if os.path.isdir(cfg.output):  # what this run writes, or replaces with --overwrite: never through a link
         refuse_links(cfg.output, [os.path.basename(p) for p in (layout.plan, layout.manifest, layout.owner,
                                                                  *layout.own_files())],
                      hint="remove it or choose another --output")
     check_or_write_plan(plan, cfg.overwrite)
+    if remote is not None:
+        publish_plan(remote, names, cfg.output, plan.name, old_plan)
+        rt = dataclasses.replace(rt, output_url=remote.url,
+                                 committed=frozenset(committed_indices(remote.names(), plan.name)))
     tasks = node_tasks(plan.tasks, cfg.node_rank, cfg.num_nodes)
     for task in tasks:  # left by a killed run of this node: never committed
         for stale in layout.unfinished(task.index):
@@ -149,9 +168,10 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     results: dict[int, dict] = {}
     failed: dict[int, str] = {}
     totals = Counter()
-    left = [t for t in tasks if not (Path(t.stats_path).exists() and Path(t.tar_path).exists())]
+    left = [t for t in tasks if not (t.index in rt.committed if remote is not None
+                                     else Path(t.stats_path).exists() and Path(t.tar_path).exists())]
     if not left:  # a re-run after a complete one: no bar (its rate would be the speed of reading stats files)
-        print(f"nothing left: all {len(tasks)} shards already committed in {cfg.output}")
+        print(f"nothing left: all {len(tasks)} shards already committed in {remote.url if remote else cfg.output}")
     elif len(left) < len(tasks):
         print(f"resuming: {len(tasks) - len(left)} of {len(tasks)} shards already committed")
     progress = Progress(sum(len(t.items) for t in left), enabled=cfg.progress and bool(left))
@@ -195,7 +215,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     manifest["residual"] = plan.options.residual
     manifest["cost"] = synthesis_cost(generator, plan, manifest["throughput"], cpu_seconds() - cpu0)
     if cfg.num_nodes > 1:
-        return _node_done(cfg, plan, manifest, results, failed, seconds)
+        return _node_done(cfg, plan, manifest, results, failed, seconds, remote)
     manifest_path = Path(layout.manifest)
     if manifest_path.exists():
         previous = load_manifest(manifest_path)
@@ -206,8 +226,11 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
         if "view_stats" in previous:  # measured later by `gcl-synth viewstats`; same plan, same shards
             manifest["view_stats"] = previous["view_stats"]
     path = write_manifest(manifest, manifest_path, cfg.output)
+    if remote is not None:
+        remote.publish(str(path))  # last: the set is complete at the URL once its manifest is there
+        path = f"{remote.url}/{path.name}"
     if cfg.manifest_copy:
-        write_manifest(manifest, cfg.manifest_copy, cfg.output)
+        write_manifest_copy(manifest, cfg.manifest_copy, cfg.output, remote)
     for index in sorted(i for i in results if results[i].get("remade")):
         print(f"shard {index} is made again: the committed one was not this plan's ({results[index]['remade']})")
     print(summary_table(plan, results, failed, seconds))
@@ -220,7 +243,20 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs) 
     return {"manifest": str(path), "failed": failed, "results": results, "reference_match": match}
 
 
-def _node_done(cfg: RunConfig, plan: Plan, manifest: dict, results: dict, failed: dict, seconds: float) -> dict:
+def write_manifest_copy(manifest: dict, copy: str, output: str, remote=None) -> None:
+    """--manifest: a copy elsewhere (manifests/NAME.json) whose base points at the shards: the
+    output folder, or the output URL (which carries no credentials: check_output_url)."""
+    if remote is None:
+        write_manifest(manifest, copy, output)
+    else:
+        from gcl.manifest import SCHEMA, SCHEMA_VERSION
+
+        Path(copy).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(copy, dict(manifest, schema=SCHEMA, version=SCHEMA_VERSION, base=remote.url + "/"))
+
+
+def _node_done(cfg: RunConfig, plan: Plan, manifest: dict, results: dict, failed: dict, seconds: float,
+               remote=None) -> dict:
     """A node of several writes its part record, not the manifest (gcl-synth finalize does that)."""
     from gcl.synth.nodes import describe_part, write_part
 
@@ -228,7 +264,11 @@ def _node_done(cfg: RunConfig, plan: Plan, manifest: dict, results: dict, failed
     manifest["pending"] = [i for i in mine if i not in results]
     path = write_part(cfg.output, manifest, cfg.node_rank, cfg.num_nodes)
     print(summary_table(plan, results, failed, seconds))
-    print(describe_part(path))
+    if remote is not None:
+        remote.publish(str(path))
+        print(describe_part(path, remote.url))
+    else:
+        print(describe_part(path))
     return {"manifest": None, "failed": failed, "results": results, "reference_match": None}
 
 
