@@ -8,6 +8,10 @@ that counts the body bytes it sends, and runs one full epoch of gcl-train's load
 DataLoader, at each worker count. Target: bytes read / set bytes <= 1.05 everywhere; gcl-train's
 batches are also compared across worker counts (they must be identical). samples/s include worker
 start-up; the same loader on the local files is printed beside them.
+
+With moto installed (`pip install 'moto[server]' s3fs`), the same set is also put in a local
+S3-compatible server (moto's, on 127.0.0.1) and gcl-train's loader reads it through s3fs:
+local-disk against local-S3 samples/s, one epoch each, in one run.
 """
 
 from __future__ import annotations
@@ -104,7 +108,41 @@ def main():
             ln, lsec = dataset_epoch(manifest, nw, args.batch_size)
             print(f"{'ViewFamilies + DataLoader':<34} {nw:>7} {ratio:>10.3f} {n / sec:>10.0f} {ln / lsec:>15.0f}")
         server.shutdown()
+        s3_rows(root, manifest, args)
         print(f"torch threads: {torch.get_num_threads()}")
+
+
+def s3_rows(root: Path, manifest: Path, args) -> None:
+    """gcl-train's loader over the set in moto's S3 server, beside the same loader on local disk."""
+    import os
+
+    try:
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        print("(moto[server] / s3fs not installed: no S3 rows)")
+        return
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "bench",
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir("bench")
+    for tar in sorted(root.glob("*.tar")):
+        fs.put_file(str(tar), f"bench/set/{tar.name}")
+    remote = root.parent / "s3.manifest.json"
+    remote.write_text(json.dumps(dict(json.loads(manifest.read_text()), base="s3://bench/set/")))
+    print(f"{'gcl-train loader (one epoch)':<34} {'workers':>7} {'s3 samples/s':>12} {'local samples/s':>15}  order")
+    for nw in (int(w) for w in args.workers.split(",")):
+        n, sec, digest = train_epoch(remote, nw, args.batch_size)
+        ln, lsec, ldigest = train_epoch(manifest, nw, args.batch_size)
+        print(f"{'  from moto S3 / local disk':<34} {nw:>7} {n / sec:>12.0f} {ln / lsec:>15.0f}  "
+              f"{digest}{'' if digest == ldigest else ' (differs from local!)'}")
+    server.stop()
 
 
 if __name__ == "__main__":

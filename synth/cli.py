@@ -126,7 +126,7 @@ def run(input_, no_progress, old_workers, **options):
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--output", required=True, help="Folder for the merged shards, their stats and manifest.")
+@click.option("--output", required=True, help="Folder for the merged shards, their stats and manifest, or an s3:// / gs:// URL.")
 @click.option("--name", required=True, help="Shard name prefix of the merged set.")
 @click.option("--overwrite", is_flag=True, help="Replace a merged set of this name in --output.")
 def merge(sources, output, name, overwrite):
@@ -134,9 +134,13 @@ def merge(sources, output, name, overwrite):
     order, resolution and format) into one whose families hold every set's generated views: the first
     set's K1 views, then the next set's K2, ... A training member `gen` draws among all of them."""
     from gcl.shardmerge import merge_shard_sets
+    from gcl.synth.remote_output import is_url
 
     try:
-        path = merge_shard_sets(list(sources), output, name, overwrite)
+        if is_url(output):
+            path = _merge_to_url(list(sources), output, name, overwrite)
+        else:
+            path = merge_shard_sets(list(sources), output, name, overwrite)
     except UserError as exc:
         _fail(exc)
     except OSError as exc:
@@ -144,6 +148,24 @@ def merge(sources, output, name, overwrite):
             raise
         raise click.ClickException(f"{storage_error(exc)}; free space or choose another --output") from None
     click.echo(f"manifest: {path}")
+
+
+def _merge_to_url(sources: list[str], url: str, name: str, overwrite: bool) -> str:
+    """merge into a staging folder that starts as the URL's records, then publish the merged set
+    (the whole merged set passes through local disk, unlike gcl-synth run)."""
+    from gcl.folderlock import FolderLock
+    from gcl.shardmerge import merge_shard_sets
+    from gcl.synth.remote_output import RemoteFolder, publish_set, pull_records, staging_folder
+
+    remote = RemoteFolder(url)
+    if any(src.rstrip("/") in (remote.url, f"{remote.url}/{name}.manifest.json") for src in sources):
+        raise UserError(f"{url}: the merged set would replace a source's files; choose another --output")
+    remote.check_writable()
+    staging = staging_folder(remote.url, "merge")
+    with FolderLock(staging, ".gcl-synth.merge.lock", "gcl-synth merge", "--output"):
+        names = pull_records(remote, staging)
+        merge_shard_sets(sources, staging, name, overwrite)
+        return publish_set(remote, staging, name, names)
 
 
 @main.command()

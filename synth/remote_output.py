@@ -192,3 +192,24 @@ def publish_shard(remote: RemoteFolder, tar_path: str, stats_path: str, stats: d
         remote.publish(tar_path)
         remote.publish(stats_path)
     Path(tar_path).unlink(missing_ok=True)
+
+
+def publish_set(remote: RemoteFolder, staging: str, name: str, names_before: set[str]) -> str:
+    """A whole set made in staging (gcl-synth merge): the URL's old files of this name lose their
+    commit markers first, then every shard goes up in commit order, the manifest last; local tars
+    are dropped as they go. Returns the manifest's URL."""
+    layout_files = sorted(os.listdir(staging))
+    old = sorted(n for n in names_before if n.startswith(f"{name}-") or n == f"{name}.manifest.json")
+    remote.remove([n for n in old if n.endswith((".stats.json", ".manifest.json"))])  # uncommitted first
+    remote.remove([n for n in old if n not in layout_files and not n.endswith((".stats.json", ".manifest.json"))])
+    if os.path.exists(os.path.join(staging, f"{name}.owner.json")):
+        remote.publish(os.path.join(staging, f"{name}.owner.json"))
+    for match in sorted(filter(None, map(SHARD_FILE.match, layout_files)), key=lambda m: m["index"]):
+        if match["name"] == name and match["kind"] == "tar":
+            tar = os.path.join(staging, match.string)
+            remote.publish(tar)
+            remote.publish(tar[: -len(".tar")] + ".stats.json")
+            os.unlink(tar)
+    manifest = os.path.join(staging, f"{name}.manifest.json")
+    remote.publish(manifest)
+    return f"{remote.url}/{name}.manifest.json"

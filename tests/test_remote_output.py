@@ -137,6 +137,24 @@ def test_nodes_fill_one_url_and_finalize_writes_its_manifest(s3, cifar_test_npz,
     assert res.exit_code == 1 and "holds no plan.json" in res.output
 
 
+def test_merge_writes_its_set_to_a_url(s3, tmp_path, cifar_test_npz, taef2_dir):
+    for seed in (0, 1):
+        res = _run(cifar_test_npz, str(tmp_path / f"s{seed}"), taef2_dir, "--name", f"s{seed}", "--seed", seed)
+        assert res.exit_code == 0, res.output
+    url = f"s3://{BUCKET}/merged"
+    res = CliRunner().invoke(main, ["merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--output", url, "--name", "m"])
+    assert res.exit_code == 0 and f"manifest: {url}/m.manifest.json" in res.output, res.output
+    manifest = _remote_json(s3, "merged/m.manifest.json")
+    assert manifest["views"] == 2 and len(manifest["merged_from"]) == 2 and manifest["base"] == "."
+    names = {p.rsplit("/", 1)[-1] for p in s3.ls(f"{BUCKET}/merged", refresh=True)}
+    assert committed_indices(names, "m") == {0, 1, 2, 3}
+    import hashlib
+
+    assert all(hashlib.sha256(s3.cat_file(f"{BUCKET}/merged/{e['url']}")).hexdigest() == e["sha256"]
+               for e in manifest["shards"])
+    assert not list((tmp_path / "cache").rglob("*.tar"))
+
+
 @pytest.mark.parametrize("url, says", [
     ("https://example.org/sets", "writes to local folders and to s3://"),
     ("s3://key:secret@bucket/p", "credentials"),
