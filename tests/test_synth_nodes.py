@@ -63,4 +63,4 @@ def test_node_options_are_checked(tmp_path, cifar_test_npz, taef2_dir):
     assert res.exit_code == 2 and "clear the output once" in res.output
     (tmp_path / "empty").mkdir()
     res = runner.invoke(main, ["finalize", str(tmp_path / "empty")])
-    assert res.exit_code == 1 and "plan not found" in res.output
+    assert res.exit_code == 1 and "holds no plan.json" in res.output
