@@ -44,6 +44,8 @@ def check_shard(url: str, claim: ShardClaim, num_views: int, has_orig: bool, lab
                     if problem:
                         problems.append(ShardProblem(url, f"family {raw.get('__key__', '?')[:60]}: {problem}"))
             reader.drain()
+    except FileNotFoundError:  # a store URL whose object is not there (gcl.streams.MissingObject)
+        return [ShardProblem(url, "missing")]
     except (OSError, ShardReadError) as exc:
         return [ShardProblem(url, f"unreadable: {exc}")]
     if remote and claim.bytes is not None and reader.size != claim.bytes:

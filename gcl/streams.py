@@ -32,6 +32,10 @@ class StreamError(OSError):
     """A location that cannot be opened or stops answering (one line naming it)."""
 
 
+class MissingObject(StreamError, FileNotFoundError):
+    """A URL whose object is not there (a 404, a missing key): callers can say "missing"."""
+
+
 class NeedsExtra(StreamError):
     """A URL scheme whose fsspec package is not installed, found while opening (names the extra)."""
 
@@ -137,7 +141,8 @@ class RemoteStream:
                 raise
             except Exception as exc:  # noqa: BLE001 - aiohttp, botocore, ... errors: all become one line
                 if _permanent(exc) or attempt == READ_RETRIES:
-                    raise StreamError(f"{self.url}: {what} ({_reason(exc)})") from None
+                    kind = MissingObject if isinstance(exc, FileNotFoundError) else StreamError
+                    raise kind(f"{self.url}: {what} ({_reason(exc)})") from None
                 time.sleep(RETRY_BACKOFF_S * (attempt + 1))
 
     def _reopen_at(self, pos: int):
@@ -185,3 +190,24 @@ def open_stream(location: str, buffering: int = 1 << 20):
     if "://" in location and not location.startswith("file://"):
         return RemoteStream(location)
     return open(location.removeprefix("file://"), "rb", buffering=buffering)
+
+
+def list_folder(location: str) -> list[str]:
+    """The file names directly inside a store folder (s3://bucket/prefix, gs://..., hf://...), sorted;
+    [] when nothing is there. A store that cannot be listed (no answer, refused credentials) is one
+    StreamError naming the URL and the cause, after READ_RETRIES retries."""
+    fs, path = filesystem(location)
+    path = path.rstrip("/")
+    for attempt in range(READ_RETRIES + 1):
+        try:
+            fs.invalidate_cache(path)  # s3fs & co. cache listings: a folder another process is filling changes
+            entries = fs.ls(path, detail=True)
+            return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries
+                          if e.get("type") != "directory" and e["name"].rstrip("/") != path)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:  # noqa: BLE001 - botocore, aiohttp, ... errors: all become one line
+            if _permanent(exc) or attempt == READ_RETRIES:
+                raise StreamError(f"{location}: cannot list ({_reason(exc)})") from None
+            time.sleep(RETRY_BACKOFF_S * (attempt + 1))
+    return []
