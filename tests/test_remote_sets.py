@@ -108,13 +108,19 @@ def test_train_and_eval_on_a_set_by_url(s3_set, local_set, tmp_path):
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert manifest in json.dumps(run) and "testing-secret" not in json.dumps(run)
 
-    # the manifest on disk, its shards read from the store (--shards-base)
+    # the manifest on disk, its shards read from the store (--shards-base); online evaluation by URL too
     shutil.copy(local_set / "c10.manifest.json", tmp_path / "copy.manifest.json")
+    s3_set.copy(PREFIX, f"s3://{BUCKET}/queries", recursive=True)
     res = _invoke(train_main, ["--shards", tmp_path / "copy.manifest.json", "--shards-base", PREFIX, "--backbone",
                                "resnet20", "--gen-prob", "0", "--epochs", 1, "--batch-size", 4, "--num-workers", 0,
                                "--accelerator", "cpu", "--no-progress", "--max-steps-per-epoch", 1,
+                               "--eval-train", PREFIX, "--eval-test", f"s3://{BUCKET}/queries", "--eval-limit", 8,
                                "--output", tmp_path / "run2"])
     assert res.exit_code == 0, res.output
+    metrics = (tmp_path / "run2" / "metrics.csv").read_text()
+    assert "test_knn_top1" in metrics.splitlines()[0]
+    assert any(row.split(",")[metrics.splitlines()[0].split(",").index("test_knn_top1")]
+               for row in metrics.splitlines()[1:])
 
     res = _invoke(eval_main, ["knn", "--ckpt", tmp_path / "run", "--eval-train", PREFIX, "--eval-test", manifest,
                               "--k", 3, "--no-progress", "--output", tmp_path / "eval"])
