@@ -28,6 +28,7 @@ from gcl.shards import FamilyError, ShardReadError, decode_image, family_members
 
 # the only schemes a manifest may name (object stores read through fsspec; gcl.streams)
 REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://", "hf://")
+STORE_SCHEMES = ("s3://", "gs://", "gcs://", "hf://")  # object stores: folders can be listed, objects have versions
 
 
 class ShardSetError(UserError):
@@ -133,8 +134,7 @@ def is_shard_spec(spec: str | os.PathLike) -> bool:
 
 def is_store_folder(spec: str) -> bool:
     """A URL of an object-store folder (s3://bucket/prefix, gs://..., hf://...), not of one file."""
-    return spec.startswith(REMOTE_SCHEMES) and not spec.startswith(("http://", "https://")) \
-        and not spec.endswith((".json", ".tar")) and "{" not in spec
+    return spec.startswith(STORE_SCHEMES) and not spec.endswith((".json", ".tar")) and "{" not in spec
 
 
 def folder_manifest(spec: str) -> str | None:

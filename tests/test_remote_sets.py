@@ -164,3 +164,22 @@ def test_a_manifest_url_keeps_the_base_refusals(manifest_url, base):
 
     with pytest.raises(ShardSetError, match="refusing base"):
         _checked_base(base, manifest_url)
+
+
+def test_training_checks_a_stored_set_once_and_again_when_an_object_changes(s3_set, local_set, tmp_path):
+    from gcl.shardcheck import stamp_key
+    from gcl.synth.cli import main as synth_main
+    from gcl.train.cli import main as train_main
+
+    args = ["--shards", PREFIX, "--backbone", "resnet20", "--gen-prob", "0", "--epochs", 1, "--batch-size", 4,
+            "--num-workers", 0, "--accelerator", "cpu", "--no-progress", "--max-steps-per-epoch", 1]
+    before = stamp_key(open_shard_set(PREFIX), True)
+    assert _invoke(synth_main, ["verify", PREFIX]).exit_code == 0  # leaves the stamp training reuses
+    tar = (local_set / "c10-000000.tar").read_bytes()
+    s3_set.pipe(f"{PREFIX}/c10-000000.tar", tar[:-2000] + bytes([tar[-2000] ^ 1]) + tar[-1999:])
+    assert stamp_key(open_shard_set(PREFIX), True) != before  # the object's new version: a new check
+    res = _invoke(train_main, [*args, "--output", tmp_path / "run"])
+    line = _one_line(res)
+    assert "s3://gcl-sets/c10/c10-000000.tar: sha256 mismatch" in line and "--no-verify" in line
+    res = _invoke(train_main, [*args, "--no-verify", "--output", tmp_path / "run2"])
+    assert res.exit_code == 0, res.output
