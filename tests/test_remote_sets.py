@@ -183,3 +183,36 @@ def test_training_checks_a_stored_set_once_and_again_when_an_object_changes(s3_s
     assert "s3://gcl-sets/c10/c10-000000.tar: sha256 mismatch" in line and "--no-verify" in line
     res = _invoke(train_main, [*args, "--no-verify", "--output", tmp_path / "run2"])
     assert res.exit_code == 0, res.output
+
+
+def test_a_missing_extra_or_an_unreachable_store_is_one_line(monkeypatch, tmp_path):
+    import socket
+
+    import fsspec
+
+    from gcl.synth.cli import main
+
+    def no_gcsfs(*_a, **_k):
+        raise ImportError("Install gcsfs to access Google Storage")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fsspec.core, "url_to_fs", no_gcsfs)
+        for spec in ("gs://bucket/set/x.manifest.json", "gs://bucket/set"):
+            with pytest.raises(ShardSetError, match=r"gs:// URLs need an extra package: pip install 'gcl\[gcs\]'"):
+                open_shard_set(spec)
+    pytest.importorskip("s3fs")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
+                        "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("gcl.streams.RETRY_BACKOFF_S", 0.01)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    for target in (PREFIX, f"{PREFIX}/c10.manifest.json"):
+        line = _one_line(_invoke(main, ["verify", target]))
+        assert target in line and "cannot connect" in line, line
+    s3fs.S3FileSystem.clear_instance_cache()
