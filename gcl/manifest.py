@@ -20,7 +20,7 @@ from gcl.errors import UserError
 from gcl.inputs import MAX_CLASSES
 from gcl.io import write_json_atomic
 from gcl.schema import MAX_TEXT, OpenModel, SharedModel, parse
-from gcl.streams import StreamError
+from gcl.streams import StreamError, open_stream
 
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Count = Annotated[int, Field(ge=0, le=10**15)]  # samples, shard indexes: 10^15 is past any data set
@@ -59,11 +59,12 @@ def is_url(location: str | os.PathLike) -> bool:
 def _read_capped(path, what: str, error, max_bytes: int) -> bytes:
     """At most max_bytes of a local file or a store URL (through gcl.streams: bounded waits, retries)."""
     if is_url(path):
-        from gcl.streams import open_stream
-
+        chunks, size = [], 0
         with open_stream(str(path)) as fh:
-            data = fh.read(max_bytes + 1)
-        size = len(data)
+            while size <= max_bytes and (chunk := fh.read(max_bytes + 1 - size)):  # a stream may return less
+                chunks.append(chunk)
+                size += len(chunk)
+        data = b"".join(chunks)
     else:
         size = Path(path).stat().st_size
         if size <= max_bytes:

@@ -69,6 +69,7 @@ def shard_status(out_dir: str) -> dict:
     layout = OutputLayout(out_dir, name)
     done, pending, partial = [], [], []
     samples = 0
+    begun = _store_unfinished(name, present) if remote else set()
     for i in range(n):
         st = layout.stats(i)
         if exists(st):
@@ -76,7 +77,7 @@ def shard_status(out_dir: str) -> dict:
             samples += read_stats(st)["samples"]
         else:
             pending.append(i)
-            if _unfinished(layout, i, present):
+            if (i in begun) if remote else layout.unfinished(i):
                 partial.append(i)
     failed = load_manifest(layout.manifest).get("failed", {}) if exists(layout.manifest) else {}
     return {"name": name, "shards": n, "done": done, "pending": pending, "partial": partial,
@@ -92,14 +93,15 @@ def _store_names(folder_url: str) -> set[str]:
         raise UserError(str(exc)) from None
 
 
-def _unfinished(layout: OutputLayout, index: int, present: set[str] | None) -> bool:
-    """A shard whose write began and never committed: temporary files on disk; in a store, those or
-    its tar without the stats file that commits it."""
-    if present is None:
-        return bool(layout.unfinished(index))
-    pattern = f"{layout.name}-{index:06d}.*.tmp-*"
-    tar = posixpath.basename(layout.tar(index))
-    return tar in present or any(fnmatch.fnmatchcase(p, pattern) for p in present)
+def _store_unfinished(name: str, present: set[str]) -> set[int]:
+    """Shards whose write began in a store folder and never committed: temporary objects, or a tar
+    without the stats file that commits it (the caller keeps those without stats)."""
+    prefix, found = f"{name}-", set()
+    for entry in present:
+        index, rest = entry[len(prefix):len(prefix) + 6], entry[len(prefix) + 6:]
+        if entry.startswith(prefix) and index.isdigit() and (rest == ".tar" or fnmatch.fnmatchcase(rest, ".*.tmp-*")):
+            found.add(int(index))
+    return found
 
 
 def status_text(st: dict) -> str:

@@ -91,6 +91,9 @@ def test_verify_and_status_read_a_set_by_url(s3_set, local_set):
     s3_set.rm(f"{PREFIX}/c10-000001.stats.json")
     res = _invoke(main, ["status", PREFIX])
     assert res.exit_code == 0 and "1/2 shards, 8 samples" in res.output and "pending      1: 1" in res.output
+    assert "interrupted  0: -" in res.output
+    s3_set.pipe(f"{PREFIX}/c10-000001.tar", tar)  # written, never committed by its stats file
+    assert "interrupted  1: 1" in _invoke(main, ["status", PREFIX]).output
     res = _invoke(main, ["status", f"s3://{BUCKET}/elsewhere"])
     assert res.exit_code == 1 and "s3://gcl-sets/elsewhere has no plan.json" in _one_line(res)
 
@@ -216,3 +219,25 @@ def test_a_missing_extra_or_an_unreachable_store_is_one_line(monkeypatch, tmp_pa
         line = _one_line(_invoke(main, ["verify", target]))
         assert target in line and "cannot connect" in line, line
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_a_manifest_served_over_http_reads_its_shards_beside_it(local_set):
+    import functools
+    import http.server
+    import threading
+
+    from gcl.synth.cli import main
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(local_set))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        shard_set = open_shard_set(f"{url}/c10.manifest.json")
+        assert shard_set.urls == [f"{url}/c10-000000.tar", f"{url}/c10-000001.tar"] and shard_set.total == 16
+        res = _invoke(main, ["verify", f"{url}/c10.manifest.json"])
+        assert res.exit_code == 0 and "2/2 shards OK" in res.output, res.output
+    finally:
+        server.shutdown()
+        server.server_close()
