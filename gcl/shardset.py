@@ -160,6 +160,16 @@ def _store_names(folder_url: str) -> list[str]:
         raise ShardSetError(str(exc)) from None
 
 
+def _require_reader(url: str) -> None:
+    """A store scheme whose fsspec package is missing: one line naming a shard and the extra to install."""
+    from gcl.streams import MissingExtraError, require_readers
+
+    try:
+        require_readers([url])
+    except MissingExtraError as exc:
+        raise ShardSetError(str(exc)) from None
+
+
 def check_typed_url(url: str) -> str:
     """A store URL typed by the user: credentials and signatures belong in the store's environment
     (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never in a URL that run files, manifests and logs repeat."""
@@ -240,6 +250,7 @@ def _from_manifest(path: str, base_override: str | None, require_files: bool) ->
         _check_count(url, claim, path)
     missing = [u for u in urls if not is_remote(u) and not os.path.isfile(u)]
     if require_files and is_store_folder(base):  # one listing of the store folder, not a request per shard
+        _require_reader(urls[0])
         present = set(_store_names(base))
         missing += [u for u in urls if posixpath.basename(u) not in present]
     if missing and require_files:
