@@ -134,10 +134,19 @@ def test_train_and_eval_on_a_set_by_url(s3_set, local_set, tmp_path):
     assert res.exit_code != 0 and "s3://gcl-sets/missing.manifest.json" in _one_line(res)
 
 
-def test_credentials_in_a_url_are_refused(s3_set):
-    for url in ("s3://key:secret@gcl-sets/c10/c10.manifest.json", f"{PREFIX}/c10.manifest.json?X-Amz-Signature=1"):
+def test_credentials_in_a_url_are_refused_and_json_reads_are_capped(s3_set):
+    from gcl.manifest import ManifestError, read_json_file
+    from gcl.shardset import check_typed_url
+
+    for url in ("s3://key:secret@gcl-sets/c10/c10.manifest.json", f"{PREFIX}/c10.manifest.json?X-Amz-Signature=1",
+                "s3://key:secret@gcl-sets/c10"):
         with pytest.raises(ShardSetError, match="take credentials from the store's environment"):
             open_shard_set(url)
+    assert check_typed_url("hf://datasets/me/sets@main/c10") == "hf://datasets/me/sets@main/c10"  # a revision
+    s3_set.pipe(f"s3://{BUCKET}/big.json", b"[" + b"0," * (1 << 19) + b"0]")  # just over 1 MiB
+    with pytest.raises(ManifestError, match=r"plan s3://gcl-sets/big.json is over the 1 MiB cap"):
+        read_json_file(f"s3://{BUCKET}/big.json", "plan", max_bytes=1 << 20)
+    assert len(read_json_file(f"s3://{BUCKET}/big.json", "plan", max_bytes=2 << 20)) == (1 << 19) + 1
 
 
 @pytest.mark.parametrize("manifest_url, base, expected", [
