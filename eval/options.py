@@ -48,7 +48,7 @@ def eval_data_options():
     return [
         click.option("--eval-train", "train_data", default=None,
                      help="Labelled DATA for the kNN bank / linear training: npz, ImageFolder, manifest, shard folder "
-                          "or .tar pattern.  [required]"),
+                          "or .tar pattern; a shard set may be a store URL (s3://bucket/set).  [required]"),
         click.option("--eval-test", "test_data", default=None, help="Labelled DATA to score (same kinds).  [required]"),
         click.option("--eval-limit", type=click.IntRange(0), default=0, show_default=True,
                      help="Use only the first N images of each data set (0: all). gcl-train's online evaluation "

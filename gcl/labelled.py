@@ -1,5 +1,6 @@
 """Labelled evaluation data from an npz archive, an ImageFolder, or labelled shards (a manifest,
-a pattern, a single .tar or a folder of shards), read in batches through a torch DataLoader.
+a pattern, a single .tar or a folder of shards, local or in an object store: s3://bucket/set),
+read in batches through a torch DataLoader.
 
 A LabelledSource never holds its images: each pass (`batches`) decodes them again, so memory
 does not grow with the number of images (npz rows are read from the file one at a time). Used
@@ -19,8 +20,9 @@ import numpy as np
 import torch
 
 from gcl.inputs import InputError, InputItem, list_inputs, load_image_file, npz_row, resize_center_crop
-from gcl.shards import ORIG, FamilyError, ShardReadError, decode_image, parse_family, read_shard
+from gcl.shards import ORIG, FamilyError, ShardReadError, decode_image, iter_samples, parse_family
 from gcl.shardset import ShardSet, ShardSetError, is_shard_spec, open_shard_set
+from gcl.streams import MissingExtraError, StreamError, open_stream, require_readers
 
 
 @dataclass
@@ -64,8 +66,10 @@ class LabelledSource:
                 self._shards = open_shard_set(self.source)
             except ShardSetError as exc:
                 raise InputError(str(exc)) from None
-            if not self._shards.local:
-                raise InputError(f"{self.source}: evaluation reads local shards only")
+            try:
+                require_readers(self._shards.urls)  # s3:// without s3fs: one line naming the extra, before any read
+            except MissingExtraError as exc:
+                raise InputError(str(exc)) from None
             self.class_names = self._shards.class_names
         else:
             inputs = list_inputs(self.source)
@@ -109,7 +113,7 @@ class LabelledSource:
         num_classes = len(self.class_names) if self.class_names else None
         for url in self._shards.urls:
             try:
-                for raw in read_shard(url):
+                for raw in _shard_families(url):
                     try:
                         members, _meta, label = parse_family(raw)
                     except FamilyError:
@@ -126,8 +130,17 @@ class LabelledSource:
                         self.skipped += 1  # no original, or bytes that do not decode: counted, not fatal
                         continue
                     yield arr, label
+            except StreamError as exc:  # a store URL: the line names it and the cause
+                raise InputError(f"cannot read shard {exc}; re-run gcl-synth for it or check the URL") from None
             except (OSError, ShardReadError) as exc:
                 raise InputError(f"cannot read shard {url}: {exc}; re-run gcl-synth for it or check the path") from None
+
+
+def _shard_families(url: str):
+    """The raw families of one shard: a local file, or a store URL streamed once (gcl.streams: bounded
+    waits, retries)."""
+    with open_stream(url) as fh:
+        yield from iter_samples(fh)
 
 
 def load_labelled(path: str | os.PathLike, resolution: int | None = None, limit: int | None = None) -> LabelledSet:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from typing import Annotated, Literal
@@ -19,6 +20,7 @@ from gcl.errors import UserError
 from gcl.inputs import MAX_CLASSES
 from gcl.io import write_json_atomic
 from gcl.schema import MAX_TEXT, OpenModel, SharedModel, parse
+from gcl.streams import StreamError, open_stream
 
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Count = Annotated[int, Field(ge=0, le=10**15)]  # samples, shard indexes: 10^15 is past any data set
@@ -46,17 +48,42 @@ def _no_constant(name: str):
     raise NonFinite(f"{name} is not a JSON number")
 
 
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # s3://, gs://, hf://, http(s)://: read through fsspec
+
+
+def is_url(location: str | os.PathLike) -> bool:
+    """A store URL (scheme://...), as opposed to a local path (`pipe:` commands are neither: never run here)."""
+    return bool(URL.match(str(location))) and not str(location).startswith("file://")
+
+
+def _read_capped(path, what: str, error, max_bytes: int) -> bytes:
+    """At most max_bytes of a local file or a store URL (through gcl.streams: bounded waits, retries)."""
+    if is_url(path):
+        chunks, size = [], 0
+        with open_stream(str(path)) as fh:
+            while size <= max_bytes and (chunk := fh.read(max_bytes + 1 - size)):  # a stream may return less
+                chunks.append(chunk)
+                size += len(chunk)
+        data = b"".join(chunks)
+    else:
+        size = Path(path).stat().st_size
+        if size <= max_bytes:
+            with open(path, "rb") as fh:
+                data = fh.read(max_bytes + 1)
+    if size > max_bytes:
+        told = "" if is_url(path) else f"{size} bytes, "  # a stream stops reading past the cap
+        raise error(f"{what} {path} is {told}over the {max_bytes >> 20} MiB cap")
+    return data
+
+
 def read_json_file(path: str | os.PathLike, what: str, error=ManifestError, max_bytes: int = MAX_MANIFEST_BYTES,
                    finite: bool = True):
-    """Strict JSON from a file someone may have crafted: no NaN/Infinity (unless finite=False: a
-    report of a diverged run), bounded size and depth; every failure is one `error` line naming the file."""
-    path = Path(path)
+    """Strict JSON from a file someone may have crafted (a local path or a store URL): no NaN/Infinity
+    (unless finite=False: a report of a diverged run), bounded size and depth; every failure is one
+    `error` line naming the file."""
+    path = str(path) if is_url(path) else Path(path)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise error(f"{what} {path} is {size} bytes, over the {max_bytes >> 20} MiB cap")
-        with open(path, "rb") as fh:
-            text = fh.read(max_bytes + 1)
+        text = _read_capped(path, what, error, max_bytes)
         return json.loads(text, parse_float=_finite, parse_constant=_no_constant) if finite else json.loads(text)
     except error:
         raise
@@ -71,6 +98,8 @@ def read_json_file(path: str | os.PathLike, what: str, error=ManifestError, max_
     except NonFinite:
         raise error(f"{what} {path}: key '{_nonfinite_key(json.loads(text))}' must be a finite number, "
                     "got NaN or Infinity") from None
+    except StreamError as exc:  # a store URL: the line already names it and the cause (missing, 403, no answer)
+        raise error(f"{what} {exc}") from None
     except (ValueError, OSError) as exc:  # not UTF-8, unreadable
         raise error(f"{what} {path} cannot be read: {str(exc).splitlines()[0][:100]}") from None
 
@@ -155,8 +184,9 @@ class Manifest(SharedModel):
 
 def load_manifest(path: str | os.PathLike) -> dict:
     """A manifest checked against the Manifest schema (one ManifestError line otherwise), as the dict
-    it was read as: every key known, every value of the type and range gcl relies on."""
-    path = Path(path)
+    it was read as: every key known, every value of the type and range gcl relies on. `path` may be a
+    store URL (s3://bucket/set/NAME.manifest.json)."""
+    path = str(path) if is_url(path) else Path(path)
     data = read_json_file(path, "manifest")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ManifestError(f"{path} is not a gcl manifest (missing schema '{SCHEMA}')")

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 
 from gcl.shards import FamilyError, ShardReadError, family_members, iter_samples, parse_family
-from gcl.shardset import REMOTE_SCHEMES, ShardClaim, ShardSet, ShardSetError, is_remote
-from gcl.streams import open_stream
+from gcl.shardset import REMOTE_SCHEMES, STORE_SCHEMES, ShardClaim, ShardSet, ShardSetError, is_remote
+from gcl.streams import StreamError, folder_entries, open_stream
 
 
 @dataclass
@@ -44,6 +44,9 @@ def check_shard(url: str, claim: ShardClaim, num_views: int, has_orig: bool, lab
                     if problem:
                         problems.append(ShardProblem(url, f"family {raw.get('__key__', '?')[:60]}: {problem}"))
             reader.drain()
+    except FileNotFoundError as exc:  # a URL whose object is not there (gcl.streams.MissingObject)
+        reason = getattr(exc, "reason", "not found")
+        return [ShardProblem(url, "missing" if reason == "not found" else f"missing ({reason})")]
     except (OSError, ShardReadError) as exc:
         return [ShardProblem(url, f"unreadable: {exc}")]
     if remote and claim.bytes is not None and reader.size != claim.bytes:
@@ -90,12 +93,14 @@ class _HashingReader:
             pass
 
 
-def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None, remote: bool = False) -> list[ShardProblem]:
-    """Every local shard against its manifest claims; remote shards too with remote=True (each
-    streamed once, never stored), else they are skipped (say so upstream)."""
+def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None, remote: bool = False,
+                    stores: bool = False) -> list[ShardProblem]:
+    """Every local shard against its manifest claims; remote shards too with remote=True, or those
+    in an object store (s3, gs, hf) with stores=True (each streamed once, never stored); others are
+    skipped (say so upstream)."""
     problems: list[ShardProblem] = []
     for url, claim in zip(ss.urls, ss.claims or [ShardClaim()] * len(ss.urls)):
-        if is_remote(url) and not (remote and url.startswith(REMOTE_SCHEMES)):
+        if is_remote(url) and not (remote and url.startswith(REMOTE_SCHEMES) or stores and url.startswith(STORE_SCHEMES)):
             continue
         problems += check_shard(url, claim, ss.num_views, ss.has_orig, ss.labelled, hash_bytes)
         if progress:
@@ -104,8 +109,9 @@ def check_shard_set(ss: ShardSet, hash_bytes: bool = True, progress=None, remote
 
 
 def require_valid(ss: ShardSet, hash_bytes: bool = True, progress=None) -> None:
-    """Raise one line naming the first problem (and how many shards have one)."""
-    problems = check_shard_set(ss, hash_bytes, progress)
+    """Raise one line naming the first problem (and how many shards have one). Local shards and those
+    in an object store are checked (a plain http(s) server's are left to `gcl-synth verify`)."""
+    problems = check_shard_set(ss, hash_bytes, progress, stores=True)
     if problems:
         bad = len({p.url for p in problems})
         first = problems[0]
@@ -126,17 +132,27 @@ def cache_dir() -> str:
 
 def stamp_key(ss: ShardSet, hash_bytes: bool) -> str:
     """What a passed check vouches for: the manifests' content, where the shards are read from, and
-    each local shard's size and modification time (a rewritten shard needs a new check)."""
+    each local shard's size and modification time, or a stored shard's size and version (ETag...,
+    one listing per folder): a rewritten shard needs a new check."""
     import json
 
     h = hashlib.sha256(f"gcl-verify-{STAMP_VERSION}:{hash_bytes}".encode())
     for manifest in ss.manifests:
         h.update(json.dumps(manifest, sort_keys=True, default=str).encode())
+    listed: dict[str, dict[str, str]] = {}
     for url in ss.urls:
         h.update(b"\0" + url.encode())
         if not is_remote(url) and os.path.exists(url):
             st = os.stat(url)
             h.update(f":{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}".encode())
+        elif url.startswith(STORE_SCHEMES):
+            folder, name = url.rsplit("/", 1)
+            if folder not in listed:
+                try:
+                    listed[folder] = folder_entries(folder)
+                except StreamError as exc:
+                    raise ShardSetError(str(exc)) from None
+            h.update(f":{listed[folder].get(name, 'missing')}".encode())
     return h.hexdigest()
 
 

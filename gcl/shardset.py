@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from gcl.errors import UserError
-from gcl.manifest import ManifestError, load_manifest
+from gcl.manifest import ManifestError, is_url, load_manifest
 from gcl.shards import FamilyError, ShardReadError, decode_image, family_members, iter_samples, parse_family, shard_name, stats_name
 
 # the only schemes a manifest may name (object stores read through fsspec; gcl.streams)
 REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://", "hf://")
+STORE_SCHEMES = ("s3://", "gs://", "gcs://", "hf://")  # object stores: folders can be listed, objects have versions
 
 
 class ShardSetError(UserError):
@@ -96,6 +98,8 @@ def open_shard_set(specs: str | list[str], base: str | None = None, require_file
 
 
 def _open_one(spec: str, base: str | None, require_files: bool) -> ShardSet:
+    if is_url(spec):
+        check_typed_url(spec)
     if spec.endswith(".json"):
         return _from_manifest(spec, base, require_files)
     manifest = folder_manifest(spec)
@@ -103,7 +107,7 @@ def _open_one(spec: str, base: str | None, require_files: bool) -> ShardSet:
         return _from_manifest(manifest, base, require_files)
     if is_remote(spec):
         raise ShardSetError(f"{spec}: remote shards need their manifest (epoch length comes from its sample counts); "
-                            "pass the manifest .json")
+                            "pass the manifest .json, or a store folder holding exactly one NAME.manifest.json")
     paths = _local_paths(spec)
     counts, views, has_orig, labelled, side = [], None, True, True, 0
     for path in paths:
@@ -118,19 +122,63 @@ def _open_one(spec: str, base: str | None, require_files: bool) -> ShardSet:
 
 
 def is_shard_spec(spec: str | os.PathLike) -> bool:
-    """A spec that names shards (a manifest, a .tar, a pattern, or a folder holding .tar files), not images."""
+    """A spec that names shards (a manifest, a .tar, a pattern, or a folder holding .tar files, or a store
+    folder holding one manifest), not images."""
     s = str(spec)
     if s.endswith((".json", ".tar")) or "{" in s:
         return True
+    if is_store_folder(s):
+        return folder_manifest(s) is not None
     return os.path.isdir(s) and bool(glob.glob(os.path.join(glob.escape(s), "*.tar")))
 
 
+def is_store_folder(spec: str) -> bool:
+    """A URL of an object-store folder (s3://bucket/prefix, gs://..., hf://...), not of one file."""
+    return spec.startswith(STORE_SCHEMES) and not spec.endswith((".json", ".tar")) and "{" not in spec
+
+
 def folder_manifest(spec: str) -> str | None:
-    """The manifest of a shard folder that holds exactly one (a gcl-synth output folder), else None."""
+    """The manifest of a shard folder that holds exactly one (a gcl-synth output folder, on disk or in
+    an object store: found by one listing), else None."""
+    if is_store_folder(spec):
+        check_typed_url(spec)
+        found = [name for name in _store_names(spec) if name.endswith(".manifest.json")]
+        return spec.rstrip("/") + "/" + found[0] if len(found) == 1 else None
     if not os.path.isdir(spec):
         return None
     found = glob.glob(os.path.join(glob.escape(spec), "*.manifest.json"))
     return found[0] if len(found) == 1 else None
+
+
+def _store_names(folder_url: str) -> list[str]:
+    """File names in a store folder (one listing through fsspec), or one ShardSetError line."""
+    from gcl.streams import StreamError, list_folder
+
+    try:
+        return list_folder(folder_url)
+    except StreamError as exc:
+        raise ShardSetError(str(exc)) from None
+
+
+def _require_reader(url: str) -> None:
+    """A store scheme whose fsspec package is missing: one line naming a shard and the extra to install."""
+    from gcl.streams import MissingExtraError, require_readers
+
+    try:
+        require_readers([url])
+    except MissingExtraError as exc:
+        raise ShardSetError(str(exc)) from None
+
+
+def check_typed_url(url: str) -> str:
+    """A store URL typed by the user: credentials and signatures belong in the store's environment
+    (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never in a URL that run files, manifests and logs repeat."""
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    if "@" in host or "?" in url or "#" in url:
+        raise ShardSetError(f"{url.split('://', 1)[0]}:// URL with a user, query or fragment refused: give the "
+                            "plain URL and take credentials from the store's environment (e.g. AWS_ACCESS_KEY_ID, "
+                            "AWS_PROFILE); a URL is recorded in run files and logs")
+    return url
 
 
 def _local_paths(spec: str) -> list[str]:
@@ -201,6 +249,10 @@ def _from_manifest(path: str, base_override: str | None, require_files: bool) ->
     for url, claim in zip(urls, claims):
         _check_count(url, claim, path)
     missing = [u for u in urls if not is_remote(u) and not os.path.isfile(u)]
+    if require_files and is_store_folder(base):  # one listing of the store folder, not a request per shard
+        _require_reader(urls[0])
+        present = set(_store_names(base))
+        missing += [u for u in urls if posixpath.basename(u) not in present]
     if missing and require_files:
         raise ShardSetError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
                             "copy them next to the manifest's base or re-run gcl-synth")
@@ -226,7 +278,8 @@ def _check_count(url: str, claim: ShardClaim, manifest_path: str) -> None:
 
 
 def _checked_base(base, manifest_path: str) -> str:
-    """The manifest's shard folder: relative to the manifest's own folder, or a store URL."""
+    """The manifest's shard folder: relative to the manifest's own folder (a local one, or a store URL's),
+    or a store URL."""
     if not isinstance(base, str):
         raise ShardSetError(f"{manifest_path}: 'base' must be a string")
     if base.startswith(REMOTE_SCHEMES) and "::" not in base:  # fsspec chains protocols at '::'
@@ -236,14 +289,31 @@ def _checked_base(base, manifest_path: str) -> str:
                             "folder or an http(s)/s3/gs/hf URL (manifests are data, never commands)")
     # One level up at most: the copy gcl-synth writes in a sibling folder (manifests/NAME.json ->
     # ../out/NAME) still finds its shards, but `../../../..` cannot reach any folder on the disk.
-    if os.path.normpath(base).split(os.sep)[:2] == ["..", ".."]:
+    if posixpath.normpath(base).split("/")[:2] == ["..", ".."]:
         raise ShardSetError(f"{manifest_path}: refusing base {base[:60]!r}: a manifest's base may leave its folder "
                             "by one '..' at most; pass --shards-base FOLDER to read shards kept elsewhere")
+    if is_url(manifest_path):
+        return _url_folder(manifest_path, base)
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest_path)), base))
+
+
+def _url_folder(manifest_url: str, base: str) -> str:
+    """`base` (relative, checked) against the folder of a manifest URL: s3://b/p/x.manifest.json with
+    base "." -> s3://b/p/. Paths are joined with posixpath (pathlib would turn s3:// into s3:/), and
+    never above the bucket (host)."""
+    scheme, rest = manifest_url.split("://", 1)
+    host, _, key = rest.partition("/")
+    folder = posixpath.dirname(key)
+    joined = posixpath.normpath(posixpath.join(folder, base)) if folder else posixpath.normpath(base)
+    if joined == ".." or joined.startswith("../"):
+        raise ShardSetError(f"{manifest_url}: refusing base {base[:60]!r}: it climbs above {scheme}://{host}/")
+    return f"{scheme}://{host}/" + ("" if joined == "." else joined + "/")
 
 
 def _typed_base(base: str) -> str:
     """A base the user typed: trusted, pipe: included; URLs and commands get the name appended."""
+    if is_url(base):
+        check_typed_url(base)
     return base.rstrip("/") + "/" if is_remote(base) else os.path.abspath(base)
 
 

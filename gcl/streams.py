@@ -32,6 +32,10 @@ class StreamError(OSError):
     """A location that cannot be opened or stops answering (one line naming it)."""
 
 
+class MissingObject(StreamError, FileNotFoundError):
+    """A URL whose object is not there (a 404, a missing key): callers can say "missing"."""
+
+
 class NeedsExtra(StreamError):
     """A URL scheme whose fsspec package is not installed, found while opening (names the extra)."""
 
@@ -137,7 +141,10 @@ class RemoteStream:
                 raise
             except Exception as exc:  # noqa: BLE001 - aiohttp, botocore, ... errors: all become one line
                 if _permanent(exc) or attempt == READ_RETRIES:
-                    raise StreamError(f"{self.url}: {what} ({_reason(exc)})") from None
+                    kind = MissingObject if isinstance(exc, FileNotFoundError) else StreamError
+                    error = kind(f"{self.url}: {what} ({_reason(exc)})")
+                    error.reason = _reason(exc)
+                    raise error from None
                 time.sleep(RETRY_BACKOFF_S * (attempt + 1))
 
     def _reopen_at(self, pos: int):
@@ -185,3 +192,38 @@ def open_stream(location: str, buffering: int = 1 << 20):
     if "://" in location and not location.startswith("file://"):
         return RemoteStream(location)
     return open(location.removeprefix("file://"), "rb", buffering=buffering)
+
+
+def list_folder(location: str) -> list[str]:
+    """The file names directly inside a store folder (s3://bucket/prefix, gs://..., hf://...), sorted;
+    [] when nothing is there. A store that cannot be listed (no answer, refused credentials) is one
+    StreamError naming the URL and the cause, after READ_RETRIES retries."""
+    return sorted(folder_entries(location))
+
+
+# What names one version of a stored object, by store: S3's ETag, GCS's generation, the hub's blob id.
+VERSION_KEYS = ("ETag", "etag", "generation", "blob_id", "LastModified", "mtime")
+
+
+def folder_entries(location: str) -> dict[str, str]:
+    """{file name: "size:version"} of the files directly inside a store folder (one listing): what a
+    verification stamp keys a remote shard by, as size and mtime key a local one."""
+    fs, path = filesystem(location)
+    path = path.rstrip("/")
+    for attempt in range(READ_RETRIES + 1):
+        try:
+            fs.invalidate_cache(path)  # s3fs & co. cache listings: a folder another process is filling changes
+            entries = fs.ls(path, detail=True)
+            return {e["name"].rstrip("/").rsplit("/", 1)[-1]: f"{e.get('size')}:{_version(e)}" for e in entries
+                    if e.get("type") != "directory" and e["name"].rstrip("/") != path}
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # noqa: BLE001 - botocore, aiohttp, ... errors: all become one line
+            if _permanent(exc) or attempt == READ_RETRIES:
+                raise StreamError(f"{location}: cannot list ({_reason(exc)})") from None
+            time.sleep(RETRY_BACKOFF_S * (attempt + 1))
+    return {}
+
+
+def _version(entry: dict) -> str:
+    return str(next((entry[k] for k in VERSION_KEYS if entry.get(k) is not None), ""))

@@ -186,8 +186,8 @@ def finalize(output, manifest_copy):
 @main.command()
 @click.argument("shards")
 def verify(shards):
-    """Check every shard of SHARDS (a manifest .json, or an output folder holding one) against the
-    manifest's claims (sha256, size, samples, K, labels); exit 1 naming each missing or changed shard.
+    """Check every shard of SHARDS (a manifest .json, or an output folder holding one, on disk or at a
+    store URL such as s3://bucket/prefix) against the manifest's claims (sha256, size, samples, K, labels); exit 1 naming each missing or changed shard.
     Shards without a manifest (a .tar pattern) are only read through."""
     from gcl.shardcheck import check_shard_set, mark_verified
     from gcl.shardset import REMOTE_SCHEMES, is_remote, open_shard_set
@@ -212,13 +212,16 @@ def verify(shards):
 
 
 @main.command()
-@click.argument("output", type=click.Path())
+@click.argument("output")
 def status(output):
-    """Show done / pending / failed shards of an output folder (or of the folder of its manifest)."""
+    """Show done / pending / failed shards of an output folder (or of the folder of its manifest), on disk
+    or in an object store (s3://bucket/prefix: read only)."""
+    import posixpath
+
     from gcl.synth.report import shard_status, status_text
 
     if output.endswith(".json"):
-        output = os.path.dirname(output) or "."
+        output = (posixpath.dirname(output) if "://" in output else os.path.dirname(output)) or "."
     try:
         click.echo(status_text(shard_status(output)))
     except (FileNotFoundError, UserError) as exc:  # a missing, corrupt or crafted plan, stats or manifest

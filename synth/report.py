@@ -3,10 +3,13 @@ table, and `gcl-synth status` (done / pending / failed shards of an output folde
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import posixpath
 from collections import Counter
-from pathlib import Path
 
-from gcl.manifest import load_manifest, read_stats
+from gcl.errors import UserError
+from gcl.manifest import is_url, load_manifest, read_stats
 from gcl.shardset import OutputLayout
 from gcl.synth.plan import read_plan
 
@@ -50,29 +53,55 @@ def summary_table(plan, results: dict, failed: dict, seconds: float) -> str:
 
 
 def shard_status(out_dir: str) -> dict:
-    """done / pending / failed(unfinished tmp) shards of an output folder, from plan.json + stats files."""
-    out = Path(out_dir)
-    plan_path = Path(OutputLayout(out_dir, "").plan)
-    if not plan_path.exists():
-        raise FileNotFoundError(f"{out} has no plan.json: not a gcl-synth output folder")
+    """done / pending / failed(unfinished tmp) shards of an output folder, from plan.json + stats files.
+    The folder may be a store URL (s3://bucket/prefix): it is listed once and read, never written."""
+    remote = is_url(out_dir)
+    present = _store_names(out_dir) if remote else None
+
+    def exists(path: str) -> bool:
+        return posixpath.basename(path) in present if remote else os.path.exists(path)
+
+    plan_path = OutputLayout(out_dir, "").plan
+    if not exists(plan_path):
+        raise FileNotFoundError(f"{out_dir} has no plan.json: not a gcl-synth output folder")
     plan = read_plan(plan_path)
     name, n = plan.name, plan.num_shards
     layout = OutputLayout(out_dir, name)
     done, pending, partial = [], [], []
     samples = 0
+    begun = _store_unfinished(name, present) if remote else set()
     for i in range(n):
-        st = Path(layout.stats(i))
-        if st.exists():
+        st = layout.stats(i)
+        if exists(st):
             done.append(i)
             samples += read_stats(st)["samples"]
         else:
             pending.append(i)
-            if layout.unfinished(i):
+            if (i in begun) if remote else layout.unfinished(i):
                 partial.append(i)
-    manifest = Path(layout.manifest)
-    failed = load_manifest(manifest).get("failed", {}) if manifest.exists() else {}
+    failed = load_manifest(layout.manifest).get("failed", {}) if exists(layout.manifest) else {}
     return {"name": name, "shards": n, "done": done, "pending": pending, "partial": partial,
             "failed": {int(k): v for k, v in failed.items() if int(k) in pending}, "samples": samples}
+
+
+def _store_names(folder_url: str) -> set[str]:
+    from gcl.streams import StreamError, list_folder
+
+    try:
+        return set(list_folder(folder_url))
+    except StreamError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _store_unfinished(name: str, present: set[str]) -> set[int]:
+    """Shards whose write began in a store folder and never committed: temporary objects, or a tar
+    without the stats file that commits it (the caller keeps those without stats)."""
+    prefix, found = f"{name}-", set()
+    for entry in present:
+        index, rest = entry[len(prefix):len(prefix) + 6], entry[len(prefix) + 6:]
+        if entry.startswith(prefix) and index.isdigit() and (rest == ".tar" or fnmatch.fnmatchcase(rest, ".*.tmp-*")):
+            found.add(int(index))
+    return found
 
 
 def status_text(st: dict) -> str:

@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,35 @@ def tiny_vqgan_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_vqgan")
     model.save_pretrained(path)
     return path
+
+
+def _forget_s3_clients() -> None:
+    """fsspec caches one S3FileSystem per set of arguments: one made for an earlier server (another
+    port) would be reused, so each test starts with none."""
+    import fsspec
+
+    fsspec.config.conf.pop("s3", None)
+    try:
+        import s3fs
+    except ImportError:
+        return
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """moto's standalone S3 server on 127.0.0.1 and a free port; s3fs finds it via AWS_ENDPOINT_URL."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # moto keeps its buckets in this process, across servers: each test starts with none
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    _forget_s3_clients()
+    yield endpoint
+    _forget_s3_clients()
+    server.stop()

@@ -159,24 +159,6 @@ def test_http_input_matches_the_local_one(tmp_path, http_root, taef2_dir):
     assert res.exit_code == 1 and "cannot read http://127.0.0.1" in res.output and "Traceback" not in res.output
 
 
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    """moto's standalone S3 server on 127.0.0.1 and a free port; s3fs finds it via AWS_ENDPOINT_URL."""
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    import fsspec
-
-    fsspec.config.conf.pop("s3", None)
-    yield endpoint
-    server.stop()
-
-
 def test_s3_webdataset_input_to_a_local_output(tmp_path, s3_endpoint, taef2_dir):
     s3fs = pytest.importorskip("s3fs")
     fs = s3fs.S3FileSystem(skip_instance_cache=True)

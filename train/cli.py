@@ -29,8 +29,10 @@ def _typed(options: dict) -> dict:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--shards", multiple=True, help="Manifest .json, folder of shards, brace pattern "
-              "dir/name-{000000..000009}.tar, or tar paths (repeat the option for a list).")
-@click.option("--shards-base", help="Read the manifest's shard files from this folder, http(s) URL, or pipe:COMMAND "
+              "dir/name-{000000..000009}.tar, or tar paths (repeat the option for a list); a manifest or a set's "
+              "folder may be a store URL (s3://bucket/set, gs://, hf://, https://).")
+@click.option("--shards-base", help="Read the manifest's shard files from this folder, store URL (s3://, gs://, hf://, "
+              "http(s)://), or pipe:COMMAND "
               "(the file name is appended) instead of the manifest's own base. Commands are taken only from here, "
               "never from a manifest.")
 @click.option("--input", "input_", help="Plain npz / ImageFolder instead of shards (handcrafted views only).")
@@ -73,7 +75,7 @@ def _typed(options: dict) -> dict:
               "order, with the options stored in its run.json (an option that changes results is refused).")
 @click.option("--verify/--no-verify", default=_value("verify"),
               help="Check shards against the manifest (sha256, sample counts, K, original, labels) before training "
-              "(one read of every local shard).")
+              "(one streamed read of every local or object-store shard, once per set and machine).")
 @click.option("--seed", type=int, default=_value("seed"), help="Seed of the data order, augmentations and init.")
 @click.option("--num-workers", type=click.IntRange(-1), default=_value("num_workers"),
               help="Data-loader workers per device (-1: one per core, at most 8); PyTorch's DataLoader name. "
