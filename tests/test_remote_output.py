@@ -26,11 +26,7 @@ BUCKET = "gcl-out"
 def s3(s3_endpoint, tmp_path, monkeypatch):
     import s3fs
 
-    import urllib.request
-
     monkeypatch.setenv("GCL_CACHE_DIR", str(tmp_path / "cache"))
-    urllib.request.urlopen(urllib.request.Request(f"{s3_endpoint}/moto-api/reset", method="POST"), timeout=10)
-    s3fs.S3FileSystem.clear_instance_cache()  # an instance made for an earlier test's server
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.mkdir(BUCKET)
     return fs
@@ -155,6 +151,48 @@ def test_merge_writes_its_set_to_a_url(s3, tmp_path, cifar_test_npz, taef2_dir):
     assert not list((tmp_path / "cache").rglob("*.tar"))
 
 
+def test_s3_end_to_end_input_output_kill_resume_verify_train_evaluate(s3, tmp_path, taef2_dir):
+    """The whole path on one S3 server: WebDataset input in a bucket -> gcl-synth run to the
+    bucket, killed with SIGKILL in the middle and resumed -> verify -> one epoch of gcl-train ->
+    a kNN score, every step reading the set by URL."""
+    from test_synth_webdataset_inputs import write_wds
+
+    from gcl.eval.cli import main as eval_main
+    from gcl.train.cli import main as train_main
+
+    for path in write_wds(tmp_path / "wds", shards=4, per_shard=6):
+        s3.put_file(str(path), f"{BUCKET}/in/{path.name}")
+    out = f"s3://{BUCKET}/e2e"
+    args = _args("s3://gcl-out/in/part-{000000..000003}.tar", out, taef2_dir, "--name", "e2e")
+    args[args.index("--limit") + 1] = "24"  # all of them: 12 shards of 2
+    proc = subprocess.Popen([sys.executable, "-m", "gcl.synth.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    done, deadline = set(), time.monotonic() + 240
+    while time.monotonic() < deadline and len(done) < 3 and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            done = committed_indices({p.rsplit("/", 1)[-1] for p in s3.ls(f"{BUCKET}/e2e", refresh=True)}, "e2e")
+        except FileNotFoundError:
+            continue
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= len(done) < 12
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "resuming:" in res.output, res.output
+    manifest_url = f"{out}/e2e.manifest.json"
+    res = CliRunner().invoke(main, ["verify", out])  # the folder URL, read through its one manifest
+    assert res.exit_code == 0 and "12/12 shards OK" in res.output, res.output
+    res = CliRunner().invoke(train_main, ["--shards", manifest_url, "--backbone", "resnet20", "--batch-size", "8", "--pairing", "orig+gen",
+                                          "--epochs", "1", "--num-workers", "1", "--output", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    res = CliRunner().invoke(eval_main, ["knn", "--ckpt", str(tmp_path / "run"), "--eval-train", manifest_url,
+                                         "--eval-test", manifest_url, "--output", str(tmp_path / "knn")])
+    assert res.exit_code == 0 and "top-1" in res.output, res.output
+    record = json.loads(next((tmp_path / "knn").glob("knn-*.json")).read_text())
+    assert record["n_test"] == 24 and "testing-secret" not in json.dumps(record)
+
+
 @pytest.mark.parametrize("url, says", [
     ("https://example.org/sets", "writes to local folders and to s3://"),
     ("s3://key:secret@bucket/p", "credentials"),
@@ -170,19 +208,3 @@ def test_a_missing_bucket_is_one_line_before_any_work(s3, cifar_test_npz, taef2_
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "s3://no-such-bucket/x/.gcl-synth-write-check: write check failed" in res.output.strip().splitlines()[-1]
 
-
-@pytest.fixture
-def s3_endpoint(monkeypatch):  # TEMP: moves to conftest with the read side
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    import fsspec
-
-    fsspec.config.conf.pop("s3", None)
-    yield endpoint
-    server.stop()
