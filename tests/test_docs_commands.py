@@ -61,9 +61,9 @@ EXERCISED = {
     "--label-key label": (
         "tests/test_synth_webdataset_inputs.py::test_s3_webdataset_input_to_a_local_output",
         "tests/test_synth_webdataset_inputs.py::test_img2dataset_tar_layout_end_to_end_with_a_bad_member"),
-    'gcl-synth run --input ../shared/data/cifar10_train.npz --output out/c10 --node-rank 0 --num-nodes 2': (
+    'gcl-synth run --input cifar10_train.npz --output out/c10 --node-rank 0 --num-nodes 2': (
         "tests/test_synth_nodes.py::test_two_nodes_fill_one_output_and_finalize",),
-    'gcl-synth run --input ../shared/data/cifar10_train.npz --output out/c10 --node-rank 1 --num-nodes 2': (
+    'gcl-synth run --input cifar10_train.npz --output out/c10 --node-rank 1 --num-nodes 2': (
         "tests/test_synth_nodes.py::test_two_nodes_fill_one_output_and_finalize",),
     'gcl-synth finalize out/c10': (
         "tests/test_synth_nodes.py::test_two_nodes_fill_one_output_and_finalize",),
