@@ -55,7 +55,8 @@ def _shard_folder(shards: str) -> str | None:
     from gcl.eval.sheet import shard_paths
 
     try:
-        return os.path.dirname(shard_paths(shards)[0]) or "."
+        first = shard_paths(shards)[0]
+        return None if "://" in first else (os.path.dirname(first) or ".")  # a store: --output says where
     except Exception:  # noqa: BLE001 - read_families reports an unreadable spec as the user error it is
         return None
 
@@ -141,7 +142,7 @@ def synthesize(out_dir: str, **options) -> str:
 
 
 @click.command("viewstats")
-@click.argument("manifest", type=click.Path(exists=True))
+@click.argument("manifest")
 @click.option("--ckpt", default=None, type=click.Path(exists=True),
               help="Encoder checkpoint (or run folder): adds the cosine similarity of its features.")
 @click.option("--samples", type=int, default=DEFAULT_STATS_SAMPLES, show_default=True,
@@ -156,7 +157,12 @@ def viewstats(manifest, ckpt, samples, seed, bin_width, no_store):
     from gcl.eval.viewstats import compute_view_stats, format_stats_table, store_in_manifest
     from gcl.shardset import folder_manifest
 
+    if "://" not in manifest and not os.path.exists(manifest):
+        raise click.UsageError(f"{manifest} does not exist")
     manifest = folder_manifest(manifest) or manifest
+    if "://" in manifest and not no_store:
+        raise click.UsageError(f"{manifest} is read from a store and not rewritten here: pass --no-store to print "
+                               "the stats only")
     if not manifest.endswith(".json"):
         raise click.UsageError("MANIFEST must be a manifest .json, or a shard folder holding one (the stats are "
                                "stored in it)")

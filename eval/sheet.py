@@ -14,8 +14,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gcl.inputs import InputError
-from gcl.shards import ORIG, FamilyError, ShardReadError, decode_image, family_members, parse_family, read_shard
+from gcl.shards import ORIG, FamilyError, ShardReadError, decode_image, family_members, iter_samples, parse_family
 from gcl.shardset import open_shard_set
+from gcl.streams import open_stream
 
 PAD = 8  # gap between cells and around the sheet (px)
 FONT_SIZE = 13  # readable at 100% zoom; ~7 px per character with Pillow's default font
@@ -38,21 +39,21 @@ class Family:
 
 
 def shard_paths(path: str) -> list[str]:
-    """Local shard files of a manifest (.json), a .tar (pattern) or a folder of .tar files."""
-    shard_set = open_shard_set(path)
-    if not shard_set.local:
-        raise InputError(f"{path}: contact sheets and view stats read local shards only")
-    return shard_set.urls
+    """The shards (local paths or store URLs) of a manifest (.json, on disk or at a URL), a .tar
+    (pattern), or a folder of .tar files."""
+    return open_shard_set(path).urls
 
 
 def _iter_raw(path: str) -> Iterator[dict]:
-    """Raw tar sample dicts (undecoded bytes) of every family that has an original; a shard that
-    cannot be read is one line naming it."""
+    """Raw tar sample dicts (undecoded bytes) of every family that has an original, each shard
+    streamed once (gcl.streams: bounded waits for store URLs); a shard that cannot be read is one
+    line naming it."""
     for url in shard_paths(path):
         try:
-            for raw in read_shard(url):
-                if "__problem__" in raw or any(k.startswith(ORIG + ".") for k in raw):
-                    yield raw
+            with open_stream(url) as stream:
+                for raw in iter_samples(stream):
+                    if "__problem__" in raw or any(k.startswith(ORIG + ".") for k in raw):
+                        yield raw
         except (OSError, ShardReadError) as exc:
             raise InputError(f"cannot read shard {url}: {exc}") from None
 

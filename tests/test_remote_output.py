@@ -208,3 +208,22 @@ def test_a_missing_bucket_is_one_line_before_any_work(s3, cifar_test_npz, taef2_
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "s3://no-such-bucket/x/.gcl-synth-write-check: write check failed" in res.output.strip().splitlines()[-1]
 
+
+
+def test_contact_sheets_and_view_stats_read_a_set_by_url(s3, tmp_path, cifar_test_npz, taef2_dir):
+    from gcl.eval.cli import main as eval_main
+
+    url = f"s3://{BUCKET}/pics"
+    assert _run(cifar_test_npz, url, taef2_dir, "--name", "p").exit_code == 0
+    res = CliRunner().invoke(eval_main, ["inspect", url, "--rows", "3"])  # nowhere local to put the picture
+    assert res.exit_code == 2 and "pass --output FOLDER" in res.output
+    res = CliRunner().invoke(eval_main, ["inspect", url, "--rows", "3", "--output", str(tmp_path / "pics")])
+    assert res.exit_code == 0, res.output
+    from PIL import Image
+
+    assert Image.open(tmp_path / "pics" / "sheet.png").size[1] > 0
+    res = CliRunner().invoke(eval_main, ["viewstats", url, "--samples", "4"])
+    assert res.exit_code == 2 and "pass --no-store" in res.output
+    res = CliRunner().invoke(eval_main, ["viewstats", url, "--samples", "4", "--no-store"])
+    assert res.exit_code == 0 and "PSNR" in res.output, res.output
+    assert "view_stats" not in _remote_json(s3, "pics/p.manifest.json")
