@@ -227,3 +227,12 @@ def test_contact_sheets_and_view_stats_read_a_set_by_url(s3, tmp_path, cifar_tes
     res = CliRunner().invoke(eval_main, ["viewstats", url, "--samples", "4", "--no-store"])
     assert res.exit_code == 0 and "PSNR" in res.output, res.output
     assert "view_stats" not in _remote_json(s3, "pics/p.manifest.json")
+
+
+@pytest.mark.slow
+def test_dask_workers_publish_their_shards_to_the_url(s3, cifar_test_npz, taef2_dir):
+    url = f"s3://{BUCKET}/dask"
+    res = _run(cifar_test_npz, url, taef2_dir, "--name", "d", "--processes", 2)  # each worker opens the store itself
+    assert res.exit_code == 0 and "4/4 committed" in res.output, res.output
+    names = {p.rsplit("/", 1)[-1] for p in s3.ls(f"{BUCKET}/dask", refresh=True)}
+    assert committed_indices(names, "d") == {0, 1, 2, 3} and "d.manifest.json" in names
