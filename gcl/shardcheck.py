@@ -9,8 +9,9 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from gcl.shardlocations import REMOTE_SCHEMES, STORE_SCHEMES, is_remote
 from gcl.shards import FamilyError, ShardReadError, family_members, iter_samples, parse_family
-from gcl.shardset import REMOTE_SCHEMES, STORE_SCHEMES, ShardClaim, ShardSet, ShardSetError, is_remote
+from gcl.shardset import ShardClaim, ShardSet, ShardSetError
 from gcl.streams import StreamError, folder_entries, open_stream
 
 

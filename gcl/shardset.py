@@ -4,11 +4,9 @@ A spec is a manifest (`NAME.manifest.json`, or a copy in manifests/), a brace pa
 (`out/c10/x-{000000..000019}.tar`), a single `.tar`, or a folder of `.tar` files (read through
 its manifest when it holds exactly one, as gcl-synth's output folders do).
 
-A shard set made by someone else is DATA, never code. webdataset opens `pipe:` URLs with
-`shell=True`, so every location that comes out of a manifest file is validated here: shard
-entries must be plain file names inside the manifest's own shard folder (`base`), and `base`
-must be a relative folder or a URL of a known store (http(s), s3, gs, hf: opened through fsspec,
-never chained with `::`). `pipe:` is accepted only in a spec the user typed
+A shard set made by someone else is DATA, never code: every location that comes out of a manifest
+file is checked by gcl.shardlocations (plain shard file names inside the manifest's own `base`, a
+relative `base` or a known store's URL). `pipe:` is accepted only in a spec the user typed
 (`trusted=True`), never from a file.
 
 gcl.shardcheck then compares the manifest's claims with the shards themselves.
@@ -20,19 +18,11 @@ import glob
 import os
 import posixpath
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
-from gcl.errors import UserError
 from gcl.manifest import ManifestError, is_url, load_manifest
+from gcl.shardlocations import (ShardSetError, check_typed_url, checked_base, checked_name, is_remote, is_store_folder,
+                                join_shard, require_store_reader, store_names, typed_base)
 from gcl.shards import FamilyError, ShardReadError, decode_image, family_members, iter_samples, parse_family, shard_name, stats_name
-
-# the only schemes a manifest may name (object stores read through fsspec; gcl.streams)
-REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://", "hf://")
-STORE_SCHEMES = ("s3://", "gs://", "gcs://", "hf://")  # object stores: folders can be listed, objects have versions
-
-
-class ShardSetError(UserError):
-    """A shard set that cannot be opened or whose shards contradict its manifest."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +54,6 @@ class ShardSet:
     @property
     def local(self) -> bool:
         return all(not is_remote(u) for u in self.urls)
-
-
-def is_remote(location: str) -> bool:
-    """A location webdataset opens itself (http(s)://, pipe:, ...), not a local path."""
-    return "://" in location or location.startswith("pipe:")
 
 
 def open_shard_set(specs: str | list[str], base: str | None = None, require_files: bool = True) -> ShardSet:
@@ -132,53 +117,17 @@ def is_shard_spec(spec: str | os.PathLike) -> bool:
     return os.path.isdir(s) and bool(glob.glob(os.path.join(glob.escape(s), "*.tar")))
 
 
-def is_store_folder(spec: str) -> bool:
-    """A URL of an object-store folder (s3://bucket/prefix, gs://..., hf://...), not of one file."""
-    return spec.startswith(STORE_SCHEMES) and not spec.endswith((".json", ".tar")) and "{" not in spec
-
-
 def folder_manifest(spec: str) -> str | None:
     """The manifest of a shard folder that holds exactly one (a gcl-synth output folder, on disk or in
     an object store: found by one listing), else None."""
     if is_store_folder(spec):
         check_typed_url(spec)
-        found = [name for name in _store_names(spec) if name.endswith(".manifest.json")]
+        found = [name for name in store_names(spec) if name.endswith(".manifest.json")]
         return spec.rstrip("/") + "/" + found[0] if len(found) == 1 else None
     if not os.path.isdir(spec):
         return None
     found = glob.glob(os.path.join(glob.escape(spec), "*.manifest.json"))
     return found[0] if len(found) == 1 else None
-
-
-def _store_names(folder_url: str) -> list[str]:
-    """File names in a store folder (one listing through fsspec), or one ShardSetError line."""
-    from gcl.streams import StreamError, list_folder
-
-    try:
-        return list_folder(folder_url)
-    except StreamError as exc:
-        raise ShardSetError(str(exc)) from None
-
-
-def _require_reader(url: str) -> None:
-    """A store scheme whose fsspec package is missing: one line naming a shard and the extra to install."""
-    from gcl.streams import MissingExtraError, require_readers
-
-    try:
-        require_readers([url])
-    except MissingExtraError as exc:
-        raise ShardSetError(str(exc)) from None
-
-
-def check_typed_url(url: str) -> str:
-    """A store URL typed by the user: credentials and signatures belong in the store's environment
-    (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never in a URL that run files, manifests and logs repeat."""
-    host = url.split("://", 1)[1].split("/", 1)[0]
-    if "@" in host or "?" in url or "#" in url:
-        raise ShardSetError(f"{url.split('://', 1)[0]}:// URL with a user, query or fragment refused: give the "
-                            "plain URL and take credentials from the store's environment (e.g. AWS_ACCESS_KEY_ID, "
-                            "AWS_PROFILE); a URL is recorded in run files and logs")
-    return url
 
 
 def _local_paths(spec: str) -> list[str]:
@@ -235,12 +184,12 @@ def _from_manifest(path: str, base_override: str | None, require_files: bool) ->
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not shards:
         raise ShardSetError(f"{path} lists no shards")
-    base = _typed_base(base_override) if base_override else _checked_base(manifest.get("base", "."), path)
+    base = typed_base(base_override) if base_override else checked_base(manifest.get("base", "."), path)
     urls, counts, claims = [], [], []
     for i, shard in enumerate(shards):
         if not isinstance(shard, dict) or not isinstance(shard.get("url"), str):
             raise ShardSetError(f"{path}: shard entry {i} has no 'url'")
-        urls.append(_join(base, _checked_name(shard["url"], path)))
+        urls.append(join_shard(base, checked_name(shard["url"], path)))
         try:
             counts.append(int(shard["samples"]))
             claims.append(ShardClaim(int(shard["samples"]), int(shard["bytes"]), str(shard["sha256"])))
@@ -250,8 +199,8 @@ def _from_manifest(path: str, base_override: str | None, require_files: bool) ->
         _check_count(url, claim, path)
     missing = [u for u in urls if not is_remote(u) and not os.path.isfile(u)]
     if require_files and is_store_folder(base):  # one listing of the store folder, not a request per shard
-        _require_reader(urls[0])
-        present = set(_store_names(base))
+        require_store_reader(urls[0])
+        present = set(store_names(base))
         missing += [u for u in urls if posixpath.basename(u) not in present]
     if missing and require_files:
         raise ShardSetError(f"{len(missing)} of {len(urls)} shard files missing (first: {missing[0]}); "
@@ -275,60 +224,6 @@ def _check_count(url: str, claim: ShardClaim, manifest_path: str) -> None:
         raise ShardSetError(f"{manifest_path}: shard {os.path.basename(url)} claims {claim.samples} samples, more than "
                             f"its {size} bytes can hold (at most {max(size, 0) // MIN_FAMILY_BYTES}); the manifest "
                             "does not describe these shards: re-run gcl-synth or ask for its manifest")
-
-
-def _checked_base(base, manifest_path: str) -> str:
-    """The manifest's shard folder: relative to the manifest's own folder (a local one, or a store URL's),
-    or a store URL."""
-    if not isinstance(base, str):
-        raise ShardSetError(f"{manifest_path}: 'base' must be a string")
-    if base.startswith(REMOTE_SCHEMES) and "::" not in base:  # fsspec chains protocols at '::'
-        return base.rstrip("/") + "/"
-    if is_remote(base) or ":" in base.split("/", 1)[0] or os.path.isabs(base) or "\\" in base:
-        raise ShardSetError(f"{manifest_path}: refusing base {base[:60]!r}: a manifest's base must be a relative "
-                            "folder or an http(s)/s3/gs/hf URL (manifests are data, never commands)")
-    # One level up at most: the copy gcl-synth writes in a sibling folder (manifests/NAME.json ->
-    # ../out/NAME) still finds its shards, but `../../../..` cannot reach any folder on the disk.
-    if posixpath.normpath(base).split("/")[:2] == ["..", ".."]:
-        raise ShardSetError(f"{manifest_path}: refusing base {base[:60]!r}: a manifest's base may leave its folder "
-                            "by one '..' at most; pass --shards-base FOLDER to read shards kept elsewhere")
-    if is_url(manifest_path):
-        return _url_folder(manifest_path, base)
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest_path)), base))
-
-
-def _url_folder(manifest_url: str, base: str) -> str:
-    """`base` (relative, checked) against the folder of a manifest URL: s3://b/p/x.manifest.json with
-    base "." -> s3://b/p/. Paths are joined with posixpath (pathlib would turn s3:// into s3:/), and
-    never above the bucket (host)."""
-    scheme, rest = manifest_url.split("://", 1)
-    host, _, key = rest.partition("/")
-    folder = posixpath.dirname(key)
-    joined = posixpath.normpath(posixpath.join(folder, base)) if folder else posixpath.normpath(base)
-    if joined == ".." or joined.startswith("../"):
-        raise ShardSetError(f"{manifest_url}: refusing base {base[:60]!r}: it climbs above {scheme}://{host}/")
-    return f"{scheme}://{host}/" + ("" if joined == "." else joined + "/")
-
-
-def _typed_base(base: str) -> str:
-    """A base the user typed: trusted, pipe: included; URLs and commands get the name appended."""
-    if is_url(base):
-        check_typed_url(base)
-    return base.rstrip("/") + "/" if is_remote(base) else os.path.abspath(base)
-
-
-def _checked_name(name: str, manifest_path: str) -> str:
-    """A shard entry: a plain relative file name inside base (no scheme, no '..', no absolute path)."""
-    parts = PurePosixPath(name).parts
-    if (not name or is_remote(name) or name.startswith(("/", "\\")) or ".." in parts or ":" in name
-            or "\\" in name or not name.endswith(".tar")):
-        raise ShardSetError(f"{manifest_path}: refusing shard url {name[:60]!r}: entries must be .tar file names "
-                            "inside the manifest's shard folder")
-    return name
-
-
-def _join(base: str, name: str) -> str:
-    return base + name if is_remote(base) else os.path.join(base, name)
 
 
 # ---------------------------------------------------------------- an output folder's file names

@@ -190,7 +190,8 @@ def verify(shards):
     store URL such as s3://bucket/prefix) against the manifest's claims (sha256, size, samples, K, labels); exit 1 naming each missing or changed shard.
     Shards without a manifest (a .tar pattern) are only read through."""
     from gcl.shardcheck import check_shard_set, mark_verified
-    from gcl.shardset import REMOTE_SCHEMES, is_remote, open_shard_set
+    from gcl.shardlocations import REMOTE_SCHEMES, is_remote
+    from gcl.shardset import open_shard_set
 
     try:
         shard_set = open_shard_set(shards, require_files=False)

@@ -136,7 +136,7 @@ def test_train_and_eval_on_a_set_by_url(s3_set, local_set, tmp_path):
 
 def test_credentials_in_a_url_are_refused_and_json_reads_are_capped(s3_set):
     from gcl.manifest import ManifestError, read_json_file
-    from gcl.shardset import check_typed_url
+    from gcl.shardlocations import check_typed_url
 
     for url in ("s3://key:secret@gcl-sets/c10/c10.manifest.json", f"{PREFIX}/c10.manifest.json?X-Amz-Signature=1",
                 "s3://key:secret@gcl-sets/c10"):
@@ -159,9 +159,9 @@ def test_credentials_in_a_url_are_refused_and_json_reads_are_capped(s3_set):
     ("s3://b/p/x.manifest.json", "s3://other/q", "s3://other/q/"),  # a store URL in the manifest is kept
 ])
 def test_a_relative_base_resolves_against_the_manifest_url(manifest_url, base, expected):
-    from gcl.shardset import _checked_base
+    from gcl.shardlocations import checked_base
 
-    assert _checked_base(base, manifest_url) == expected
+    assert checked_base(base, manifest_url) == expected
 
 
 @pytest.mark.parametrize("manifest_url, base", [
@@ -172,10 +172,10 @@ def test_a_relative_base_resolves_against_the_manifest_url(manifest_url, base, e
     ("s3://b/p/x.manifest.json", "simplecache::s3://b/p"),
 ])
 def test_a_manifest_url_keeps_the_base_refusals(manifest_url, base):
-    from gcl.shardset import _checked_base
+    from gcl.shardlocations import checked_base
 
     with pytest.raises(ShardSetError, match="refusing base"):
-        _checked_base(base, manifest_url)
+        checked_base(base, manifest_url)
 
 
 def test_training_checks_a_stored_set_once_and_again_when_an_object_changes(s3_set, local_set, tmp_path):
