@@ -5,7 +5,9 @@ is: Lightning then shuts down as for Ctrl-C, train() records run.json as interru
 prints one line and exits with 128 + the signal number (130, 143), as a shell reports a process
 ended by that signal. A second signal ends the process at once (a shutdown stuck on a dead file
 system must not need `kill -9`). Lightning's own SIGTERM handling only sets a flag that its loop
-reads after the current batch (and makes the process exit 0); this runs first and does not wait.
+reads after the current batch (and makes the process exit 0); this runs first and does not wait,
+except inside a finalizer (`__del__`), where Python would swallow the exception: the signal is
+then delivered again right after it.
 
 Loader workers ask the kernel for SIGTERM when the trainer dies (Linux prctl), so a trainer
 killed outright (OOM, `kill -9`) leaves no worker behind.
@@ -13,6 +15,7 @@ killed outright (OOM, `kill -9`) leaves no worker behind.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -28,11 +31,36 @@ class Stopped(KeyboardInterrupt):
     """gcl-train was asked to stop by a signal."""
 
 
-def _on_signal(signum, _frame) -> None:
-    if _received:
+_deferred: list[int] = []  # a stop signal that landed in a finalizer, delivered again after it
+
+
+def _on_signal(signum, frame) -> None:
+    if _received and not _deferred:
         os._exit(128 + signum)  # the second signal: the first one's shutdown did not end in time
-    _received.append(signum)
+    if not _received:
+        _received.append(signum)
+    if _in_finalizer(frame):
+        # Python swallows an exception raised in __del__ (printing "Exception ignored in ..." and
+        # a traceback), and the run would go on: a DataLoader iterator's __del__ joins its workers
+        # at every epoch's end. Deliver the signal again once the finalizer is done.
+        _deferred[:] = [signum]
+        timer = threading.Timer(FINALIZER_RETRY_S, _thread.interrupt_main, (signum,))
+        timer.daemon = True
+        timer.start()
+        return
+    _deferred.clear()
     raise Stopped(signal.Signals(signum).name)
+
+
+FINALIZER_RETRY_S = 0.05  # how soon a signal deferred out of a finalizer is delivered again
+
+
+def _in_finalizer(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def stop_on_signals() -> dict:
@@ -42,6 +70,7 @@ def stop_on_signals() -> dict:
     installs no KeyboardInterrupt handler either. Such a trainer outlives any SIGINT by design; stop
     it with SIGTERM (what the study runner sends). Returns the handlers it replaced."""
     _received.clear()
+    _deferred.clear()
     if threading.current_thread() is not threading.main_thread():
         return {}
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
