@@ -131,7 +131,7 @@ EXERCISED = {
     'gcl-eval study studies/cifar10-confirm/study.yaml': (
         "tests/test_eval_study_e2e.py::test_tiny_study_runs_skips_resumes_records_failures_and_refuses_stale",
         "tests/test_eval_study.py::test_shipped_studies_state_their_rule_and_hold_validation_out"),
-    'gcl-eval study studies/cifar10-scarce-val/study.yaml': (
+    'gcl-eval study studies/cifar10-scarce/study.yaml': (
         "tests/test_eval_study.py::test_arm_recipe_typo_is_caught_by_gcl_train_before_any_work",
         "tests/test_eval_study.py::test_shipped_studies_state_their_rule_and_hold_validation_out"),
     'gcl-eval study studies/cifar10-gen-views/study.yaml --report-only': (

@@ -520,3 +520,17 @@ def test_shipped_studies_state_their_rule_and_hold_validation_out():
              for name, s, n in (("scarce", scarce, 1000), ("regime", regime, 5000))}
     assert steps == {"scarce": 400, "regime": 400}
     assert sorted(scarce.screened_arms()) == ["taef2_res_k8_extra", "taef2_res_k8_extra_w05"]
+    # the second regime check: the same images, recipe and evaluation at three times the epochs,
+    # the control alone; the confirmatory study: its arm against hand3 on test, 16 fresh seeds,
+    # both verdicts fixed, the images, recipe and validation of the checks
+    long_val, final = studies["cifar10-scarce-long-val"], studies["cifar10-scarce"]
+    assert set(long_val.arms) == {"hand3"} and long_val.eval.test is None
+    assert long_val.set_options("taef2_res_k8") == scarce.set_options("taef2_res_k8") == final.set_options("taef2_res_k8")
+    assert {k for k in long_val.merged["hand3"] if long_val.merged["hand3"][k] != scarce.merged["hand3"][k]} == {"epochs"}
+    assert final.merged["hand3"] == scarce.merged["hand3"]  # 100 epochs: the regime was not data-limited
+    assert final.merged["taef2_res_k8_extra"] == scarce.merged["taef2_res_k8_extra"]
+    d = final.decision
+    assert (d.metric, d.split, d.alpha, d.equivalence_margin) == ("mean", "test", 0.05, 1.0)
+    assert len(final.seeds) >= 16 and not set(final.seeds) & (set(scarce.seeds) | set(long_val.seeds))
+    assert set(final.arms) == {"hand3", "taef2_res_k8_extra"} and final.control_of("taef2_res_k8_extra") == "hand3"
+    assert (final.eval.val_queries, final.eval.val_bank) == (scarce.eval.val_queries, scarce.eval.val_bank)
