@@ -26,6 +26,7 @@ import os
 import posixpath
 import re
 import shutil
+import socket
 from pathlib import Path
 
 from gcl.errors import UserError
@@ -123,7 +124,7 @@ class RemoteFolder:
 
     def check_writable(self) -> None:
         """Fail before any work when the bucket is missing or refuses writes (one small object)."""
-        probe = ".gcl-synth-write-check"
+        probe = f".gcl-synth-write-check-{socket.gethostname()}-{os.getpid()}"  # nodes check side by side
         self._do("write check", probe, lambda: self.fs.pipe_file(self._path(probe), b"ok"))
         self._do("write check", probe, lambda: self.fs.rm_file(self._path(probe)))
 

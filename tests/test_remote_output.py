@@ -206,7 +206,8 @@ def test_output_urls_gcl_cannot_write_safely_are_one_line(url, says):
 def test_a_missing_bucket_is_one_line_before_any_work(s3, cifar_test_npz, taef2_dir):
     res = _run(cifar_test_npz, "s3://no-such-bucket/x", taef2_dir)
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert "s3://no-such-bucket/x/.gcl-synth-write-check: write check failed" in res.output.strip().splitlines()[-1]
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("Error: s3://no-such-bucket/x/.gcl-synth-write-check-") and "write check failed" in last
 
 
 
