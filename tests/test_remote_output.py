@@ -75,31 +75,32 @@ def test_a_run_to_s3_publishes_shards_then_manifest_and_a_rerun_skips_them(s3, t
 def test_a_killed_run_resumes_from_what_the_url_holds(s3, tmp_path, cifar_test_npz, taef2_dir):
     url = f"s3://{BUCKET}/killed"
     cmd = [sys.executable, "-m", "gcl.synth.cli", *_args(cifar_test_npz, url, taef2_dir, "--name", "k")]
-    cmd[cmd.index("--limit") + 1] = "24"  # 12 shards: time to be killed in the middle
+    cmd[cmd.index("--limit") + 1] = "36"  # 36 shards of one image: caught in the middle even on a fast CPU
+    cmd[cmd.index("--shard-size") + 1] = "1"
     log = tmp_path / "killed.log"
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240
     done: set[int] = set()
     while time.monotonic() < deadline and len(done) < 2 and proc.poll() is None:
-        time.sleep(0.3)
+        time.sleep(0.05)
         try:  # the prefix exists once the write check's probe is up, and may vanish when it goes
             done = committed_indices({p.rsplit("/", 1)[-1] for p in s3.ls(f"{BUCKET}/killed", refresh=True)}, "k")
         except FileNotFoundError:
             continue
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 2 <= len(done) < 12, f"the run was not caught in the middle ({len(done)} shards): {log.read_text()[-2000:]}"
+    assert 2 <= len(done) < 36, f"the run was not caught in the middle ({len(done)} shards): {log.read_text()[-2000:]}"
     names = {p.rsplit("/", 1)[-1] for p in s3.ls(f"{BUCKET}/killed", refresh=True)}
     assert "k.manifest.json" not in names  # no manifest for an unfinished set
     kept = committed_indices(names, "k")
     stamps = {i: s3.info(f"{BUCKET}/killed/k-{i:06d}.tar")["LastModified"] for i in kept}
     res = CliRunner().invoke(main, cmd[3:])
     assert res.exit_code == 0, res.output
-    assert f"resuming: {len(kept)} of 12 shards already committed" in res.output
+    assert f"resuming: {len(kept)} of 36 shards already committed" in res.output
     names = {p.rsplit("/", 1)[-1] for p in s3.ls(f"{BUCKET}/killed", refresh=True)}
-    assert committed_indices(names, "k") == set(range(12)) and "k.manifest.json" in names
+    assert committed_indices(names, "k") == set(range(36)) and "k.manifest.json" in names
     assert stamps == {i: s3.info(f"{BUCKET}/killed/k-{i:06d}.tar")["LastModified"] for i in kept}  # not remade
-    assert _remote_json(s3, "killed/k.manifest.json")["totals"]["samples"] == 24
+    assert _remote_json(s3, "killed/k.manifest.json")["totals"]["samples"] == 36
 
 
 def test_a_tampered_remote_shard_is_made_again_and_overwrite_replaces_the_set(s3, cifar_test_npz, taef2_dir):
@@ -164,24 +165,25 @@ def test_s3_end_to_end_input_output_kill_resume_verify_train_evaluate(s3, tmp_pa
         s3.put_file(str(path), f"{BUCKET}/in/{path.name}")
     out = f"s3://{BUCKET}/e2e"
     args = _args("s3://gcl-out/in/part-{000000..000003}.tar", out, taef2_dir, "--name", "e2e")
-    args[args.index("--limit") + 1] = "24"  # all of them: 12 shards of 2
+    args[args.index("--limit") + 1] = "24"  # all of them, one shard each: caught in the middle even on a fast CPU
+    args[args.index("--shard-size") + 1] = "1"
     proc = subprocess.Popen([sys.executable, "-m", "gcl.synth.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
     done, deadline = set(), time.monotonic() + 240
     while time.monotonic() < deadline and len(done) < 3 and proc.poll() is None:
-        time.sleep(0.3)
+        time.sleep(0.05)
         try:
             done = committed_indices({p.rsplit("/", 1)[-1] for p in s3.ls(f"{BUCKET}/e2e", refresh=True)}, "e2e")
         except FileNotFoundError:
             continue
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 3 <= len(done) < 12
+    assert 3 <= len(done) < 24
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0 and "resuming:" in res.output, res.output
     manifest_url = f"{out}/e2e.manifest.json"
     res = CliRunner().invoke(main, ["verify", out])  # the folder URL, read through its one manifest
-    assert res.exit_code == 0 and "12/12 shards OK" in res.output, res.output
+    assert res.exit_code == 0 and "24/24 shards OK" in res.output, res.output
     res = CliRunner().invoke(train_main, ["--shards", manifest_url, "--backbone", "resnet20", "--batch-size", "8", "--pairing", "orig+gen",
                                           "--epochs", "1", "--num-workers", "1", "--output", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
