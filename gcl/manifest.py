@@ -234,6 +234,9 @@ def write_manifest(manifest: dict, path: str | os.PathLike, shards_dir: str | os
     """Write `manifest` at `path` with `base` pointing from path's folder to `shards_dir`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if "://" in str(shards_dir):  # shards in a store (gcl-synth run --output URL): the URL is the base
+        write_json_atomic(path, dict(manifest, schema=SCHEMA, version=SCHEMA_VERSION, base=str(shards_dir).rstrip("/") + "/"))
+        return path
     rel = os.path.relpath(os.path.abspath(shards_dir), os.path.abspath(path.parent))
     data = dict(manifest, schema=SCHEMA, version=SCHEMA_VERSION, base=rel)
     write_json_atomic(path, data)

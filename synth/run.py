@@ -22,7 +22,7 @@ from gcl.errors import UserError
 from gcl.synth.recipe import parse_recipe
 from gcl.synth.distribute import Runtime, run_dask, run_local, threads_per_worker, _GENERATORS
 from gcl.synth.generators import load_generator
-from gcl.io import refuse_links, write_json_atomic
+from gcl.io import refuse_links
 from gcl.shardset import OutputLayout, check_set_name
 from gcl.synth.lock import OutputLock
 from gcl.inputs import list_inputs
@@ -246,13 +246,7 @@ def _execute_locked(cfg: RunConfig, plan: Plan, rt: Runtime, generator, inputs, 
 def write_manifest_copy(manifest: dict, copy: str, output: str, remote=None) -> None:
     """--manifest: a copy elsewhere (manifests/NAME.json) whose base points at the shards: the
     output folder, or the output URL (which carries no credentials: check_output_url)."""
-    if remote is None:
-        write_manifest(manifest, copy, output)
-    else:
-        from gcl.manifest import SCHEMA, SCHEMA_VERSION
-
-        Path(copy).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(copy, dict(manifest, schema=SCHEMA, version=SCHEMA_VERSION, base=remote.url + "/"))
+    write_manifest(manifest, copy, output if remote is None else remote.url)
 
 
 def _node_done(cfg: RunConfig, plan: Plan, manifest: dict, results: dict, failed: dict, seconds: float,
