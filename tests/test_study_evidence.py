@@ -191,6 +191,27 @@ def test_shipped_study_files_still_load():
         assert load_study(path).name == yaml.safe_load(path.read_text())["name"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in Path("studies").glob("*/results.md")))
+def test_each_shipped_results_md_is_what_its_committed_runs_give(tmp_path, name):
+    """README and docs quote these tables: a hand edit, or a table written by older report code,
+    would quote numbers the committed runs do not give."""
+    from click.testing import CliRunner
+
+    from gcl.eval.cli import main
+
+    source, copy = Path("studies") / name, tmp_path / "studies" / name
+    copy.mkdir(parents=True)
+    (copy / "study.yaml").write_bytes((source / "study.yaml").read_bytes())
+    (copy / "runs").mkdir()
+    for result in (source / "runs").glob("*.json"):
+        (copy / "runs" / result.name).write_bytes(result.read_bytes())
+    r = CliRunner().invoke(main, ["study", str(copy / "study.yaml"), "--report-only"])
+    assert r.exit_code == 0, r.output
+    assert (copy / "results.md").read_text() == (source / "results.md").read_text(), (
+        f"studies/{name}/results.md differs from what its runs give: gcl-eval study {source}/study.yaml --report-only")
+
+
 def _fit_study(tmp_path, **eval_changes):
     eval_ = {"bank": "x.npz", "test": None, "val_queries": "x.npz[30:40]", "val_bank": "x.npz[10:30]",
              "fit_queries": "s", **eval_changes}
