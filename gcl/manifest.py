@@ -235,9 +235,8 @@ def write_manifest(manifest: dict, path: str | os.PathLike, shards_dir: str | os
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if "://" in str(shards_dir):  # shards in a store (gcl-synth run --output URL): the URL is the base
-        write_json_atomic(path, dict(manifest, schema=SCHEMA, version=SCHEMA_VERSION, base=str(shards_dir).rstrip("/") + "/"))
-        return path
-    rel = os.path.relpath(os.path.abspath(shards_dir), os.path.abspath(path.parent))
-    data = dict(manifest, schema=SCHEMA, version=SCHEMA_VERSION, base=rel)
-    write_json_atomic(path, data)
+        base = str(shards_dir).rstrip("/") + "/"
+    else:
+        base = os.path.relpath(os.path.abspath(shards_dir), os.path.abspath(path.parent))
+    write_json_atomic(path, dict(manifest, schema=SCHEMA, version=SCHEMA_VERSION, base=base))
     return path
