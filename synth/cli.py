@@ -7,6 +7,7 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from gcl.errors import UserError
 from gcl.io import storage_error
@@ -19,6 +20,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
+
+# Where an option's value came from when it was typed rather than defaulted.
+TYPED = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 # Other names of a family: the docs call the taesd family by its default model, TAEF2.
 GENERATOR_ALIASES = {"taef2": "taesd"}
@@ -42,6 +46,11 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
+              help="YAML or JSON file of the options below that say what to make (keys with '_': views: 4, "
+                   "shard_size: 500; workers for --processes); options typed here win. Where the set goes and runs "
+                   "(--output, --name, --overwrite, --manifest, --scheduler, --node-rank, --num-nodes) is never "
+                   "read from it.")
 @click.option("--generator", default="taesd", show_default=True, callback=canonical_generator,
               help="Generator family: taesd (or its alias taef2: the TAEF2 autoencoder), vqgan, esrgan, diffusion, "
                    "maskgit, mae.")
@@ -91,10 +100,12 @@ def main(verbose: bool) -> None:
 @click.option("--num-nodes", default=1, show_default=True, type=click.IntRange(1),
               help="How many machines share the --output (e.g. $SLURM_NTASKS).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(input_, no_progress, old_workers, **options):
+def run(config_file, input_, no_progress, old_workers, **options):
     """Synthesize view families for every input image into WebDataset shards."""
     if old_workers is not None:
         options["workers"] = old_workers
+    if config_file is not None:
+        input_ = _apply_config(config_file, input_, options)
     from gcl.synth.defaults import check_default_model, resolve_cifar10
 
     if options["node_rank"] >= options["num_nodes"]:
@@ -122,6 +133,30 @@ def run(input_, no_progress, old_workers, **options):
         raise click.ClickException(f"{len(result['failed'])} shard(s) failed; re-run the same command to retry them")
     if result["reference_match"] is False:
         raise click.ClickException(f"the shards do not match the reference {options['reference']} (see the report above)")
+
+
+def _apply_config(path: str, input_, options: dict):
+    """Fill `options` from a --config file (gcl.synthconfig's schema) where the command line typed
+    nothing; returns the input. A bad file is one usage line."""
+    from gcl.synthconfig import SynthConfigError, read_synth_config
+
+    try:
+        given = read_synth_config(path).given()
+    except SynthConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx = click.get_current_context()
+    params = {"input": ("input_",), "workers": ("workers", "old_workers")}  # the file's key -> its flags
+    for key, value in given.items():
+        if any(ctx.get_parameter_source(p) in TYPED for p in params.get(key, (key,))):
+            continue  # typed on the command line: it wins
+        if key == "input":
+            input_ = value
+        else:
+            options[key] = canonical_generator(ctx, None, value) if key == "generator" else value
+    reference = given.get("reference")
+    if reference is not None and options["reference"] == reference and not os.path.isfile(reference):
+        raise click.UsageError(f"config file {path}: key 'reference': {reference} is not a file")
+    return input_
 
 
 @main.command()

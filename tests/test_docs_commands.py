@@ -55,6 +55,9 @@ EXERCISED = {
         "tests/test_synth_published_layouts.py::test_diffusion_in_ddpm_root_layout_runs",),
     'gcl-synth run --generator vqgan --model ./taming-vqgan --pixel-range -1-1 --output out/taming': (
         "tests/test_synth_published_layouts.py::test_pixel_range_option_is_recorded",),
+    'gcl-synth run --config taef2-res.yaml --output out/c10-res --views 4': (
+        "tests/test_synth_config.py::test_a_config_file_run_writes_the_shards_its_flags_write",
+        "tests/test_synth_config.py::test_options_typed_on_the_command_line_win_over_the_file"),
     'gcl-synth verify out/c10/cifar10_train_taesd_k2_r64.manifest.json': (
         "tests/test_synth_run.py::test_verify_names_flipped_byte_and_missing_shard",),
     "gcl-synth run --input 's3://my-bucket/laion/part-{000000..000009}.tar' --output out/laion --resolution 256 "

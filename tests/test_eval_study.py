@@ -25,7 +25,7 @@ from gcl.eval.study.config import StudyError, deep_merge, load_study  # noqa: E4
 from gcl.eval.study.report import format_report, summarize, write_report  # noqa: E402
 from gcl.eval.study.stats import (mean_std, paired_deltas, paired_power, paired_test, seeds_for_power,  # noqa: E402
                                   t_interval)
-from gcl.eval.study.runs import RUN_STATE, check_same_inputs, synth_args  # noqa: E402
+from gcl.eval.study.runs import RUN_STATE, check_same_inputs, synth_config  # noqa: E402
 from gcl.eval.study.schema import SynthOptions  # noqa: E402
 
 BASE = {
@@ -352,14 +352,15 @@ def test_run_folder_states_plan_train_resume_evaluate(tmp_path):
     assert [(p.arm, p.seed) for p in plan(study, ["ctrl", "gen"], [0, 1])] == [("ctrl", 0), ("gen", 0), ("ctrl", 1), ("gen", 1)]
 
 
-def test_deep_merge_and_synth_args():
+def test_deep_merge_and_synth_config():
     base = {"optimizer": {"name": "lars", "lr": 0.4}, "augmentations": [{"crop_size": 32, "min_scale": 0.08}], "epochs": 9}
     merged = deep_merge(base, {"optimizer": {"lr": 0.1}, "augmentations": {"crop_size": 16}, "members": ["orig", "gen"]})
     assert merged == {"optimizer": {"name": "lars", "lr": 0.1}, "augmentations": [{"crop_size": 16, "min_scale": 0.08}],
                       "epochs": 9, "members": ["orig", "gen"]}
     assert base["optimizer"]["lr"] == 0.4  # the base recipe is not modified
     options = SynthOptions.model_validate({"shard_size": 8, "residual": True, "seed": 0, "model": None, "recipe": "noise"})
-    assert synth_args(options) == ["--recipe=noise", "--residual", "--seed=0", "--shard-size=8"]
+    # the options the file set, defaults and nulls included (gcl-synth's own defaults fill the rest)
+    assert synth_config(options) == {"model": None, "recipe": "noise", "residual": True, "seed": 0, "shard_size": 8}
 
 
 def test_shard_sets_must_share_input_and_layout():

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 
 from gcl.eval.cli import main
 from gcl.eval.study.config import StudyError, load_study
-from gcl.eval.study.runs import synth_command
+from gcl.eval.study.runs import SYNTH_CONFIG, synth_command, synth_config
 from gcl.eval.study.schema import (ArmSpec, Decision, EvalSpec, MergeSet, PlotSpec, StudyFile, SynthOptions,
                                    TrainDefaults)
 from gcl.synth.cli import run as synth_run_command
+from synthcall import resolved
 
 NESTED = json.loads("[" * 40 + "1" + "]" * 40)
 VALUES = ["x", "", "--scheduler=tcp://198.51.100.7:8786", -1, 0, 1.5, 10**30, 1e308, -1e308, math.nan, math.inf,
@@ -45,18 +46,20 @@ def _with(where: tuple, key: str, value) -> dict:
     return data
 
 
-def _check_synth_agrees(study, key: str, value) -> None:
-    """gcl-synth reads the arguments made from an accepted value as that value."""
-    if key == "reference":  # click also checks that the file exists: a file check, not a type
+def _check_synth_agrees(study, key: str, value, monkeypatch) -> None:
+    """gcl-synth reads an accepted value, through the set's --config file, as that value."""
+    if key == "reference":  # gcl-synth also checks that the file exists: a file check, not a type
         return
-    params = synth_run_command.make_context("run", synth_command(study, "s")[4:]).params
-    name = "input_" if key == "input" else key
-    if name in params and value is not None and value is not False:
-        assert params[name] == value, (key, params[name], value)
+    folder = study.shard_dir("s")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SYNTH_CONFIG).write_text(json.dumps(synth_config(study.synth["s"])))
+    cfg, said, code = resolved(synth_command(study, "s")[4:], monkeypatch)
+    want = "<cifar10 train>" if key == "input" and value is None else value  # no input: gcl-synth's default
+    assert code == 0 and getattr(cfg, key) == want, (key, value, said)
 
 
 @pytest.mark.parametrize("section,key", CASES)
-def test_every_study_key_with_hostile_values(tmp_path, section, key):
+def test_every_study_key_with_hostile_values(tmp_path, monkeypatch, section, key):
     where, _ = SECTIONS[section]
     path = tmp_path / "study.yaml"
     for value in VALUES:
@@ -72,7 +75,7 @@ def test_every_study_key_with_hostile_values(tmp_path, section, key):
             assert line.startswith(f"{path}: ") or line.startswith(f"study file {path} "), line
         else:
             if section == "shard_set":
-                _check_synth_agrees(study, key, value)
+                _check_synth_agrees(study, key, value, monkeypatch)
         assert time.perf_counter() - t0 < 10, (key, value)
 
 
@@ -114,12 +117,12 @@ def test_the_fuzz_base_file_loads(tmp_path):
 
 
 def test_the_shard_set_schema_and_gcl_synth_run_name_the_same_options():
-    """Every gcl-synth run option is a typed shard-set field or one the runner sets itself, and
-    every field is a gcl-synth option (per_class once gcl-synth has it), so the two cannot drift."""
-    from gcl.eval.study.schema import RUNNER_SYNTH_KEYS
+    """Every gcl-synth run option is a --config key (the schema a study's shard sets are parsed by)
+    or one the command line keeps for itself, and every key is a gcl-synth option, so the two
+    cannot drift."""
+    from gcl.synthconfig import COMMAND_LINE_KEYS, SynthConfig
 
     cli = {{"input_": "input", "manifest_copy": "manifest"}.get(p.name, p.name) for p in synth_run_command.params
            if not getattr(p, "hidden", False)}  # a hidden option is an earlier name of a listed one
-    fields = set(SynthOptions.model_fields)
-    assert cli - fields == set(RUNNER_SYNTH_KEYS), cli - fields
-    assert fields - cli <= {"per_class"}, fields - cli
+    assert set(SynthOptions.model_fields) == set(SynthConfig.model_fields)
+    assert set(SynthConfig.model_fields) == cli - COMMAND_LINE_KEYS - {"config_file"}, cli ^ set(SynthConfig.model_fields)

@@ -22,8 +22,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from gcl.eval.cli import main  # noqa: E402
 from gcl.eval.study.config import StudyError, load_study  # noqa: E402
 from gcl.eval.study.report import format_report, load_results, selection_lines, summarize, write_report  # noqa: E402
-from gcl.eval.study.runs import synth_command  # noqa: E402
-from gcl.synth.cli import run as synth_run_command  # noqa: E402
+from gcl.eval.study.runs import SYNTH_CONFIG, synth_command, synth_config  # noqa: E402
+from synthcall import resolved  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ATTACKER = "tcp://198.51.100.7:8786"
@@ -61,12 +61,6 @@ def _refused(tmp_path: Path, message: str, **changes) -> str:
     return line
 
 
-def _synth_params(argv: list[str]) -> dict:
-    """What gcl-synth run would do with these arguments (click's own parse, nothing run)."""
-    ctx = synth_run_command.make_context("run", list(argv))
-    return ctx.params
-
-
 @pytest.mark.parametrize("options,message", [
     ({f"scheduler={ATTACKER}": True}, "unknown key(s) scheduler=tcp://"),
     ({"residual": f"--scheduler={ATTACKER}"}, "shard_sets:s: residual must be true or false"),
@@ -81,33 +75,26 @@ def test_a_shard_set_key_or_value_never_becomes_a_flag(tmp_path, options, messag
     assert line.startswith(str(tmp_path / "study" / "study.yaml"))  # the line names the file
 
 
-def test_text_values_stay_values_in_the_synthesis_call(tmp_path):
-    """A text option that reads like a flag is one argument `--recipe=...`: gcl-synth sees a recipe
-    text (which it then rejects as a recipe), never a scheduler, an output or an overwrite."""
+def test_text_values_stay_values_in_the_synthesis_call(tmp_path, monkeypatch):
+    """A text option that reads like a flag stays that option's value: gcl-synth reads it from the
+    set's config file (and would then reject it as a recipe), never as a scheduler, an output or an
+    overwrite; the call itself carries the runner's flags only."""
     sets = {"s": {"generator": "taesd", "limit": 8, "recipe": f"--scheduler={ATTACKER}",
                   "model": "--overwrite", "input": "--output=/elsewhere"}}
     study = load_study(_write(tmp_path, _base(tmp_path, shard_sets=sets)))
+    folder = study.shard_dir("s")
+    folder.mkdir(parents=True)
+    (folder / SYNTH_CONFIG).write_text(json.dumps(synth_config(study.synth["s"])))
     cmd = synth_command(study, "s")
-    params = _synth_params(cmd[4:])
-    assert params["scheduler"] is None and params["overwrite"] is False and params["manifest_copy"] is None
-    assert params["output"] == str(study.shard_dir("s")) and params["name"] == "s"
-    assert (params["recipe"], params["model"], params["input_"]) == (f"--scheduler={ATTACKER}", "--overwrite",
-                                                                     "--output=/elsewhere")
+    assert cmd[4:] == [f"--config={folder / SYNTH_CONFIG}", f"--output={folder}", "--name=s", "--no-progress"]
+    cfg, said, code = resolved(cmd[4:], monkeypatch)
+    assert code == 0, said
+    assert cfg.scheduler is None and cfg.overwrite is False and cfg.manifest_copy is None
+    assert (cfg.output, cfg.name) == (str(folder), "s")
+    assert (cfg.recipe, cfg.model, cfg.input) == (f"--scheduler={ATTACKER}", "--overwrite", "--output=/elsewhere")
     # the command line's scheduler (gcl-eval study --scheduler) is the only way to pick one
-    assert _synth_params(synth_command(study, "s", "tcp://127.0.0.1:1")[4:])["scheduler"] == "tcp://127.0.0.1:1"
-
-
-def test_every_shipped_shard_set_parses_to_the_same_gcl_synth_options(tmp_path):
-    """The typed arguments say what the study file says, for every shard set of every shipped study."""
-    for path in sorted((REPO / "studies").glob("*/study.yaml")):
-        study = load_study(path)
-        for name, options in study.shard_sets.items():
-            if "merge" in options:
-                continue
-            params = _synth_params(synth_command(study, name)[4:])
-            for key, value in options.items():
-                got = params["input_" if key == "input" else key]
-                assert got == value, (path.parent.name, name, key, got, value)
+    cfg, said, _ = resolved(synth_command(study, "s", "tcp://127.0.0.1:1")[4:], monkeypatch)
+    assert cfg.scheduler == "tcp://127.0.0.1:1", said
 
 
 def test_dry_run_prints_the_synthesis_and_training_calls(tmp_path, monkeypatch):
@@ -118,8 +105,9 @@ def test_dry_run_prints_the_synthesis_and_training_calls(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["study", str(_write(tmp_path, data)), "--dry-run"])
     assert r.exit_code == 0, r.output
     out = r.output
-    assert ("gcl-synth run --output=" in out and "--generator=taesd --input=b.npz --limit=8 --views=1 "
-            "'--recipe=noise(strength=0.5)' --residual" in out), out
+    assert ('shard set s config: {"generator": "taesd", "input": "b.npz", "limit": 8, "recipe": "noise(strength=0.5)", '
+            '"residual": true, "views": 1}' in out), out
+    assert re.search(r"gcl-synth run --config=\S+/s/study-synth-config.json --output=\S+/s --name=s --no-progress", out)
     assert re.search(r"ctrl-s0: gcl-train --recipe=\S+ctrl-s0/recipe.yaml --shards=\S+ --output=\S+ --seed=0", out)
     assert "arm gen recipe: {" in out and '"gen_prob": 0.5' in out
 
@@ -337,8 +325,10 @@ def test_an_output_folder_named_like_a_flag_stays_a_folder_in_both_calls(tmp_pat
     merged = merge_command.make_context("merge", synth_command(study, "st")[4:]).params
     assert merged["sources"] == (str(study.manifest_path("s")), str(study.manifest_path("t")))
     assert merged["output"] == str(study.shard_dir("st")) and merged["name"] == "st"
-    synth = _synth_params(synth_command(study, "s")[4:])
-    assert synth["scheduler"] is None and synth["output"] == str(study.shard_dir("s"))
+    study.shard_dir("s").mkdir(parents=True)
+    (study.shard_dir("s") / SYNTH_CONFIG).write_text(json.dumps(synth_config(study.synth["s"])))
+    synth, said, _ = resolved(synth_command(study, "s")[4:], monkeypatch)
+    assert synth.scheduler is None and synth.output == str(study.shard_dir("s")), said
     cmd = train_command(study, "gen", 1, Path("r.yaml"), study.manifest_path("s"), resume=False)
     params = train_main.make_context("gcl-train", cmd[3:]).params
     assert params["output"] == str(study.run_dir("gen", 1)) and params["seed"] == 1 and params["resume"] is False

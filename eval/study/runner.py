@@ -27,8 +27,8 @@ from gcl.eval.study.config import MERGE_KEY, Study, StudyError, data_file
 from gcl.eval.study.datafiles import DataSpec, DataSpecError, check_rows
 from gcl.eval.study.progress import StudyClock
 from gcl.eval.study.runs import (check_recipes, check_same_inputs, foreign_folder, make_shard_set, measure_train_flops,
-                                 run_state, shard_set_ready, synth_command, train_command, train_run, train_status,
-                                 write_arm_recipes)
+                                 run_state, shard_set_ready, synth_command, synth_config, train_command, train_run,
+                                 train_status, write_arm_recipes)
 from gcl.io import write_json_atomic
 from gcl.provenance import code_version
 from gcl.manifest import load_manifest
@@ -206,6 +206,8 @@ def prepare_shards(study: Study, arms: list[str], todo: list[PlannedRun], dry_ru
             sources = study.shard_sets[name].get(MERGE_KEY)
             log(f"would merge shard sets {', '.join(sources)} -> {study.shard_dir(name)}" if sources
                 else f"would synthesize shard set {name} -> {study.shard_dir(name)}")
+            if not sources:  # what the call's --config file will hold
+                log(f"  shard set {name} config: {json.dumps(synth_config(study.synth[name]), sort_keys=True)}")
             log(f"  {shown_command(synth_command(study, name, scheduler))}")
         else:
             with clock.synthesis(name, study.shard_dir(name), study.shard_sets[name]) if clock else nullcontext():

@@ -21,6 +21,7 @@ from gcl.io import open_nofollow, write_bytes_atomic, write_json_atomic
 from gcl.manifest import ManifestError, load_manifest
 
 SET_STATE = "study-shard-set.json"  # beside a shard set: the options it was made with
+SYNTH_CONFIG = "study-synth-config.json"  # beside a shard set: what gcl-synth run --config reads
 RUN_STATE = "study-run.json"  # in a run folder: the arm digest and each sitting's wall seconds
 TAIL_LINES = 30  # lines of a failed tool's log kept in the failure record
 CHILD_GRACE_S = 30  # a stopped child's time to finish a checkpoint write before SIGKILL
@@ -91,22 +92,23 @@ def run_logged(cmd: list[str], log: Path) -> tuple[int, float]:
     return code, time.time() - t0
 
 
-def synth_args(options: SynthOptions) -> list[str]:
-    """A shard set's gcl-synth run arguments: built from the typed options field by field
-    (SynthOptions.argv), never from the file's keys or text."""
+def synth_config(options: SynthOptions) -> dict:
+    """A shard set's gcl-synth --config contents: the options the study file set, typed (the runner
+    writes them as data for gcl-synth's own schema; no key or value becomes a flag)."""
     if not isinstance(options, SynthOptions):
-        raise TypeError("synth_args takes SynthOptions (the parsed shard set), not a mapping")
-    return options.argv()
+        raise TypeError("synth_config takes SynthOptions (the parsed shard set), not a mapping")
+    return options.given()
 
 
 def synth_command(study: Study, set_name: str, scheduler: str | None = None) -> list[str]:
-    """The exact gcl-synth call that makes a shard set (printed by --dry-run, run by make_shard_set)."""
+    """The exact gcl-synth call that makes a shard set (printed by --dry-run, run by make_shard_set):
+    the runner's own flags only; a plain set's options are in its config file (SYNTH_CONFIG)."""
     folder, spec = study.shard_dir(set_name), study.synth[set_name]
     if isinstance(spec, MergeSet):
         return [sys.executable, "-m", "gcl.synth.cli", "merge", f"--output={folder}", f"--name={set_name}",
                 "--overwrite", "--", *(str(study.manifest_path(s)) for s in spec.merge)]  # after --: never options
-    return [sys.executable, "-m", "gcl.synth.cli", "run", f"--output={folder}", f"--name={set_name}", "--no-progress",
-            *synth_args(spec), *([f"--scheduler={scheduler}"] if scheduler else [])]
+    return [sys.executable, "-m", "gcl.synth.cli", "run", f"--config={folder / SYNTH_CONFIG}", f"--output={folder}",
+            f"--name={set_name}", "--no-progress", *([f"--scheduler={scheduler}"] if scheduler else [])]
 
 
 def train_command(study: Study, arm: str, seed: int, recipe: Path, manifest: Path, resume: bool) -> list[str]:
@@ -141,8 +143,9 @@ def make_shard_set(study: Study, set_name: str, log=print, scheduler: str | None
         log(f"merge shard sets {', '.join(spec.merge)} -> {folder} (log: {folder / 'synth.log'})")
     else:
         log(f"synthesize shard set {set_name} -> {folder} (log: {folder / 'synth.log'})")
-    cmd = synth_command(study, set_name, scheduler)
-    code, seconds = run_logged(cmd, folder / "synth.log")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / SYNTH_CONFIG, synth_config(spec))
+    code, seconds = run_logged(synth_command(study, set_name, scheduler), folder / "synth.log")
     if code != 0 or not study.manifest_path(set_name).is_file():
         reason = _last_error_line(_log_tail(folder / "synth.log"))
         raise StudyError(f"shard set {set_name}: gcl-synth failed ({reason}); see {folder / 'synth.log'}")

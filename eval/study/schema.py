@@ -6,9 +6,9 @@ wrong type or a value out of range is one StudyError line naming the file, the k
 allowed. Cross-section rules (an arm's shard set exists, the validation split is held out) are
 checked by config.load_study on the parsed objects.
 
-A shard set's options are gcl-synth `run` options and nothing else: the runner turns the typed
-fields into arguments field by field (SynthOptions.argv), so no key or value of the file becomes
-a flag of its own choosing.
+A shard set's options are gcl-synth `run` options and nothing else, typed by the core's
+gcl.synthconfig schema: the runner writes them to a file that gcl-synth parses with the same
+schema (`gcl-synth run --config`), so no key or value of the study file becomes a flag.
 """
 
 from __future__ import annotations
@@ -22,20 +22,13 @@ from pydantic_core import PydanticCustomError
 
 from gcl.errors import UserError
 from gcl.eval.study.datafiles import DataSpec, DataSpecError
-from gcl.shards import IMAGE_FORMATS
+from gcl.synthconfig import COMMAND_LINE_KEYS, Count, Device, PathText, SynthConfig
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # becomes a file name
 MERGE_KEY = "merge"
 # Set by the runner for every run (one output folder and one seed per run): never in a recipe.
 # shards_base too: where shards are read from (a pipe: command included) is the runner's choice.
 RUNNER_TRAIN_KEYS = frozenset({"output", "seed", "shards", "input", "shards_base"})
-# Set by the runner for every shard set (it owns the folder and the name). `scheduler` picks the
-# dask scheduler gcl-synth connects to (and dask speaks pickle): where work runs is the command
-# line's choice (gcl-eval study --scheduler), never a shared study file's.
-RUNNER_SYNTH_KEYS = frozenset({"output", "name", "manifest", "overwrite", "no_progress", "scheduler",
-                               "node_rank", "num_nodes"})  # where work runs is the command line's choice
-GENERATORS = ("taesd", "taef2", "vqgan", "esrgan", "diffusion", "maskgit", "mae")  # gcl-synth --generator
-MAX_COUNT = 10**9  # images, shards, limits: far above any data set gcl reads
 
 
 class StudyError(UserError):
@@ -63,11 +56,7 @@ def _text(value):
 
 
 Name = Annotated[str, BeforeValidator(_name)]
-# a path or a model id on one line: no control characters (a value is never more than a value)
-PathText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]+$")]
 DataPath = Annotated[PathText, AfterValidator(_data_spec)]
-Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
-Device = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$")]
 
 
 class Section(BaseModel):
@@ -143,46 +132,12 @@ class Decision(Section):
     equivalence_margin: float | None = Field(None, gt=0, le=100)
 
 
-class SynthOptions(Section):
-    """gcl-synth run options a study may set (its defaults apply to those left out)."""
+class SynthOptions(Section, SynthConfig):
+    """A shard set's gcl-synth run options (gcl.synthconfig's schema; gcl-synth's defaults apply to
+    those left out). The runner hands them to gcl-synth as a --config file, never as flags."""
 
-    RUNNER_KEYS: ClassVar[frozenset] = RUNNER_SYNTH_KEYS
+    RUNNER_KEYS: ClassVar[frozenset] = COMMAND_LINE_KEYS
     RUNNER_HINT: ClassVar[str] = " (give a dask scheduler with gcl-eval study --scheduler)"
-    generator: Literal[GENERATORS] = "taesd"
-    model: PathText | None = None
-    pixel_range: Literal["auto", "0-1", "-1-1"] = "auto"
-    input: PathText | None = None
-    limit: Count | None = None  # the first N inputs (sorted)
-    per_class: Count | None = None  # the first N images of each class
-    label_key: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None  # WebDataset json field
-    views: int = Field(2, ge=0, le=64)
-    resolution: int = Field(64, ge=8, le=4096)
-    recipe: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
-    residual: bool = False
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    shard_size: Count = 1000
-    batch_size: int = Field(32, ge=1, le=65536)
-    workers: int = Field(1, ge=1, le=1024)
-    image_format: Literal[IMAGE_FORMATS] = "jpg"
-    quality: int = Field(95, ge=1, le=100)
-    device: Device = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    retries: int = Field(2, ge=0, le=100)
-    max_error_rate: float = Field(0.1, ge=0, le=1)
-    reference: PathText | None = None
-
-    def argv(self) -> list[str]:
-        """gcl-synth run arguments for the options the file set: the flag is this class's field name
-        (never a key read from the file), the value its checked value in the same argument
-        (`--views=2`), so no value can be read as a flag. true adds a flag; false and null leave it out."""
-        args = []
-        for key in type(self).model_fields:
-            value = getattr(self, key)
-            if key not in self.model_fields_set or value is None or value is False:
-                continue
-            flag = "--" + key.replace("_", "-")
-            args.append(flag if value is True else f"{flag}={value}")
-        return args
 
 
 class MergeSet(Section):
