@@ -95,6 +95,8 @@ EXERCISED = {
         "tests/test_train_members.py::test_members_choose_exact_types_and_distinct_generated_views"),
     'gcl-train --output runs/simclr-p0 --resume': (
         "tests/test_train_resume.py::test_resume_needs_no_other_option_and_refuses_changes",),
+    'gcl-train --output /archive/simclr-p0 --resume --shards out/c10/cifar10_train_taesd_k2_r64.manifest.json': (
+        "tests/test_train_resume.py::test_a_moved_run_folder_is_pointed_at_its_unmoved_data_and_other_bytes_are_refused",),
     # docs/evaluation.md
     'gcl-eval knn --ckpt runs/NAME --eval-train ../shared/data/cifar10_train.npz --eval-test '
     '../shared/data/cifar10_test.npz': (

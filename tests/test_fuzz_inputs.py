@@ -137,7 +137,9 @@ def test_fuzz_run_json_keys(tmp_path):
            "epochs": 100, "epochs_done": 100, "batch_size": 256, "world_size": 1, "steps_per_epoch": 4,
            "global_step": 400, "num_views_in_shards": 2, "train_samples": 1024, "skipped_samples": 0,
            "sittings": [{"version": "0.1.0", "commit": SHA[:40], "dirty": False, "num_workers": 2}],
-           "eval_sizes": {"bank": 100}, "error": "", "final_metrics": {"train_loss": 1.5}}
+           "eval_sizes": {"bank": 100}, "error": "", "final_metrics": {"train_loss": 1.5},
+           "data": {"shards": SHA, "input": None}}
+    (tmp_path / "m.manifest.json").write_text("{}")  # where run.json says the data are (the run folder's own)
 
     def read(path, value):
         _write_json(tmp_path / "run.json", schemafuzz_with(doc, path, value))

@@ -140,3 +140,34 @@ def test_resume_of_a_run_json_from_another_version_is_one_line(tmp_path):
     (out / "run.json").write_text(json.dumps({"config": stored, "status": "stopped"}))
     r = CliRunner().invoke(main, ["--output", str(out), "--resume"])
     _one_line_error(r, "do not fit this gcl-train", "retired_option")
+
+
+def test_a_moved_run_folder_is_pointed_at_its_unmoved_data_and_other_bytes_are_refused(tmp_path):
+    """run.json names its data relative to the run folder, so a folder moved without its data loses
+    them. Given again at their place, the same bytes (sha256 recorded at the start) are accepted and
+    run.json then names the new place; a different file under the right name is refused."""
+    import shutil
+
+    out, _ = _crashed_run(tmp_path)
+    recorded = json.loads((out / "run.json").read_text())["data"]
+    assert len(recorded["shards"]) == 64 and len(recorded["eval_train"]) == 64 and recorded["input"] is None
+    moved = tmp_path / "elsewhere" / "deeper" / "run"
+    moved.parent.mkdir(parents=True)
+    shutil.move(out, moved)
+    manifest, eval_file = tmp_path / "s" / "fix.manifest.json", str(CIFAR_TEST)
+    r = CliRunner().invoke(main, ["--output", str(moved), "--resume"])  # the relative paths now miss
+    _one_line_error(r, "--shards", "moved")
+    # another shard set under the same name: other bytes, refused before any work
+    other = make_shards(tmp_path / "other", n=48, per_shard=16)
+    r = CliRunner().invoke(main, ["--output", str(moved), "--resume", "--shards", str(other), "--eval-train", eval_file,
+                                  "--eval-test", eval_file])
+    _one_line_error(r, "--shards", "keeps its options")
+    assert json.loads((moved / "run.json").read_text())["status"] == "stopped"
+    r = CliRunner().invoke(main, ["--output", str(moved), "--resume", "--shards", str(manifest), "--eval-train",
+                                  eval_file, "--eval-test", eval_file])
+    assert r.exit_code == 0, r.output
+    info = json.loads((moved / "run.json").read_text())
+    assert info["status"] == "finished" and info["global_step"] == 8 and info["data"] == recorded
+    assert info["config"]["shards"] == [os.path.relpath(manifest, moved)]  # the data's place now, relative
+    r = CliRunner().invoke(main, ["--output", str(moved), "--resume"])  # found again without being named
+    assert r.exit_code == 0 and "already finished" in r.output, r.output

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from gcl.io import sha256_file
 from gcl.manifest import read_json_file
 from gcl.schema import OpenModel, SharedModel, parse
 from gcl.train.config import ConfigError, TrainConfig, load_config, validate
@@ -24,6 +25,10 @@ from gcl.train.schema import MAX_EPOCHS, Text
 HARMLESS = ("num_workers", "verify", "shards_base", "ckpt_every_steps", "output")
 # Options that name files: compared by the file they point to, not by their spelling.
 PATH_KEYS = ("shards", "input", "eval_train", "eval_val", "eval_test", "backbone_weights")
+# Files up to this size are identified by sha256 at a run's start (a manifest, an npz, weights), so
+# a resumed run may read the same bytes from another place; hashing a bigger one at every start
+# would cost more than it saves (a shard set is identified by its manifest, which lists sha256s).
+IDENTITY_MAX_BYTES = 1 << 30
 # Config key -> the gcl-train option that sets it, where the two differ.
 OPTION_NAMES = {"optimizer.name": "--optimizer", "optimizer.lr": "--lr"}
 
@@ -55,6 +60,32 @@ def portable_config(config: dict, run_dir) -> dict:
     """The config as stored in run.json and checkpoints: local paths relative to the run folder, so
     a run records no absolute path and still finds its data when the folder moves with it."""
     return dict(_map_paths(config, run_dir, _relative), output=".")
+
+
+def data_identity(config: dict) -> dict:
+    """sha256 of the one local file each path option names, by option (None for a folder, several
+    files, a URL or a file over IDENTITY_MAX_BYTES): what a run reads, whatever its place."""
+    out = {}
+    for key in PATH_KEYS:
+        value = config.get(key)
+        value = value[0] if isinstance(value, list) and len(value) == 1 else value
+        out[key] = _file_sha256(value) if _local(value) else None
+    return out
+
+
+def _file_sha256(path: str) -> str | None:
+    try:
+        if os.path.isfile(path) and os.path.getsize(path) <= IDENTITY_MAX_BYTES:
+            return sha256_file(path)
+    except OSError:
+        pass
+    return None
+
+
+def relocated(stored: dict, config: dict) -> dict:
+    """run.json's config with the path options of `config` (a resumed run's, already checked to
+    name the same data): a run that was pointed at its moved data records their new place."""
+    return {**stored, **{key: config[key] for key in PATH_KEYS if key in config}}
 
 
 def anchored_config(stored: dict, run_dir) -> dict:
@@ -96,6 +127,8 @@ class RunFile(SharedModel):
     train_samples: Count | None = None
     skipped_samples: Count | None = None
     sittings: Annotated[list[Sitting], Field(max_length=10**5)] = Field(default_factory=list)
+    # sha256 of each path option's file at the start (data_identity): the data, wherever they are
+    data: dict[Text, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None] = Field(default_factory=dict)
     eval_sizes: dict[Text, Count] = Field(default_factory=dict)
     error: Annotated[str, Field(max_length=4096)] | None = None
     # a diverged run reports a NaN loss: kept as it is, never computed with
@@ -124,14 +157,20 @@ def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[
                   log=None) -> TrainConfig:
     """The stored config of the run in OUTPUT; options given again must agree with it (HARMLESS
     ones may differ and are used for this sitting). log: where a lowered worker count is said."""
-    stored = anchored_config(read_run(output)["config"], output)
+    info = read_run(output)
+    stored = anchored_config(info["config"], output)
     where = f"{Path(output) / 'run.json'}"
     try:
         saved = load_config(None, {}, base=stored, base_source="config")
     except ConfigError as exc:  # written by another version of gcl-train, or edited
         raise ConfigError(f"--resume: the options in {where} do not fit this gcl-train ({exc})") from None
     given = load_config(recipe, overrides, base=stored, base_source=f"{where} config", sets=sets)
-    changed = differences(saved.to_dict(), given.to_dict())
+    recorded = info.get("data") or {}
+
+    def same_data(key: str, value) -> bool:  # the bytes the run started with, read from another place
+        return recorded.get(key) is not None and data_identity({key: value})[key] == recorded[key]
+
+    changed = differences(saved.to_dict(), given.to_dict(), same_data=same_data)
     if changed:
         listed = ", ".join(f"{option_name(key)} {_show(new)} (the run's: {_show(old)})" for key, old, new in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
@@ -142,7 +181,8 @@ def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[
             and ("://" in base or ":" in base.split("/", 1)[0]):
         raise ConfigError(f"--resume: this run read its shards through {base[:60]!r}; a command runs only when typed: "
                           "give --shards-base again to resume")
-    for key in HARMLESS:
+    _check_data_found(stored, overrides, where)
+    for key in (*HARMLESS, *PATH_KEYS):  # path options name the run's own files (checked above): read them there
         setattr(saved, key, getattr(given, key))
     cores = os.cpu_count() or 1
     if overrides.get("num_workers") is None and saved.num_workers > cores:
@@ -156,8 +196,21 @@ def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[
     return saved
 
 
-def differences(saved: dict, given: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    """(key, saved value, given value) for each result-changing leaf that differs."""
+def _check_data_found(stored: dict, overrides: dict, where: str) -> None:
+    """One line naming the path options whose files are not where run.json says and that were not
+    given again: a run folder moved without its data (backbone_weights is read at a run's start
+    only; a resumed run loads its checkpoint)."""
+    missing = [key for key in PATH_KEYS if key != "backbone_weights" and not overrides.get(key) and any(
+        _local(v) and not os.path.exists(v) for v in (stored[key] if isinstance(stored.get(key), list) else [stored.get(key)]))]
+    if missing:
+        named = ", ".join(option_name(key) for key in missing)
+        raise ConfigError(f"--resume: the run's {named} {'is' if len(missing) == 1 else 'are'} not where {where} says "
+                          f"(was the run folder moved without its data?): give {named} again with the data's place")
+
+
+def differences(saved: dict, given: dict, prefix: str = "", same_data=None) -> list[tuple[str, object, object]]:
+    """(key, saved value, given value) for each result-changing leaf that differs. same_data(key,
+    given value): a path option naming another place that holds the run's own data is no change."""
     out = []
     for key in sorted(set(saved) | set(given)):
         name = f"{prefix}{key}"
@@ -167,7 +220,7 @@ def differences(saved: dict, given: dict, prefix: str = "") -> list[tuple[str, o
         if isinstance(a, dict) and isinstance(b, dict):
             out += differences(a, b, f"{name}.")
         elif not prefix and key in PATH_KEYS:
-            if _paths(a) != _paths(b):
+            if _paths(a) != _paths(b) and not (same_data is not None and same_data(key, b)):
                 out.append((name, a, b))
         elif a != b:
             out.append((name, a, b))

@@ -23,7 +23,7 @@ from gcl.train.evalsets import load_eval_sets
 from gcl.train.methods import get_method
 from gcl.backbones import load_backbone_weights
 from gcl.train import stopping
-from gcl.train.resume import is_complete, portable_config, read_run
+from gcl.train.resume import data_identity, is_complete, portable_config, read_run, relocated
 from gcl.train.summary import progress_bar, quiet_lightning, run_summary
 
 
@@ -281,11 +281,14 @@ def train(cfg: TrainConfig, resume: bool, record_keys: bool = False, extra_callb
         sitting = {**code_version(), "num_workers": loader.num_workers}
         earlier = previous.get("sittings", []) if previous else []
         # a resumed run keeps the options it started with (train/resume.py refused any that change results)
-        info = {"config": previous["config"] if previous else stored, "method": cfg.method,
+        # (its data's place excepted: resume_config accepted a new place only for the same bytes)
+        info = {"config": relocated(previous["config"], stored) if previous else stored, "method": cfg.method,
                 "shards": stored["shards"] or stored["input"], "gen_prob": cfg.gen_prob, "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size, "world_size": world, "steps_per_epoch": loader.steps,
                 "num_views_in_shards": source.num_views, "train_samples": source.total, "status": "running",
                 "sittings": [*earlier, sitting] if isinstance(earlier, list) else [sitting],
+                # sha256 of the data files at the start: a moved run folder is pointed at the same bytes
+                "data": previous.get("data", {}) if previous else data_identity(cfg.to_dict()),
                 # images behind the online numbers (gcl-eval compare shows them next to each number)
                 "eval_sizes": eval_sets.sizes() if eval_sets else {}}
         if rank_zero:
