@@ -202,7 +202,8 @@ def test_a_study_makes_the_sets_a_merged_set_needs_then_merges_them(tmp_path, ci
     todo = [PlannedRun("mixed", 0, "train")]
     said = []
     prepare_shards(study, list(study.arms), todo, True, said.append)
-    assert said[1].startswith("  gcl-synth run --output=") and said[5].startswith("  gcl-synth merge --output=")
+    assert said[1].startswith('  shard set a config: {"batch_size": 12') and said[2].startswith("  gcl-synth run --config=")
+    assert said[7].startswith("  gcl-synth merge --output=")
     assert [line for line in said if not line.startswith("  ")] == [
                     f"would synthesize shard set a -> {study.shard_dir('a')}",
                     f"would synthesize shard set b -> {study.shard_dir('b')}",
