@@ -15,13 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import Field
 
 from gcl.errors import UserError
 from gcl.schema import SharedModel, parse
 from gcl.shards import IMAGE_FORMATS
-from gcl.yamlsafe import safe_load, yaml_error_line
+from gcl.yamlsafe import read_shared_file
 
 GENERATORS = ("taesd", "taef2", "vqgan", "esrgan", "diffusion", "maskgit", "mae")  # taef2: taesd's other name
 MAX_COUNT = 10**9  # images, shards, limits: far above any data set gcl reads
@@ -84,13 +83,5 @@ def parse_synth_config(data, where: str) -> SynthConfig:
 
 def read_synth_config(path: str | Path) -> SynthConfig:
     """A --config file (YAML or JSON, read by the shared-file loader), or one SynthConfigError line."""
-    path = Path(path)
-    try:
-        data = safe_load(path.read_bytes())
-    except FileNotFoundError:
-        raise SynthConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SynthConfigError(f"config file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
-    except yaml.YAMLError as exc:
-        raise SynthConfigError(f"config file {path} is not valid YAML or JSON: {yaml_error_line(exc)}") from None
+    data = read_shared_file(path, "config file", SynthConfigError, kind="YAML or JSON")
     return parse_synth_config({} if data is None else data, f"config file {path}")

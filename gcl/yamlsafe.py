@@ -13,6 +13,8 @@ yaml.YAMLError with a one-line message, so callers keep their own "is not valid 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 # Recipes and study files are a few kilobytes; a megabyte is already a hundred studies.
@@ -112,3 +114,19 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     where = f" (line {mark.line + 1})" if mark is not None else ""
     return (lines[0] if lines else type(exc).__name__) + where
+
+
+def read_shared_file(path, what: str, error: type[Exception], kind: str = "YAML"):
+    """safe_load of the file at `path` (None when it is empty); a missing, unreadable or invalid file
+    is one `error` line naming `what` (e.g. "study file") and the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid {kind}: {yaml_error_line(exc)}") from None

@@ -18,13 +18,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from gcl.eval.study.datafiles import DataSpec, DataSpecError, overlap, same_file
 # the schema's names other modules import from here too (MERGE_KEY, StudyError, EvalSpec, Decision)
 from gcl.eval.study.schema import (MERGE_KEY, Decision, EvalSpec, MergeSet, StudyError,  # noqa: F401
                                    SynthOptions, parse_study_file)
-from gcl.yamlsafe import safe_load, yaml_error_line
+from gcl.yamlsafe import read_shared_file
 from gcl.shardset import OutputLayout
 
 
@@ -144,15 +142,7 @@ def recipe_file(spec: str) -> Path:
 def read_yaml(path: Path, what: str) -> dict:
     """A YAML mapping read by the core's loader for shared files (gcl.yamlsafe: size, alias-expansion,
     duplicate-key and depth caps); every failure is one StudyError line naming `what` and the file."""
-    path = Path(path)
-    try:
-        data = safe_load(path.read_text())
-    except FileNotFoundError:
-        raise StudyError(f"{what} not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{what} {path} cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{what} {path} is not valid YAML: {yaml_error_line(exc)}") from None
+    data = read_shared_file(path, what, StudyError)
     if not isinstance(data, dict):
         raise StudyError(f"{what} {path} must be a YAML mapping")
     return data
