@@ -19,8 +19,9 @@ import click
 
 from gcl.eval.sheet import read_families
 from gcl.inputs import InputError
-from gcl.io import write_bytes_atomic
+from gcl.io import write_bytes_atomic, write_json_atomic
 from gcl.shardset import OutputLayout
+from gcl.synthconfig import SynthConfigError, parse_synth_config
 
 # 8 rows of 1 + 4 views at 128 px is ~700 x 1500 px: one screen, readable without zooming.
 DEFAULT_ROWS = 8
@@ -124,15 +125,22 @@ def preview(family, model, input_path, recipe, views, rows, resolution, seed, de
 
 
 def synthesize(out_dir: str, **options) -> str:
-    """`gcl-synth run` in a subprocess with these options; returns the manifest path.
+    """`gcl-synth run` in a subprocess with these options (None: gcl-synth's default); returns the
+    manifest path.
 
-    Its one-line error (a bad recipe, a missing model) becomes ours, so the user sees the same
-    message as from gcl-synth itself.
+    The options go as a --config file, typed by gcl-synth's own schema (gcl.synthconfig), so a
+    value is never read as a flag. gcl-synth's one-line error (a bad recipe, a missing model)
+    becomes ours, so the user sees the same message as from gcl-synth itself.
     """
-    argv = [sys.executable, "-m", "gcl.synth.cli", "run", "--output", out_dir, "--name", "preview", "--no-progress"]
-    for key, value in options.items():  # keys: this module's own keyword arguments, never a file's
-        if value is not None:
-            argv.append(f"--{key.replace('_', '-')}={value}")  # one argument: a value is never read as a flag
+    try:
+        config = parse_synth_config({k: v for k, v in options.items() if v is not None}, "preview options")
+    except SynthConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    config_file = Path(out_dir) / "preview-config.json"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(config_file, config.given())
+    argv = [sys.executable, "-m", "gcl.synth.cli", "run", f"--config={config_file}", f"--output={out_dir}",
+            "--name=preview", "--no-progress"]
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     if proc.returncode != 0:

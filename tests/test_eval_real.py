@@ -68,6 +68,9 @@ def test_preview_writes_sheet_without_shards(tmp_path):
     assert "noise strength" in r.output and list(tmp_path.iterdir()) == [out]
     r = CliRunner().invoke(preview, ["--model", str(TAEF2), "--input", str(CIFAR_TEST), "--recipe", "blur(x=1)"])
     assert r.exit_code != 0 and "unknown op" in r.output and "Traceback" not in r.output
+    # the options reach gcl-synth as a typed --config file: a value with a line break is refused before any call
+    r = CliRunner().invoke(preview, ["--model", str(TAEF2), "--input", str(CIFAR_TEST), "--recipe", "noise\n--overwrite"])
+    assert r.exit_code != 0 and "preview options: key 'recipe'" in r.output and "Traceback" not in r.output
 
 
 def _fake_run(tmp_path, seed=0):
