@@ -120,8 +120,13 @@ def read_shared_file(path, what: str, error: type[Exception], kind: str = "YAML"
     """safe_load of the file at `path` (None when it is empty); a missing, unreadable or invalid file
     is one `error` line naming `what` (e.g. "study file") and the file."""
     path = Path(path)
+    cap = MAX_YAML_CHARS * 4  # UTF-8 bytes of the longest text safe_load takes: a device or a huge file is never read whole
     try:
-        text = path.read_text()
+        with open(path, "rb") as fh:
+            raw = fh.read(cap + 1)
+        if len(raw) > cap:
+            raise error(f"{what} {path} is over the {MAX_YAML_CHARS >> 20} MiB cap of a shared file")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -164,3 +164,12 @@ def test_a_config_file_run_writes_the_shards_its_flags_write(tmp_path, cifar_tes
     made = {how: load_manifest(out / "set.manifest.json") for how, out in outs.items()}
     assert made["file"]["views"] == 1 and made["file"]["generator"] == made["typed"]["generator"]
     assert [s["sha256"] for s in made["file"]["shards"]] == [s["sha256"] for s in made["typed"]["shards"]]
+
+
+def test_a_device_or_a_huge_file_as_config_is_one_line_without_reading_it_whole(tmp_path, monkeypatch):
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as fh:
+        fh.truncate(8 << 30)  # 8 GiB, sparse: reading it whole would take the machine's memory
+    for path in (huge, "/dev/zero"):
+        cfg, said, code = resolved(["--config", path, "--output", str(tmp_path / "out")], monkeypatch)
+        assert cfg is None and code == 2 and "over the 1 MiB cap" in said and "Traceback" not in said, said
