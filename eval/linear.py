@@ -53,17 +53,10 @@ def load_recipe(path: str | os.PathLike | None, **overrides) -> LinearRecipe:
     """Defaults, then a YAML file's `linear:` section (or the whole file), then non-None overrides."""
     d: dict = {}
     if path:
-        import yaml
+        from gcl.yamlsafe import read_shared_file
 
-        from gcl.yamlsafe import safe_load
-
-        try:
-            with open(path) as fh:
-                data = safe_load(fh.read()) or {}  # no anchors/aliases: a shared file cannot expand
-        except yaml.YAMLError as exc:  # a python/* tag included: safe_load constructs no objects
-            raise ValueError(f"{path} is not a plain YAML recipe: {str(exc).splitlines()[0]}") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"{path} is not a text file") from None
+        # gcl.yamlsafe: a python/* tag is an error (safe_load constructs no objects), aliases are capped
+        data = read_shared_file(path, "linear recipe", ValueError, kind="plain YAML") or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path} is not a YAML mapping")
         d.update(_from_solo_learn(data) if "optimizer" in data else data.get("linear", data))

@@ -38,7 +38,7 @@ def test_a_python_tag_in_a_linear_recipe_is_one_line(tmp_path):
     data = hostile.npz(tmp_path / "d.npz")
     result = hostile.invoke(main, ["linear", "--raw-pixels", "--eval-train", data, "--eval-test", data,
                                    "--linear-recipe", recipe, "--output", tmp_path / "o"])
-    assert "lin.yaml is not a plain YAML recipe" in hostile.one_line_error(result)
+    assert "lin.yaml is not valid plain YAML" in hostile.one_line_error(result)
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
 from gcl.train.schema import (  # noqa: F401 - the config API
     METHODS, PAIRINGS, AugConfig, ConfigError, MethodKwargs, OptimConfig, SchedConfig, TrainConfig, parse_recipe,
 )
-from gcl.yamlsafe import safe_load, yaml_error_line
+from gcl.yamlsafe import read_shared_file
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 # The LR warm-up never takes more than this fraction of a run's epochs: solo-learn's 10 warm-up
@@ -73,12 +71,7 @@ def load_config(recipe: str | None, overrides: dict, base: dict | None = None,
 
 def read_recipe(path: Path) -> dict:
     """A recipe file's mapping (YAML without aliases: gcl.yamlsafe), or one ConfigError line."""
-    try:
-        recipe_data = safe_load(path.read_bytes()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {yaml_error_line(exc)}") from None
-    except OSError as exc:
-        raise ConfigError(f"recipe {path} cannot be read: {exc.strerror or exc}") from None
+    recipe_data = read_shared_file(path, "recipe", ConfigError) or {}
     if not isinstance(recipe_data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of config keys")
     return recipe_data
