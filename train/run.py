@@ -120,6 +120,9 @@ class LoaderDriver(Callback):
     def _hand_over(self, trainer, skip: int) -> None:
         self.loader.start_epoch(LoaderPosition(trainer.current_epoch, trainer.global_rank, trainer.world_size, skip))
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        stopping.raise_if_stopped()  # a stop signal whose exception was swallowed (train/stopping.py)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         pl_module.log("skipped_samples", float(self.loader.skipped), batch_size=len(batch["key"]))
 

@@ -7,7 +7,12 @@ ended by that signal. A second signal ends the process at once (a shutdown stuck
 system must not need `kill -9`). Lightning's own SIGTERM handling only sets a flag that its loop
 reads after the current batch (and makes the process exit 0); this runs first and does not wait,
 except inside a finalizer (`__del__`), where Python would swallow the exception: the signal is
-then delivered again right after it.
+then delivered again right after it. Python swallows it in places a frame does not show too (an
+at-fork callback such as logging's lock release, run when a loader worker is forked at an epoch's
+start; a weakref callback): there it reaches sys.unraisablehook, which says nothing and delivers
+the signal again right after. A library that catches KeyboardInterrupt is the last case: the
+training loop asks at every batch (raise_if_stopped) and raises a signal that came while
+training goes on.
 
 Loader workers ask the kernel for SIGTERM when the trainer dies (Linux prctl), so a trainer
 killed outright (OOM, `kill -9`) leaves no worker behind.
@@ -43,13 +48,36 @@ def _on_signal(signum, frame) -> None:
         # Python swallows an exception raised in __del__ (printing "Exception ignored in ..." and
         # a traceback), and the run would go on: a DataLoader iterator's __del__ joins its workers
         # at every epoch's end. Deliver the signal again once the finalizer is done.
-        _deferred[:] = [signum]
-        timer = threading.Timer(FINALIZER_RETRY_S, _thread.interrupt_main, (signum,))
-        timer.daemon = True
-        timer.start()
+        _deliver_again(signum)
         return
     _deferred.clear()
     raise Stopped(signal.Signals(signum).name)
+
+
+def _deliver_again(signum: int) -> None:
+    _deferred[:] = [signum]
+    timer = threading.Timer(FINALIZER_RETRY_S, _thread.interrupt_main, (signum,))
+    timer.daemon = True
+    timer.start()
+
+
+_hook_before: list = []  # sys.unraisablehook before stop_on_signals
+
+
+def _swallowed(unraisable) -> None:
+    """sys.unraisablehook: a Stopped that Python swallowed (raised in an at-fork or weakref
+    callback) is delivered again right after, silently; anything else goes to the hook before."""
+    if isinstance(unraisable.exc_value, Stopped) and _received:
+        _deliver_again(_received[0])
+        return
+    (_hook_before[0] if _hook_before else sys.__unraisablehook__)(unraisable)
+
+
+def raise_if_stopped() -> None:
+    """Raise Stopped when a stop signal came and training still goes on: its exception was raised
+    where Python swallows exceptions. (A signal deferred out of a finalizer is left to its timer.)"""
+    if _received and not _deferred:
+        raise Stopped(signal.Signals(_received[0]).name)
 
 
 FINALIZER_RETRY_S = 0.05  # how soon a signal deferred out of a finalizer is delivered again
@@ -76,6 +104,9 @@ def stop_on_signals() -> dict:
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
     for sig in previous:
         signal.signal(sig, _on_signal)
+    if sys.unraisablehook is not _swallowed:
+        _hook_before[:] = [sys.unraisablehook]
+        sys.unraisablehook = _swallowed
     return previous
 
 
@@ -83,6 +114,8 @@ def restore(previous: dict) -> None:
     """The handlers before stop_on_signals (gcl-train's main called in-process, e.g. by a test)."""
     for sig, handler in previous.items():
         signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    if sys.unraisablehook is _swallowed and _hook_before:
+        sys.unraisablehook = _hook_before.pop()
 
 
 def received() -> int | None:
