@@ -93,3 +93,4 @@ def test_a_stop_that_a_library_swallowed_is_raised_at_the_next_batch(tmp_path):
         stopping.restore(previous)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["status"] == "interrupted" and info["global_step"] == 2, info  # 12 steps without the check
+    assert stopping.received() is None  # restored: a later run in this process is not stopped by this one

@@ -116,6 +116,9 @@ def restore(previous: dict) -> None:
         signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     if sys.unraisablehook is _swallowed and _hook_before:
         sys.unraisablehook = _hook_before.pop()
+    # a later train() in this process (a test, a notebook) must not see this run's stop
+    _received.clear()
+    _deferred.clear()
 
 
 def received() -> int | None:
