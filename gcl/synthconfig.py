@@ -67,7 +67,7 @@ class SynthConfig(SharedModel):
 
     def given(self) -> dict:
         """The options the file (or mapping) set, by key: what it passes on; the rest keep their defaults."""
-        return {key: getattr(self, key) for key in type(self).model_fields if key in self.model_fields_set}
+        return self.model_dump(exclude_unset=True)
 
 
 def parse_synth_config(data, where: str) -> SynthConfig:

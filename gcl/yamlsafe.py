@@ -124,13 +124,13 @@ def read_shared_file(path, what: str, error: type[Exception], kind: str = "YAML"
     try:
         with open(path, "rb") as fh:
             raw = fh.read(cap + 1)
-        if len(raw) > cap:
-            raise error(f"{what} {path} is over the {MAX_YAML_CHARS >> 20} MiB cap of a shared file")
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8") if len(raw) <= cap else None
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{what} {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    if text is None or len(text) > MAX_YAML_CHARS:  # one message however far past the cap
+        raise error(f"{what} {path} is over the {MAX_YAML_CHARS >> 20} MiB cap of a shared file")
     try:
         return safe_load(text)
     except yaml.YAMLError as exc:

@@ -63,20 +63,17 @@ def portable_config(config: dict, run_dir) -> dict:
 
 
 def data_identity(config: dict) -> dict:
-    """sha256 of the one local file each path option names, by option (None for a folder, several
-    files, a URL or a file over IDENTITY_MAX_BYTES): what a run reads, whatever its place."""
-    out = {}
-    for key in PATH_KEYS:
-        value = config.get(key)
-        value = value[0] if isinstance(value, list) and len(value) == 1 else value
-        out[key] = _file_sha256(value) if _local(value) else None
-    return out
+    """file_identity of each path option, by option: what a run reads, whatever its place."""
+    return {key: file_identity(config.get(key)) for key in PATH_KEYS}
 
 
-def _file_sha256(path: str) -> str | None:
+def file_identity(value) -> str | None:
+    """sha256 of the one local file a path option names (None for a folder, several files, a URL
+    or a file over IDENTITY_MAX_BYTES)."""
+    value = value[0] if isinstance(value, list) and len(value) == 1 else value
     try:
-        if os.path.isfile(path) and os.path.getsize(path) <= IDENTITY_MAX_BYTES:
-            return sha256_file(path)
+        if _local(value) and os.path.isfile(value) and os.path.getsize(value) <= IDENTITY_MAX_BYTES:
+            return sha256_file(value)
     except OSError:
         pass
     return None
@@ -168,7 +165,7 @@ def resume_config(output: str, recipe: str | None, overrides: dict, sets: tuple[
     recorded = info.get("data") or {}
 
     def same_data(key: str, value) -> bool:  # the bytes the run started with, read from another place
-        return recorded.get(key) is not None and data_identity({key: value})[key] == recorded[key]
+        return recorded.get(key) is not None and file_identity(value) == recorded[key]
 
     changed = differences(saved.to_dict(), given.to_dict(), same_data=same_data)
     if changed:
@@ -200,8 +197,8 @@ def _check_data_found(stored: dict, overrides: dict, where: str) -> None:
     """One line naming the path options whose files are not where run.json says and that were not
     given again: a run folder moved without its data (backbone_weights is read at a run's start
     only; a resumed run loads its checkpoint)."""
-    missing = [key for key in PATH_KEYS if key != "backbone_weights" and not overrides.get(key) and any(
-        _local(v) and not os.path.exists(v) for v in (stored[key] if isinstance(stored.get(key), list) else [stored.get(key)]))]
+    missing = [key for key in PATH_KEYS if key != "backbone_weights" and not overrides.get(key)
+               and any(_local(v) and not os.path.exists(v) for v in _listed(stored.get(key)))]
     if missing:
         named = ", ".join(option_name(key) for key in missing)
         raise ConfigError(f"--resume: the run's {named} {'is' if len(missing) == 1 else 'are'} not where {where} says "
@@ -227,12 +224,15 @@ def differences(saved: dict, given: dict, prefix: str = "", same_data=None) -> l
     return out
 
 
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def _paths(value):
     """Local paths as the files they name (a run resumed from another folder spells them differently)."""
     if value is None:
         return None
-    values = value if isinstance(value, list) else [value]
-    return [v if "://" in v or v.startswith("pipe:") else os.path.realpath(v) for v in values]
+    return [v if "://" in v or v.startswith("pipe:") else os.path.realpath(v) for v in _listed(value)]
 
 
 def option_name(key: str) -> str:
