@@ -232,7 +232,7 @@ def _paths(value):
     """Local paths as the files they name (a run resumed from another folder spells them differently)."""
     if value is None:
         return None
-    return [v if "://" in v or v.startswith("pipe:") else os.path.realpath(v) for v in _listed(value)]
+    return [os.path.realpath(v) if _local(v) else v for v in _listed(value)]
 
 
 def option_name(key: str) -> str:
